@@ -1,0 +1,1 @@
+//! The canton-coordinator: leadership with fencing, the durable runbook driver, node registry and the coordinator API.

@@ -1,0 +1,20 @@
+use clap::Parser;
+
+/// The canton-coordinator: leadership with fencing, the durable runbook driver, node registry and the coordinator API.
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Args {
+    /// Log line format on stderr.
+    #[arg(long, value_enum, default_value_t)]
+    log_format: sidecar_telemetry::LogFormat,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let _telemetry = sidecar_telemetry::init(args.log_format);
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        "canton-coordinator started"
+    );
+    Ok(())
+}

@@ -1,0 +1,1 @@
+//! canton-ops: the operator CLI over the coordinator API.

