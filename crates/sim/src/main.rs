@@ -1,17 +1,128 @@
-use clap::Parser;
+//! canton-sim: a Canton stand-in node on Postgres that serves the same admin API for tests and the demo.
+use std::path::PathBuf;
+
+use anyhow::Context;
+use canton_sim::network::{LaunchOptions, NetworkSpec, PostgresTarget, SimNetwork};
+use canton_sim::{NodeConfig, NodeKind};
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
 
 /// canton-sim: a Canton stand-in node on Postgres that serves the same admin API for tests and the demo.
 #[derive(Parser, Debug)]
-#[command(version)]
+#[command(version, args_conflicts_with_subcommands = true)]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// Kind of node to run.
+    #[arg(long, value_enum)]
+    kind: Option<NodeKind>,
+    /// The node's TOML config.
+    #[arg(long)]
+    config: Option<PathBuf>,
     /// Log line format on stderr.
-    #[arg(long, value_enum, default_value_t)]
+    #[arg(long, value_enum, default_value_t, global = true)]
     log_format: sidecar_telemetry::LogFormat,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Starts a whole topology from one file, prints its endpoints as JSON and runs until
+    /// interrupted (SIGINT/SIGTERM), then stops every node.
+    Network {
+        /// The topology file.
+        file: PathBuf,
+        /// Postgres server for the node databases (`postgres://user@host:port`); default: the
+        /// file's `postgres`, else a private cluster started for the network.
+        #[arg(long)]
+        postgres: Option<String>,
+        /// Where node configs and logs go (default: a temporary dir).
+        #[arg(long)]
+        work_dir: Option<PathBuf>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let _telemetry = sidecar_telemetry::init(args.log_format);
-    tracing::info!(version = env!("CARGO_PKG_VERSION"), "canton-sim started");
+    let runtime = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
+    match args.command {
+        Some(Command::Network {
+            file,
+            postgres,
+            work_dir,
+        }) => runtime.block_on(run_network(file, postgres, work_dir)),
+        None => {
+            let (Some(kind), Some(config)) = (args.kind, args.config) else {
+                anyhow::bail!(
+                    "give --kind participant|sequencer|mediator|app and --config FILE, or the `network FILE` subcommand"
+                );
+            };
+            let config = NodeConfig::load(&config, kind)?;
+            runtime.block_on(run_node(config))
+        }
+    }
+}
+
+async fn run_node(config: NodeConfig) -> anyhow::Result<()> {
+    let shutdown = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    let node = config.id.clone();
+    canton_sim::node::run(config, shutdown)
+        .await
+        .with_context(|| format!("node {node}"))?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn cancel_on_signal(shutdown: CancellationToken) {
+    let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+    else {
+        tracing::error!("cannot install the SIGTERM handler");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    shutdown.cancel();
+}
+
+async fn run_network(
+    file: PathBuf,
+    postgres: Option<String>,
+    work_dir: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let spec = NetworkSpec::from_file(&file)?;
+    let binary = std::env::current_exe().context("locating the canton-sim binary")?;
+    let url = postgres.or_else(|| spec.postgres.clone());
+    let (target, _private) = match url {
+        Some(url) => (PostgresTarget::from_url(&url)?, None),
+        None => {
+            let cluster = tokio::task::spawn_blocking(testkit::Postgres::start)
+                .await
+                .context("starting a private Postgres")?
+                .context("starting a private Postgres")?;
+            (PostgresTarget::of(&cluster), Some(cluster))
+        }
+    };
+    let network = tokio::task::spawn_blocking(move || {
+        SimNetwork::start(
+            &spec,
+            LaunchOptions {
+                postgres: target,
+                binary: &binary,
+                work_dir,
+            },
+        )
+    })
+    .await
+    .context("starting the network")??;
+    println!("{}", serde_json::to_string_pretty(&network.endpoints())?);
+    let shutdown = CancellationToken::new();
+    cancel_on_signal(shutdown.clone()).await;
+    tokio::task::spawn_blocking(move || network.stop())
+        .await
+        .context("stopping the network")??;
+    tracing::info!("network stopped");
     Ok(())
 }

@@ -1,0 +1,276 @@
+//! The sim's control endpoint (HTTP/JSON, not part of Canton): fault injection, the "stop
+//! processing" switch, node info and the action log. Tests and the demo use it through
+//! [`ControlClient`].
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::routing::{delete, get, post};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::db::{Action, Db};
+use crate::error::{Error, ErrorKind, Result};
+use crate::faults::{ActiveFault, FaultRule, Faults};
+use crate::health::{Health, Readiness};
+
+/// What `GET /control/info` reports.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    pub node_id: String,
+    pub kind: String,
+    pub uid: String,
+    pub member: String,
+    pub pid: u32,
+    pub ready: bool,
+    pub processing_stopped: bool,
+}
+
+#[derive(Clone)]
+pub struct ControlState {
+    pub info: NodeInfo,
+    pub faults: Arc<Faults>,
+    pub db: Arc<Db>,
+    pub health: Arc<Health>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct AddedFault {
+    pub id: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Processing {
+    pub stopped: bool,
+}
+
+#[derive(Debug, Deserialize)]
+struct ActionQuery {
+    #[serde(default)]
+    after: i64,
+}
+
+pub fn router(state: ControlState) -> axum::Router {
+    axum::Router::new()
+        .route("/control/info", get(info))
+        .route(
+            "/control/faults",
+            get(list_faults).post(add_fault).delete(clear_faults),
+        )
+        .route("/control/faults/{id}", delete(remove_fault))
+        .route("/control/processing", post(set_processing))
+        .route("/control/actions", get(actions))
+        .with_state(state)
+}
+
+async fn info(State(state): State<ControlState>) -> Json<NodeInfo> {
+    let mut info = state.info.clone();
+    info.ready = state.health.readiness() == Readiness::Serving;
+    info.processing_stopped = state.faults.processing_stopped();
+    Json(info)
+}
+
+async fn list_faults(State(state): State<ControlState>) -> Json<Vec<ActiveFault>> {
+    Json(state.faults.list())
+}
+
+async fn add_fault(
+    State(state): State<ControlState>,
+    Json(rule): Json<FaultRule>,
+) -> Json<AddedFault> {
+    Json(AddedFault {
+        id: state.faults.add(rule),
+    })
+}
+
+async fn clear_faults(State(state): State<ControlState>) -> StatusCode {
+    state.faults.clear();
+    StatusCode::NO_CONTENT
+}
+
+async fn remove_fault(State(state): State<ControlState>, Path(id): Path<u64>) -> StatusCode {
+    if state.faults.remove(id) {
+        StatusCode::NO_CONTENT
+    } else {
+        StatusCode::NOT_FOUND
+    }
+}
+
+async fn set_processing(
+    State(state): State<ControlState>,
+    Json(body): Json<Processing>,
+) -> StatusCode {
+    state.faults.set_processing_stopped(body.stopped);
+    StatusCode::NO_CONTENT
+}
+
+async fn actions(
+    State(state): State<ControlState>,
+    Query(query): Query<ActionQuery>,
+) -> std::result::Result<Json<Vec<Action>>, (StatusCode, String)> {
+    state
+        .db
+        .actions(query.after)
+        .await
+        .map(Json)
+        .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+}
+
+/// A small client of the control endpoint (plain HTTP/1.1, one connection per request).
+#[derive(Clone, Debug)]
+pub struct ControlClient {
+    addr: SocketAddr,
+}
+
+impl ControlClient {
+    pub fn new(addr: SocketAddr) -> Self {
+        Self { addr }
+    }
+
+    pub async fn info(&self) -> Result<NodeInfo> {
+        self.json("GET", "/control/info", None).await
+    }
+
+    /// Adds a fault rule and returns its id.
+    pub async fn add_fault(&self, rule: &FaultRule) -> Result<u64> {
+        let body = serde_json::to_string(rule)
+            .map_err(|e| Error::with_source(ErrorKind::Control, "encoding a fault rule", e))?;
+        let added: AddedFault = self.json("POST", "/control/faults", Some(body)).await?;
+        Ok(added.id)
+    }
+
+    pub async fn faults(&self) -> Result<Vec<ActiveFault>> {
+        self.json("GET", "/control/faults", None).await
+    }
+
+    pub async fn remove_fault(&self, id: u64) -> Result<()> {
+        self.expect_ok("DELETE", &format!("/control/faults/{id}"), None)
+            .await
+    }
+
+    pub async fn clear_faults(&self) -> Result<()> {
+        self.expect_ok("DELETE", "/control/faults", None).await
+    }
+
+    /// Halts (or resumes) the node's background processing; its readiness follows.
+    pub async fn set_processing_stopped(&self, stopped: bool) -> Result<()> {
+        self.expect_ok(
+            "POST",
+            "/control/processing",
+            Some(format!("{{\"stopped\":{stopped}}}")),
+        )
+        .await
+    }
+
+    /// The action log after sequence number `after` (0 = all).
+    pub async fn actions(&self, after: i64) -> Result<Vec<Action>> {
+        self.json("GET", &format!("/control/actions?after={after}"), None)
+            .await
+    }
+
+    async fn expect_ok(&self, method: &str, path: &str, body: Option<String>) -> Result<()> {
+        let (status, text) = http_request(self.addr, method, path, body).await?;
+        if !(200..300).contains(&status) {
+            return Err(Error::new(
+                ErrorKind::Control,
+                format!("{method} {path} on {} answered {status}: {text}", self.addr),
+            ));
+        }
+        Ok(())
+    }
+
+    async fn json<T: serde::de::DeserializeOwned>(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<String>,
+    ) -> Result<T> {
+        let (status, text) = http_request(self.addr, method, path, body).await?;
+        if !(200..300).contains(&status) {
+            return Err(Error::new(
+                ErrorKind::Control,
+                format!("{method} {path} on {} answered {status}: {text}", self.addr),
+            ));
+        }
+        serde_json::from_str(&text).map_err(|e| {
+            Error::with_source(
+                ErrorKind::Control,
+                format!("decoding the answer of {method} {path}"),
+                e,
+            )
+        })
+    }
+}
+
+/// One HTTP/1.1 request with `Connection: close`; returns the status code and body. Enough for
+/// the control endpoint and `/health`, which answer small bodies without chunking.
+pub async fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<String>,
+) -> Result<(u16, String)> {
+    let io = |what: &str, e: std::io::Error| {
+        Error::with_source(
+            ErrorKind::Control,
+            format!("{what} {method} {path} on {addr}"),
+            e,
+        )
+    };
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| io("connecting for", e))?;
+    let body = body.unwrap_or_default();
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .map_err(|e| io("sending", e))?;
+    let mut raw = Vec::new();
+    stream
+        .read_to_end(&mut raw)
+        .await
+        .map_err(|e| io("reading the answer of", e))?;
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse::<u16>().ok())
+        .ok_or_else(|| {
+            Error::new(
+                ErrorKind::Control,
+                format!("{method} {path} on {addr}: not an HTTP answer: {head:?}"),
+            )
+        })?;
+    let chunked = head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked");
+    let body = if chunked {
+        dechunk(body)
+    } else {
+        body.to_owned()
+    };
+    Ok((status, body))
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let Ok(size) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if size == 0 || rest.len() < size {
+            break;
+        }
+        out.push_str(&rest[..size]);
+        body = rest[size..].trim_start_matches("\r\n");
+    }
+    out
+}

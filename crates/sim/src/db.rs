@@ -1,0 +1,286 @@
+//! The node's own database: connection, schema migrations at start, the node's identity row
+//! and the action log. Everything a node knows lives here, so a pg_dump of this database is a
+//! backup of the node and pg_restore brings it back.
+
+use std::time::Duration;
+
+use tokio::sync::{Mutex, MutexGuard};
+use tokio_postgres::{Client, NoTls};
+
+use crate::config::NodeConfig;
+use crate::error::{Error, ErrorKind, Result};
+
+/// Schema versions in order; each is applied once, in its own transaction, at start.
+const MIGRATIONS: &[(i32, &str)] = &[(
+    1,
+    r#"
+        CREATE TABLE sim_node (
+            singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+            node_id text NOT NULL,
+            kind text NOT NULL,
+            uid text NOT NULL,
+            created_at timestamptz NOT NULL DEFAULT now()
+        );
+        CREATE TABLE sim_action_log (
+            seq bigserial PRIMARY KEY,
+            at timestamptz NOT NULL DEFAULT clock_timestamp(),
+            method text NOT NULL,
+            detail text NOT NULL,
+            outcome text NOT NULL
+        );
+        CREATE TABLE participant_synchronizer (
+            alias text PRIMARY KEY,
+            config bytea NOT NULL,
+            manual_connect boolean NOT NULL,
+            priority integer NOT NULL,
+            sequencer_urls text[] NOT NULL,
+            pinned_physical_id text,
+            synchronizer_id text,
+            physical_synchronizer_id text,
+            registered_at timestamptz NOT NULL DEFAULT now(),
+            modified_at timestamptz NOT NULL DEFAULT now()
+        );
+        CREATE TABLE pruning_schedule (
+            singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+            cron text NOT NULL,
+            max_duration_ms bigint NOT NULL,
+            retention_ms bigint NOT NULL,
+            prune_internally_only boolean NOT NULL DEFAULT false
+        );
+        CREATE TABLE participant_pruning (
+            singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+            pruned_up_to_inclusive bigint NOT NULL DEFAULT 0,
+            internally_pruned_up_to_inclusive bigint NOT NULL DEFAULT 0,
+            pruned_before_micros bigint NOT NULL DEFAULT 0
+        );
+        CREATE TABLE participant_ledger (
+            singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+            ledger_end bigint NOT NULL DEFAULT 0
+        );
+        INSERT INTO participant_ledger DEFAULT VALUES;
+        INSERT INTO participant_pruning DEFAULT VALUES;
+        CREATE TABLE sequencer_member (
+            member text PRIMARY KEY,
+            registered_at_micros bigint NOT NULL,
+            enabled boolean NOT NULL DEFAULT true,
+            last_acknowledged_micros bigint
+        );
+        "#,
+)];
+
+/// One connection to the node's database, reopened when it breaks (a Postgres restart must not
+/// need a node restart). Calls are serialised, which also serialises the node's state changes.
+pub struct Db {
+    conninfo: String,
+    client: Mutex<Option<Client>>,
+}
+
+/// One entry of the action log: a mutating admin call the node executed (or refused).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Action {
+    pub seq: i64,
+    /// Microseconds since the Unix epoch.
+    pub at_micros: i64,
+    /// Full gRPC method path, e.g. `/com.digitalasset.canton.admin.participant.v30.SynchronizerConnectivityService/DisconnectSynchronizer`.
+    pub method: String,
+    pub detail: String,
+    /// `OK`, or the refusal's Canton error id.
+    pub outcome: String,
+}
+
+pub struct DbGuard<'a> {
+    guard: MutexGuard<'a, Option<Client>>,
+}
+
+impl DbGuard<'_> {
+    pub fn client(&mut self) -> Result<&mut Client> {
+        self.guard
+            .as_mut()
+            .ok_or_else(|| Error::new(ErrorKind::Database, "database connection lost"))
+    }
+}
+
+impl Db {
+    /// Connects, retrying for up to `patience` (the database may still be starting).
+    pub async fn connect(conninfo: &str, patience: Duration) -> Result<Self> {
+        let deadline = tokio::time::Instant::now() + patience;
+        loop {
+            match open(conninfo).await {
+                Ok(client) => {
+                    return Ok(Self {
+                        conninfo: conninfo.to_owned(),
+                        client: Mutex::new(Some(client)),
+                    });
+                }
+                Err(e) if tokio::time::Instant::now() >= deadline => return Err(e),
+                Err(e) => {
+                    tracing::warn!(error = %e, "database not reachable yet, retrying");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+    }
+
+    /// The connection, reopened if the previous one broke.
+    pub async fn lock(&self) -> Result<DbGuard<'_>> {
+        let mut guard = self.client.lock().await;
+        if guard.as_ref().is_none_or(Client::is_closed) {
+            *guard = None;
+            *guard = Some(open(&self.conninfo).await?);
+        }
+        Ok(DbGuard { guard })
+    }
+
+    /// Whether the database answers a trivial query.
+    pub async fn ping(&self) -> bool {
+        let Ok(mut guard) = self.lock().await else {
+            return false;
+        };
+        let Ok(client) = guard.client() else {
+            return false;
+        };
+        tokio::time::timeout(Duration::from_secs(2), client.simple_query("SELECT 1"))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    /// Applies missing migrations and records (or checks) which node owns this database.
+    pub async fn prepare(&self, config: &NodeConfig) -> Result<()> {
+        let mut guard = self.lock().await?;
+        let client = guard.client()?;
+        client
+            .batch_execute(
+                "CREATE TABLE IF NOT EXISTS sim_schema_version (
+                    version integer PRIMARY KEY,
+                    applied_at timestamptz NOT NULL DEFAULT now())",
+            )
+            .await
+            .map_err(|e| Error::db("creating the schema version table", e))?;
+        for (version, sql) in MIGRATIONS {
+            let tx = client
+                .transaction()
+                .await
+                .map_err(|e| Error::db("starting a migration", e))?;
+            let applied = tx
+                .query_opt(
+                    "SELECT 1 FROM sim_schema_version WHERE version = $1 FOR UPDATE",
+                    &[version],
+                )
+                .await
+                .map_err(|e| Error::db("reading the schema version", e))?
+                .is_some();
+            if applied {
+                continue;
+            }
+            tx.batch_execute(sql)
+                .await
+                .map_err(|e| Error::db(format!("applying schema migration {version}"), e))?;
+            tx.execute(
+                "INSERT INTO sim_schema_version (version) VALUES ($1)",
+                &[version],
+            )
+            .await
+            .map_err(|e| Error::db("recording the schema version", e))?;
+            tx.commit()
+                .await
+                .map_err(|e| Error::db(format!("committing schema migration {version}"), e))?;
+            tracing::info!(version, "applied schema migration");
+        }
+        let kind = config.kind().as_str();
+        let owner = client
+            .query_opt("SELECT node_id, kind FROM sim_node", &[])
+            .await
+            .map_err(|e| Error::db("reading the node identity", e))?;
+        match owner {
+            None => {
+                client
+                    .execute(
+                        "INSERT INTO sim_node (node_id, kind, uid) VALUES ($1, $2, $3)",
+                        &[&config.id, &kind, &config.uid()],
+                    )
+                    .await
+                    .map_err(|e| Error::db("recording the node identity", e))?;
+            }
+            Some(row) => {
+                let (node_id, owner_kind): (String, String) = (row.get(0), row.get(1));
+                if node_id != config.id || owner_kind != kind {
+                    return Err(Error::new(
+                        ErrorKind::WrongDatabase,
+                        format!(
+                            "database holds {owner_kind} {node_id}, not {kind} {}; point `database` at this node's own database",
+                            config.id
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Appends to the action log on its own (calls that change no stored state, refusals).
+    pub async fn log_plain(&self, method: &str, detail: &str, outcome: &str) -> Result<()> {
+        let mut guard = self.lock().await?;
+        guard
+            .client()?
+            .execute(
+                "INSERT INTO sim_action_log (method, detail, outcome) VALUES ($1, $2, $3)",
+                &[&method, &detail, &outcome],
+            )
+            .await
+            .map_err(|e| Error::db("appending to the action log", e))?;
+        Ok(())
+    }
+
+    /// The action log from `after_seq` on (exclusive), oldest first.
+    pub async fn actions(&self, after_seq: i64) -> Result<Vec<Action>> {
+        let mut guard = self.lock().await?;
+        let rows = guard
+            .client()?
+            .query(
+                "SELECT seq, (extract(epoch FROM at) * 1000000)::bigint, method, detail, outcome
+                 FROM sim_action_log WHERE seq > $1 ORDER BY seq",
+                &[&after_seq],
+            )
+            .await
+            .map_err(|e| Error::db("reading the action log", e))?;
+        Ok(rows
+            .iter()
+            .map(|row| Action {
+                seq: row.get(0),
+                at_micros: row.get(1),
+                method: row.get(2),
+                detail: row.get(3),
+                outcome: row.get(4),
+            })
+            .collect())
+    }
+}
+
+async fn open(conninfo: &str) -> Result<Client> {
+    let (client, connection) = tokio_postgres::connect(conninfo, NoTls)
+        .await
+        .map_err(|e| Error::db("connecting to the node database", e))?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::warn!(error = %e, "database connection ended");
+        }
+    });
+    Ok(client)
+}
+
+/// Appends to the action log inside the caller's transaction, so the log row commits exactly
+/// when the state change does.
+pub async fn log_action(
+    tx: &tokio_postgres::Transaction<'_>,
+    method: &str,
+    detail: &str,
+    outcome: &str,
+) -> Result<()> {
+    tx.execute(
+        "INSERT INTO sim_action_log (method, detail, outcome) VALUES ($1, $2, $3)",
+        &[&method, &detail, &outcome],
+    )
+    .await
+    .map_err(|e| Error::db("appending to the action log", e))?;
+    Ok(())
+}

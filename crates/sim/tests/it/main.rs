@@ -1,0 +1,9 @@
+//! canton-sim against real PostgreSQL and real node processes.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod cli;
+mod connectivity;
+mod faults;
+mod health;
+mod network;
+mod support;
