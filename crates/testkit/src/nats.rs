@@ -116,6 +116,25 @@ impl NatsServer {
         }
     }
 
+    /// Freezes the private server (SIGSTOP) and returns once it is stopped.
+    pub fn pause(&self) -> Result<()> {
+        self.running()?.pause()
+    }
+
+    /// Unfreezes the private server.
+    pub fn resume(&self) -> Result<()> {
+        self.running()?.resume()
+    }
+
+    fn running(&self) -> Result<&ChildProcess> {
+        self.process.as_ref().ok_or_else(|| {
+            Error::new(
+                ErrorKind::Child,
+                "the nats-server is not running or is shared",
+            )
+        })
+    }
+
     /// Starts the server again on the same port and store after [`NatsServer::kill`].
     pub fn restart(&mut self) -> Result<()> {
         self.kill();

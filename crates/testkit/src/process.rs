@@ -91,6 +91,32 @@ impl ChildProcess {
         })
     }
 
+    /// Freezes the process with SIGSTOP and returns once the kernel reports it stopped, so
+    /// whatever the caller does next really happens while it is frozen.
+    pub fn pause(&self) -> Result<()> {
+        self.signal(Signal::SIGSTOP)?;
+        let stat_path = format!("/proc/{}/stat", self.pid());
+        wait_until(
+            &format!("{} stopped", self.name),
+            Duration::from_secs(10),
+            || {
+                std::fs::read_to_string(&stat_path)
+                    .ok()
+                    .and_then(|stat| {
+                        stat.rfind(')')
+                            .map(|end| stat[end + 1..].trim_start().starts_with('T'))
+                    })
+                    .unwrap_or(false)
+            },
+        )?;
+        Ok(())
+    }
+
+    /// Lets a paused process continue.
+    pub fn resume(&self) -> Result<()> {
+        self.signal(Signal::SIGCONT)
+    }
+
     /// Kills the process and the processes it started with SIGKILL, as a machine crash would,
     /// and reaps it.
     pub fn kill(&mut self) {

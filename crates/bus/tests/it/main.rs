@@ -5,7 +5,6 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::StreamExt;
-use nix::sys::signal::Signal;
 use sidecar_bus::{Bucket, BusSettings, KvErrorKind, Names, Network, NetworkId, NodeId, connect};
 use testkit::{NatsServer, unique_id};
 
@@ -119,7 +118,7 @@ async fn a_write_that_times_out_is_resolved_by_reading_back() {
         .await
         .unwrap();
 
-    server.signal(Signal::SIGSTOP).unwrap();
+    server.pause().unwrap();
     let writer = {
         let claims = claims.clone();
         tokio::spawn(async move {
@@ -137,7 +136,7 @@ async fn a_write_that_times_out_is_resolved_by_reading_back() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     eprintln!("first timeout observed after {:?}", start.elapsed());
-    server.signal(Signal::SIGCONT).unwrap();
+    server.resume().unwrap();
 
     let written = writer.await.unwrap().unwrap();
     assert!(written > revision);
