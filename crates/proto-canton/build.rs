@@ -50,6 +50,8 @@ fn compile(
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
+        // Unimplemented by default, so a test server or the sim implements only what it serves.
+        .generate_default_stubs(true)
         .out_dir(out_dir)
         .include_file("mod.rs")
         .compile_fds(descriptors)?;
