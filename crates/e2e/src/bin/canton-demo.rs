@@ -61,8 +61,8 @@ async fn main() -> anyhow::Result<()> {
         launch_started.elapsed().as_secs_f64()
     );
     println!(
-        "  {:<14} {:<12} {:<10} {:<22} {}",
-        "node", "kind", "org", "admin", "database"
+        "  {:<14} {:<12} {:<10} {:<22} database",
+        "node", "kind", "org", "admin"
     );
     for node in sims.endpoints().nodes {
         let admin = node
