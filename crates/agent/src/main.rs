@@ -1,17 +1,81 @@
+//! `canton-agent`: the sidecar beside one Canton node. Reads its configuration, runs until
+//! SIGTERM or SIGINT, stops within `shutdown.grace` and exits 0.
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use canton_agent::{Agent, AgentConfig, AgentMetrics};
 use clap::Parser;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio_util::sync::CancellationToken;
 
 /// The canton-agent sidecar: probes, heartbeats, node state and the signed command path against one Canton node.
 #[derive(Parser, Debug)]
 #[command(version)]
 struct Args {
+    /// The agent's TOML configuration; `CANTON_AGENT__<SECTION>__<KEY>` variables override it.
+    #[arg(long, short, env = "CANTON_AGENT_CONFIG")]
+    config: PathBuf,
+    /// Check the configuration, print it and exit.
+    #[arg(long)]
+    check_config: bool,
     /// Log line format on stderr.
     #[arg(long, value_enum, default_value_t)]
     log_format: sidecar_telemetry::LogFormat,
 }
 
-fn main() -> anyhow::Result<()> {
+/// Exit status of a configuration the agent cannot use (sysexits' EX_CONFIG).
+const EXIT_CONFIG: u8 = 78;
+
+fn main() -> anyhow::Result<ExitCode> {
     let args = Args::parse();
     let _telemetry = sidecar_telemetry::init(args.log_format);
-    tracing::info!(version = env!("CARGO_PKG_VERSION"), "canton-agent started");
+    let config = match AgentConfig::load(&args.config) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("canton-agent: {error}");
+            return Ok(ExitCode::from(EXIT_CONFIG));
+        }
+    };
+    if args.check_config {
+        println!("{config:#?}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    // Two workers: a probe stuck in blocking code still leaves one for the heartbeat ticker.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(run(config))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn run(config: AgentConfig) -> anyhow::Result<()> {
+    let mut terminate =
+        signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let shutdown = CancellationToken::new();
+    let metrics = AgentMetrics::default();
+    let probes = canton_agent::probes::from_config(&config);
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        network = %config.network,
+        node = %config.node,
+        kind = %config.kind,
+        probes = probes.len(),
+        "canton-agent started"
+    );
+    let agent = Agent::new(config, probes, metrics);
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = terminate.recv() => tracing::info!("SIGTERM: stopping"),
+            _ = interrupt.recv() => tracing::info!("SIGINT: stopping"),
+        }
+        stop.cancel();
+    });
+    agent.run(shutdown).await?;
+    tracing::info!("canton-agent stopped");
     Ok(())
 }

@@ -1,0 +1,681 @@
+//! The agent's configuration: one TOML file plus `CANTON_AGENT__<SECTION>__<KEY>` environment
+//! overrides, checked completely at start.
+//!
+//! Every key is read one at a time so that an error names the key, the value found (and
+//! whether it came from the file or an environment variable) and what is expected. Keys nobody
+//! reads are refused too: a misspelt `heartbeat.intreval` would otherwise silently keep the
+//! default.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use config::{Environment, File, FileFormat, Value, ValueKind};
+use sidecar_bus::{NetworkId, NodeId};
+
+/// Prefix of environment overrides: `CANTON_AGENT__NATS__URL` sets `nats.url`.
+pub const ENV_PREFIX: &str = "CANTON_AGENT";
+const ENV_SEPARATOR: &str = "__";
+
+/// What the agent sits beside: a Canton node of some kind, or an app.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum NodeKind {
+    Participant,
+    Sequencer,
+    Mediator,
+    /// A Postgres-backed application in front of a participant (a Splice validator or SV app).
+    App,
+}
+
+impl NodeKind {
+    const NAMES: [(&'static str, NodeKind); 4] = [
+        ("participant", NodeKind::Participant),
+        ("sequencer", NodeKind::Sequencer),
+        ("mediator", NodeKind::Mediator),
+        ("app", NodeKind::App),
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        Self::NAMES
+            .iter()
+            .find(|(_, role)| *role == self)
+            .map_or("app", |(name, _)| name)
+    }
+
+    /// Whether the node has a Canton admin API (every role but apps).
+    pub fn has_admin_api(self) -> bool {
+        self != NodeKind::App
+    }
+}
+
+impl fmt::Display for NodeKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How often a probe runs and how long one run may take.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Schedule {
+    pub period: Duration,
+    pub timeout: Duration,
+}
+
+/// Connection to the NATS cluster of the network.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NatsConfig {
+    /// One or more server URLs, comma separated.
+    pub url: String,
+    /// A `.creds` file (user JWT + seed), when the server requires one.
+    pub credentials: Option<PathBuf>,
+    /// Client pings; a dead server is noticed after about two of them.
+    pub ping_interval: Duration,
+    pub connect_timeout: Duration,
+    /// Upper bound of the jittered pause between reconnect attempts.
+    pub max_reconnect_delay: Duration,
+}
+
+/// Endpoints of the Canton node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CantonConfig {
+    /// Admin API, e.g. `http://127.0.0.1:5002`.
+    pub admin_url: String,
+    /// Canton release line whose wire profile to use (`3.4`, `3.5`).
+    pub release_line: String,
+    /// The node's dedicated `grpc.condition.v1` server, when it runs one.
+    pub grpc_health_url: Option<String>,
+    /// Service name asked of the gRPC health server (empty = all services).
+    pub grpc_health_service: String,
+    /// The node's HTTP health endpoint (`http://host:port/health`), when it serves one.
+    pub http_health_url: Option<String>,
+    /// Ledger API of a participant, for the ledger end.
+    pub ledger_api_url: Option<String>,
+}
+
+/// Per-probe schedules.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProbeSchedules {
+    pub status: Schedule,
+    pub grpc_health: Schedule,
+    pub http_health: Schedule,
+    pub synchronizers: Schedule,
+    pub ledger_end: Schedule,
+    pub database: Schedule,
+}
+
+/// The whole, validated configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AgentConfig {
+    pub network: NetworkId,
+    pub node: NodeId,
+    pub kind: NodeKind,
+    pub nats: NatsConfig,
+    /// Interval of the heartbeat ticker.
+    pub heartbeat_interval: Duration,
+    /// Node state is written on every change and at least this often.
+    pub state_refresh: Duration,
+    /// Bound on a clean stop after SIGTERM.
+    pub shutdown_grace: Duration,
+    /// Absent for apps, which have no Canton admin API.
+    pub canton: Option<CantonConfig>,
+    /// libpq connection string or URL of the node's database, for the reachability probe.
+    pub database_url: Option<String>,
+    pub probes: ProbeSchedules,
+}
+
+/// A configuration that cannot be used. The message names the key and what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {} not found; pass an existing file with --config", path.display())]
+    MissingFile { path: PathBuf },
+    #[error("config file {} cannot be read: {source}", path.display())]
+    Unreadable {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {} is not valid TOML: {message}", path.display())]
+    Syntax { path: PathBuf, message: String },
+    #[error("config key `{key}` is missing{origin}; expected {expected}")]
+    Missing {
+        key: String,
+        origin: Origin,
+        expected: String,
+    },
+    #[error("config key `{key}` has value {value:?}{origin}; expected {expected}")]
+    Invalid {
+        key: String,
+        value: String,
+        origin: Origin,
+        expected: String,
+    },
+    #[error("config key `{key}`{origin} is unknown; known keys: {known}")]
+    Unknown {
+        key: String,
+        origin: Origin,
+        known: String,
+    },
+}
+
+impl ConfigError {
+    /// The offending key, when the error is about one.
+    pub fn key(&self) -> Option<&str> {
+        match self {
+            ConfigError::Missing { key, .. }
+            | ConfigError::Invalid { key, .. }
+            | ConfigError::Unknown { key, .. } => Some(key),
+            _ => None,
+        }
+    }
+}
+
+/// Where a key's value came from, for error messages.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Origin {
+    File(PathBuf),
+    Environment(String),
+    /// Nothing set it (a missing key).
+    Nowhere,
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::File(path) => write!(f, " (in {})", path.display()),
+            Origin::Environment(var) => write!(f, " (from environment variable {var})"),
+            Origin::Nowhere => Ok(()),
+        }
+    }
+}
+
+impl AgentConfig {
+    /// Reads `path` and the process environment.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        Self::load_with_env(path, std::env::vars())
+    }
+
+    /// Reads `path` with the given environment (tests pass their own instead of mutating the
+    /// process environment).
+    pub fn load_with_env(
+        path: &Path,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| {
+            if source.kind() == std::io::ErrorKind::NotFound {
+                ConfigError::MissingFile {
+                    path: path.to_owned(),
+                }
+            } else {
+                ConfigError::Unreadable {
+                    path: path.to_owned(),
+                    source,
+                }
+            }
+        })?;
+        Self::from_toml(&text, path, env)
+    }
+
+    /// Parses TOML `text` (said to come from `path`) with environment overrides.
+    pub fn from_toml(
+        text: &str,
+        path: &Path,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let prefix = format!("{ENV_PREFIX}{ENV_SEPARATOR}");
+        let overrides: HashMap<String, String> = env
+            .into_iter()
+            .filter(|(name, _)| name.starts_with(&prefix))
+            .collect();
+        let merged = config::Config::builder()
+            .add_source(File::from_str(text, FileFormat::Toml))
+            .add_source(
+                Environment::with_prefix(ENV_PREFIX)
+                    .prefix_separator(ENV_SEPARATOR)
+                    .separator(ENV_SEPARATOR)
+                    .source(Some(overrides.clone().into_iter().collect())),
+            )
+            .build()
+            .map_err(|e| ConfigError::Syntax {
+                path: path.to_owned(),
+                message: e.to_string(),
+            })?;
+        let table: HashMap<String, Value> =
+            merged
+                .try_deserialize()
+                .map_err(|e: config::ConfigError| ConfigError::Syntax {
+                    path: path.to_owned(),
+                    message: e.to_string(),
+                })?;
+        let mut keys = Keys {
+            values: BTreeMap::new(),
+            file: path.to_owned(),
+            overrides,
+        };
+        keys.flatten("", table);
+        let config = read(&mut keys)?;
+        keys.refuse_leftovers()?;
+        Ok(config)
+    }
+}
+
+const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(1);
+const DEFAULT_STATE_REFRESH: Duration = Duration::from_secs(30);
+
+fn read(keys: &mut Keys) -> Result<AgentConfig, ConfigError> {
+    let network = keys.parsed("network", "a network id: 1-32 of [a-z0-9-]", |s| {
+        NetworkId::new(s).ok()
+    })?;
+    let node = keys.parsed(
+        "node",
+        "a node id `<node>` or `<node>.<replica>`, each 1-63 of [a-z0-9-]",
+        |s| NodeId::new(s).ok(),
+    )?;
+    let kind = keys.parsed(
+        "kind",
+        "one of participant, sequencer, mediator, app",
+        |s| {
+            NodeKind::NAMES
+                .iter()
+                .find(|(name, _)| *name == s)
+                .map(|(_, role)| *role)
+        },
+    )?;
+    let nats = NatsConfig {
+        url: keys.parsed(
+            "nats.url",
+            "nats://host:port (several separated by commas)",
+            |s| {
+                s.split(',')
+                    .all(|u| u.trim().contains(':'))
+                    .then(|| s.to_owned())
+            },
+        )?,
+        credentials: keys.optional_string("nats.credentials")?.map(PathBuf::from),
+        ping_interval: keys.duration("nats.ping_interval", Duration::from_secs(2))?,
+        connect_timeout: keys.duration("nats.connect_timeout", Duration::from_secs(5))?,
+        max_reconnect_delay: keys.duration("nats.max_reconnect_delay", Duration::from_secs(5))?,
+    };
+    let heartbeat_interval = keys.duration("heartbeat.interval", DEFAULT_HEARTBEAT)?;
+    let state_refresh = keys.duration("state.refresh_interval", DEFAULT_STATE_REFRESH)?;
+    let shutdown_grace = keys.duration("shutdown.grace", Duration::from_secs(5))?;
+
+    let canton = if kind.has_admin_api() || keys.contains_prefix("canton.") {
+        Some(CantonConfig {
+            admin_url: keys.url("canton.admin_url")?,
+            release_line: keys.parsed_or(
+                "canton.release_line",
+                "a Canton release line such as 3.4 or 3.5",
+                "3.4".to_owned(),
+                |s| {
+                    let mut parts = s.split('.');
+                    let valid = parts.next().is_some_and(is_number)
+                        && parts.next().is_some_and(is_number)
+                        && parts.next().is_none();
+                    valid.then(|| s.to_owned())
+                },
+            )?,
+            grpc_health_url: keys.optional_url("canton.grpc_health_url")?,
+            grpc_health_service: keys
+                .optional_string("canton.grpc_health_service")?
+                .unwrap_or_default(),
+            http_health_url: keys.optional_url("canton.http_health_url")?,
+            ledger_api_url: keys.optional_url("canton.ledger_api_url")?,
+        })
+    } else {
+        None
+    };
+    let database_url = keys.optional_string("database.url")?;
+
+    let probes = ProbeSchedules {
+        status: keys.schedule("status", Duration::from_secs(2))?,
+        grpc_health: keys.schedule("grpc_health", Duration::from_secs(2))?,
+        http_health: keys.schedule("http_health", Duration::from_secs(2))?,
+        synchronizers: keys.schedule("synchronizers", Duration::from_secs(5))?,
+        ledger_end: keys.schedule("ledger_end", Duration::from_secs(5))?,
+        database: keys.schedule("database", Duration::from_secs(5))?,
+    };
+    Ok(AgentConfig {
+        network,
+        node,
+        kind,
+        nats,
+        heartbeat_interval,
+        state_refresh,
+        shutdown_grace,
+        canton,
+        database_url,
+        probes,
+    })
+}
+
+fn is_number(text: &str) -> bool {
+    !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// Flattened `section.key` → value, consumed as keys are read.
+struct Keys {
+    values: BTreeMap<String, Value>,
+    file: PathBuf,
+    overrides: HashMap<String, String>,
+}
+
+/// Every key the agent reads, for the "unknown key" message.
+const KNOWN_KEYS: &[&str] = &[
+    "network",
+    "node",
+    "kind",
+    "nats.url",
+    "nats.credentials",
+    "nats.ping_interval",
+    "nats.connect_timeout",
+    "nats.max_reconnect_delay",
+    "heartbeat.interval",
+    "state.refresh_interval",
+    "shutdown.grace",
+    "canton.admin_url",
+    "canton.release_line",
+    "canton.grpc_health_url",
+    "canton.grpc_health_service",
+    "canton.http_health_url",
+    "canton.ledger_api_url",
+    "database.url",
+    "probes.<name>.period",
+    "probes.<name>.timeout",
+];
+
+impl Keys {
+    fn flatten(&mut self, prefix: &str, table: HashMap<String, Value>) {
+        for (name, value) in table {
+            let key = if prefix.is_empty() {
+                name
+            } else {
+                format!("{prefix}.{name}")
+            };
+            match value.kind {
+                ValueKind::Table(inner) => self.flatten(&key, inner.into_iter().collect()),
+                _ => {
+                    self.values.insert(key, value);
+                }
+            }
+        }
+    }
+
+    fn origin(&self, key: &str) -> Origin {
+        let var = format!(
+            "{ENV_PREFIX}{ENV_SEPARATOR}{}",
+            key.replace('.', ENV_SEPARATOR).to_ascii_uppercase()
+        );
+        if self.overrides.contains_key(&var) {
+            Origin::Environment(var)
+        } else {
+            Origin::File(self.file.clone())
+        }
+    }
+
+    fn contains_prefix(&self, prefix: &str) -> bool {
+        self.values.keys().any(|k| k.starts_with(prefix))
+    }
+
+    fn invalid(&self, key: &str, value: &Value, expected: &str) -> ConfigError {
+        ConfigError::Invalid {
+            key: key.to_owned(),
+            value: value.to_string(),
+            origin: self.origin(key),
+            expected: expected.to_owned(),
+        }
+    }
+
+    /// The value of `key` as text; `None` when absent (or set to an empty string, which is how
+    /// an environment variable clears a file's value).
+    fn optional_string(&mut self, key: &str) -> Result<Option<String>, ConfigError> {
+        let Some(value) = self.values.remove(key) else {
+            return Ok(None);
+        };
+        match &value.kind {
+            ValueKind::String(text) if text.trim().is_empty() => Ok(None),
+            ValueKind::String(text) => Ok(Some(text.trim().to_owned())),
+            _ => Err(self.invalid(key, &value, "a string")),
+        }
+    }
+
+    fn optional_parsed<T>(
+        &mut self,
+        key: &str,
+        expected: &str,
+        parse: impl FnOnce(&str) -> Option<T>,
+    ) -> Result<Option<T>, ConfigError> {
+        let Some(value) = self.values.get(key).cloned() else {
+            return Ok(None);
+        };
+        let Some(text) = self.optional_string(key)? else {
+            return Ok(None);
+        };
+        parse(&text)
+            .map(Some)
+            .ok_or_else(|| self.invalid(key, &value, expected))
+    }
+
+    fn parsed<T>(
+        &mut self,
+        key: &str,
+        expected: &str,
+        parse: impl FnOnce(&str) -> Option<T>,
+    ) -> Result<T, ConfigError> {
+        self.optional_parsed(key, expected, parse)?
+            .ok_or_else(|| ConfigError::Missing {
+                key: key.to_owned(),
+                origin: Origin::Nowhere,
+                expected: expected.to_owned(),
+            })
+    }
+
+    fn parsed_or<T>(
+        &mut self,
+        key: &str,
+        expected: &str,
+        default: T,
+        parse: impl FnOnce(&str) -> Option<T>,
+    ) -> Result<T, ConfigError> {
+        Ok(self
+            .optional_parsed(key, expected, parse)?
+            .unwrap_or(default))
+    }
+
+    fn optional_url(&mut self, key: &str) -> Result<Option<String>, ConfigError> {
+        self.optional_parsed(key, URL_EXPECTED, parse_http_url)
+    }
+
+    fn url(&mut self, key: &str) -> Result<String, ConfigError> {
+        self.parsed(key, URL_EXPECTED, parse_http_url)
+    }
+
+    /// A positive duration written as `500ms`, `2s`, `1m 30s`.
+    fn duration(&mut self, key: &str, default: Duration) -> Result<Duration, ConfigError> {
+        self.parsed_or(
+            key,
+            "a positive duration such as 500ms, 2s or 1m",
+            default,
+            |s| humantime::parse_duration(s).ok().filter(|d| !d.is_zero()),
+        )
+    }
+
+    fn schedule(&mut self, probe: &str, default_period: Duration) -> Result<Schedule, ConfigError> {
+        let period_key = format!("probes.{probe}.period");
+        let timeout_key = format!("probes.{probe}.timeout");
+        let period = self.duration(&period_key, default_period)?;
+        let timeout_value = self.values.get(&timeout_key).cloned();
+        let timeout = self.duration(&timeout_key, period.min(Duration::from_secs(2)))?;
+        if timeout > period {
+            // A probe that may take longer than its period would report a hang late.
+            return Err(ConfigError::Invalid {
+                origin: self.origin(&timeout_key),
+                value: timeout_value.map_or_else(|| format!("{timeout:?}"), |v| v.to_string()),
+                key: timeout_key,
+                expected: format!(
+                    "a duration no longer than `{period_key}` ({})",
+                    humantime::format_duration(period)
+                ),
+            });
+        }
+        Ok(Schedule { period, timeout })
+    }
+
+    fn refuse_leftovers(&self) -> Result<(), ConfigError> {
+        match self.values.keys().next() {
+            Some(key) => Err(ConfigError::Unknown {
+                key: key.clone(),
+                origin: self.origin(key),
+                known: KNOWN_KEYS.join(", "),
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+const URL_EXPECTED: &str = "an http:// or https:// URL with host and port";
+
+fn parse_http_url(text: &str) -> Option<String> {
+    let rest = text
+        .strip_prefix("http://")
+        .or_else(|| text.strip_prefix("https://"))?;
+    let authority = rest.split('/').next()?;
+    let (host, port) = authority.rsplit_once(':')?;
+    (!host.is_empty() && port.parse::<u16>().is_ok()).then(|| text.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+network = "dev"
+node = "p1"
+kind = "participant"
+[nats]
+url = "nats://127.0.0.1:4222"
+[canton]
+admin_url = "http://127.0.0.1:5002"
+"#;
+
+    fn parse(text: &str, env: &[(&str, &str)]) -> Result<AgentConfig, ConfigError> {
+        AgentConfig::from_toml(
+            text,
+            Path::new("/etc/agent.toml"),
+            env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        )
+    }
+
+    #[test]
+    fn minimal_file_gets_defaults() {
+        let config = parse(MINIMAL, &[]).unwrap();
+        assert_eq!(config.heartbeat_interval, Duration::from_secs(1));
+        assert_eq!(config.nats.ping_interval, Duration::from_secs(2));
+        assert_eq!(config.state_refresh, Duration::from_secs(30));
+        assert_eq!(config.kind, NodeKind::Participant);
+        let canton = config.canton.unwrap();
+        assert_eq!(canton.release_line, "3.4");
+        assert_eq!(canton.http_health_url, None);
+        assert_eq!(
+            config.probes.status,
+            Schedule {
+                period: Duration::from_secs(2),
+                timeout: Duration::from_secs(2)
+            }
+        );
+    }
+
+    #[test]
+    fn environment_overrides_nested_keys_with_underscores() {
+        let config = parse(
+            MINIMAL,
+            &[
+                ("CANTON_AGENT__NATS__PING_INTERVAL", "3s"),
+                ("CANTON_AGENT__PROBES__STATUS__PERIOD", "500ms"),
+                ("CANTON_AGENT__NODE", "p1.b"),
+                ("OTHER__NODE", "ignored"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(config.nats.ping_interval, Duration::from_secs(3));
+        assert_eq!(config.probes.status.period, Duration::from_millis(500));
+        assert_eq!(config.probes.status.timeout, Duration::from_millis(500));
+        assert_eq!(config.node.as_str(), "p1.b");
+    }
+
+    #[test]
+    fn bad_duration_names_key_value_origin_and_expectation() {
+        let error = parse(MINIMAL, &[("CANTON_AGENT__HEARTBEAT__INTERVAL", "soon")]).unwrap_err();
+        assert_eq!(error.key(), Some("heartbeat.interval"));
+        let text = error.to_string();
+        assert!(text.contains("\"soon\""), "{text}");
+        assert!(text.contains("CANTON_AGENT__HEARTBEAT__INTERVAL"), "{text}");
+        assert!(text.contains("positive duration"), "{text}");
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let cases: &[(&str, &str)] = &[
+            ("kind = \"participant\"", "kind = \"validator\""),
+            ("node = \"p1\"", "node = \"P_1\""),
+            ("network = \"dev\"", "network = \"\""),
+            (
+                "admin_url = \"http://127.0.0.1:5002\"",
+                "admin_url = \"127.0.0.1\"",
+            ),
+            ("url = \"nats://127.0.0.1:4222\"", "url = 4222"),
+            ("[nats]", "[heartbeat]\nintreval = \"1s\"\n[nats]"),
+        ];
+        let expected_keys = [
+            "kind",
+            "node",
+            "network",
+            "canton.admin_url",
+            "nats.url",
+            "heartbeat.intreval",
+        ];
+        for ((from, to), key) in cases.iter().zip(expected_keys) {
+            let text = MINIMAL.replace(from, to);
+            let error = parse(&text, &[]).unwrap_err();
+            assert_eq!(error.key(), Some(key), "{error}");
+            assert!(
+                error.to_string().contains("/etc/agent.toml") || key == "network",
+                "{error}"
+            );
+        }
+    }
+
+    #[test]
+    fn timeout_longer_than_period_is_refused() {
+        let text = format!("{MINIMAL}\n[probes.database]\nperiod = \"1s\"\ntimeout = \"3s\"\n");
+        let error = parse(&text, &[]).unwrap_err();
+        assert_eq!(error.key(), Some("probes.database.timeout"));
+        assert!(
+            error.to_string().contains("probes.database.period"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn missing_key_and_missing_file_are_named() {
+        let error = parse(&MINIMAL.replace("node = \"p1\"", ""), &[]).unwrap_err();
+        assert!(matches!(error, ConfigError::Missing { ref key, .. } if key == "node"));
+        let error =
+            AgentConfig::load_with_env(Path::new("/nonexistent/agent.toml"), []).unwrap_err();
+        assert!(
+            error.to_string().contains("/nonexistent/agent.toml"),
+            "{error}"
+        );
+        assert!(matches!(error, ConfigError::MissingFile { .. }));
+    }
+
+    #[test]
+    fn apps_need_no_canton_section() {
+        let text = "network = \"dev\"\nnode = \"validator\"\nkind = \"app\"\n[nats]\nurl = \"nats://127.0.0.1:4222\"\n[database]\nurl = \"host=127.0.0.1 dbname=app\"\n";
+        let config = parse(text, &[]).unwrap();
+        assert_eq!(config.canton, None);
+        assert_eq!(
+            config.database_url.as_deref(),
+            Some("host=127.0.0.1 dbname=app")
+        );
+    }
+}

@@ -1,0 +1,6 @@
+//! The agent against a real nats-server (and canton-sim where Canton behaviour is claimed).
+#![allow(clippy::unwrap_used)]
+
+mod binary;
+mod bus;
+mod support;
