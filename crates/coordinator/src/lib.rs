@@ -1,1 +1,4 @@
-//! The canton-coordinator: leadership with fencing, the durable runbook driver, node registry and the coordinator API.
+//! The canton-coordinator: leadership with fencing, the durable runbook driver, node registry
+//! and the coordinator API.
+
+pub mod leadership;

@@ -1,0 +1,17 @@
+//! The coordinator against a real nats-server.
+#![allow(clippy::unwrap_used)]
+
+mod leadership;
+
+use sidecar_bus::{BusSettings, Names, Network, NetworkId, connect};
+
+pub async fn network(url: &str, names: Names) -> Network {
+    let client = connect(url, "coordinator-test").await.unwrap();
+    Network::ensure(client, names, &BusSettings::default())
+        .await
+        .unwrap()
+}
+
+pub fn fresh_names() -> Names {
+    Names::new(NetworkId::new(testkit::unique_id("c")).unwrap())
+}
