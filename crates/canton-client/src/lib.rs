@@ -14,6 +14,7 @@ mod participant;
 mod profile;
 mod sequencer;
 mod status;
+mod topology;
 pub mod types;
 
 pub use client::CantonClient;

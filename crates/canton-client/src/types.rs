@@ -191,3 +191,40 @@ pub enum ServingStatus {
     NotServing,
     ServiceUnknown,
 }
+
+/// One validity period of a synchronizer's dynamic parameters (the fields runbooks read).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SynchronizerParameters {
+    pub valid_from: Option<SystemTime>,
+    /// None while in force.
+    pub valid_until: Option<SystemTime>,
+    pub serial: i32,
+    /// How far a ledger time may differ from its record time; bounds when apps may restart
+    /// after a restore.
+    pub ledger_time_record_time_tolerance: Duration,
+    pub preparation_time_record_time_tolerance: Duration,
+    pub confirmation_response_timeout: Duration,
+    pub mediator_reaction_timeout: Duration,
+    pub reconciliation_interval: Duration,
+}
+
+/// A commitment received from a counter-participant, compared with our own.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReceivedCommitment {
+    pub synchronizer_id: String,
+    pub counter_participant_uid: String,
+    pub period_start_exclusive: Option<SystemTime>,
+    pub period_end_inclusive: Option<SystemTime>,
+    pub state: CommitmentState,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CommitmentState {
+    Match,
+    Mismatch,
+    /// Received, not compared yet.
+    Buffered,
+    /// Not received yet.
+    Outstanding,
+    Unspecified,
+}

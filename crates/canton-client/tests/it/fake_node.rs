@@ -81,6 +81,17 @@ impl FakeNode {
                     auth,
                 ),
             );
+        router = router
+            .add_service(
+                proto_canton::topology::admin::v30::topology_manager_read_service_server::TopologyManagerReadServiceServer::new(
+                    self.clone(),
+                ),
+            )
+            .add_service(
+                participant::participant_inspection_service_server::ParticipantInspectionServiceServer::new(
+                    self.clone(),
+                ),
+            );
         router = if self
             .version
             .as_deref()
@@ -306,5 +317,76 @@ impl participant::synchronizer_connectivity_service_server::SynchronizerConnecti
             request.sequencer_connection_validation
         ));
         Ok(Response::new(participant::ModifySynchronizerResponse {}))
+    }
+}
+
+#[tonic::async_trait]
+impl proto_canton::topology::admin::v30::topology_manager_read_service_server::TopologyManagerReadService
+    for FakeNode
+{
+    async fn list_synchronizer_parameters_state(
+        &self,
+        request: Request<proto_canton::topology::admin::v30::ListSynchronizerParametersStateRequest>,
+    ) -> Result<Response<proto_canton::topology::admin::v30::ListSynchronizerParametersStateResponse>, Status>
+    {
+        use proto_canton::topology::admin::v30 as topology;
+        let request = request.into_inner();
+        let query = request.base_query.unwrap_or_default();
+        let store = match query.store.and_then(|store| store.store) {
+            Some(topology::store_id::Store::Synchronizer(synchronizer)) => format!("{:?}", synchronizer.kind),
+            other => format!("{other:?}"),
+        };
+        self.record(format!(
+            "ListSynchronizerParametersState store={store} head={} filter={}",
+            matches!(query.time_query, Some(topology::base_query::TimeQuery::HeadState(()))),
+            request.filter_synchronizer_id
+        ));
+        let seconds = |seconds| Some(prost_types::Duration { seconds, nanos: 0 });
+        Ok(Response::new(topology::ListSynchronizerParametersStateResponse {
+            results: vec![topology::list_synchronizer_parameters_state_response::Result {
+                context: Some(topology::BaseResult {
+                    serial: 2,
+                    valid_from: Some(prost_types::Timestamp { seconds: 100, nanos: 0 }),
+                    ..Default::default()
+                }),
+                item: Some(proto_canton::protocol::v30::DynamicSynchronizerParameters {
+                    ledger_time_record_time_tolerance: seconds(60),
+                    mediator_reaction_timeout: seconds(30),
+                    ..Default::default()
+                }),
+            }],
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl participant::participant_inspection_service_server::ParticipantInspectionService for FakeNode {
+    async fn lookup_received_acs_commitments(
+        &self,
+        request: Request<participant::LookupReceivedAcsCommitmentsRequest>,
+    ) -> Result<Response<participant::LookupReceivedAcsCommitmentsResponse>, Status> {
+        let request = request.into_inner();
+        self.record(format!(
+            "LookupReceivedAcsCommitments synchronizer={} states={:?}",
+            request.time_ranges[0].synchronizer_id, request.commitment_state
+        ));
+        let tick = |seconds| Some(prost_types::Timestamp { seconds, nanos: 0 });
+        Ok(Response::new(
+            participant::LookupReceivedAcsCommitmentsResponse {
+                received: vec![participant::ReceivedAcsCommitmentPerSynchronizer {
+                    synchronizer_id: "global::1220".into(),
+                    received: vec![participant::ReceivedAcsCommitment {
+                        interval: Some(participant::Interval {
+                            start_tick_exclusive: tick(60),
+                            end_tick_inclusive: tick(120),
+                        }),
+                        origin_counter_participant_uid: "p2::1220".into(),
+                        received_commitment: None,
+                        own_commitment: None,
+                        state: participant::ReceivedCommitmentState::Match as i32,
+                    }],
+                }],
+            },
+        ))
     }
 }

@@ -4,3 +4,4 @@
 mod errors;
 mod fake_node;
 mod profiles;
+mod topology;
