@@ -165,6 +165,10 @@ pub struct NodeConfig {
     /// Participants only.
     #[serde(default)]
     pub workload: Workload,
+    /// Participants only: the other participants' member ids (counter-participants of ACS
+    /// commitments and of workload contracts).
+    #[serde(default)]
+    pub peers: Vec<String>,
 }
 
 fn default_organisation() -> String {

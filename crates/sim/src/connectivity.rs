@@ -151,6 +151,7 @@ pub trait ConnectionDriver: Send + Sync + 'static {
         &self,
         alias: &str,
         link: SequencerLink,
+        handshake: Handshake,
         stop: CancellationToken,
     ) -> futures::future::BoxFuture<'static, Result<Arc<AtomicBool>, CallError>>;
 }
@@ -164,6 +165,7 @@ impl ConnectionDriver for IdleDriver {
         &self,
         _alias: &str,
         _link: SequencerLink,
+        _handshake: Handshake,
         _stop: CancellationToken,
     ) -> futures::future::BoxFuture<'static, Result<Arc<AtomicBool>, CallError>> {
         Box::pin(async { Ok(Arc::new(AtomicBool::new(true))) })
@@ -561,7 +563,10 @@ impl Connectivity {
         }
         self.remember_ids(alias, &handshake).await?;
         let stop = self.shutdown.child_token();
-        let healthy = self.driver.start(alias, link, stop.clone()).await?;
+        let healthy = self
+            .driver
+            .start(alias, link, handshake.clone(), stop.clone())
+            .await?;
         let mut connected = self.connected.lock().await;
         if let Some(existing) = connected.get(alias) {
             // Raced with another connect of the same alias: keep the first.

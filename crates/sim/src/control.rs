@@ -35,6 +35,24 @@ pub struct ControlState {
     pub faults: Arc<Faults>,
     pub db: Arc<Db>,
     pub health: Arc<Health>,
+    pub workload: Option<Arc<crate::member::WorkloadRate>>,
+    pub sequencer: Option<Arc<crate::sequencer::Sequencer>>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct WorkloadSetting {
+    pub rate_per_second: f64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SequencerPrune {
+    /// Events sequenced before this time (µs since epoch) are deleted.
+    pub before_micros: i64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Pruned {
+    pub events: u64,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -63,6 +81,8 @@ pub fn router(state: ControlState) -> axum::Router {
         .route("/control/faults/{id}", delete(remove_fault))
         .route("/control/processing", post(set_processing))
         .route("/control/actions", get(actions))
+        .route("/control/workload", post(set_workload))
+        .route("/control/sequencer/prune", post(prune_sequencer))
         .with_state(state)
 }
 
@@ -105,6 +125,42 @@ async fn set_processing(
 ) -> StatusCode {
     state.faults.set_processing_stopped(body.stopped);
     StatusCode::NO_CONTENT
+}
+
+async fn set_workload(
+    State(state): State<ControlState>,
+    Json(body): Json<WorkloadSetting>,
+) -> (StatusCode, String) {
+    match &state.workload {
+        Some(rate) if body.rate_per_second.is_finite() && body.rate_per_second >= 0.0 => {
+            rate.set(body.rate_per_second);
+            (StatusCode::NO_CONTENT, String::new())
+        }
+        Some(_) => (
+            StatusCode::BAD_REQUEST,
+            "rate_per_second must be a finite number >= 0".to_owned(),
+        ),
+        None => (
+            StatusCode::NOT_FOUND,
+            "only participants run a workload".to_owned(),
+        ),
+    }
+}
+
+/// Sequencer pruning (Canton's `SequencerPruningAdministrationService.Prune` is not in
+/// `proto-canton` yet).
+async fn prune_sequencer(
+    State(state): State<ControlState>,
+    Json(body): Json<SequencerPrune>,
+) -> std::result::Result<Json<Pruned>, (StatusCode, String)> {
+    let Some(sequencer) = &state.sequencer else {
+        return Err((StatusCode::NOT_FOUND, "not a sequencer".to_owned()));
+    };
+    sequencer
+        .prune(body.before_micros)
+        .await
+        .map(|events| Json(Pruned { events }))
+        .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
 }
 
 async fn actions(
@@ -163,6 +219,28 @@ impl ControlClient {
             Some(format!("{{\"stopped\":{stopped}}}")),
         )
         .await
+    }
+
+    /// Changes a participant's workload rate (transactions per second; 0 stops it).
+    pub async fn set_workload(&self, rate_per_second: f64) -> Result<()> {
+        self.expect_ok(
+            "POST",
+            "/control/workload",
+            Some(format!("{{\"rate_per_second\":{rate_per_second}}}")),
+        )
+        .await
+    }
+
+    /// Prunes a sequencer's events sequenced before `before_micros`; returns how many went.
+    pub async fn prune_sequencer(&self, before_micros: i64) -> Result<u64> {
+        let pruned: Pruned = self
+            .json(
+                "POST",
+                "/control/sequencer/prune",
+                Some(format!("{{\"before_micros\":{before_micros}}}")),
+            )
+            .await?;
+        Ok(pruned.events)
     }
 
     /// The action log after sequence number `after` (0 = all).

@@ -11,9 +11,10 @@ use crate::config::NodeConfig;
 use crate::error::{Error, ErrorKind, Result};
 
 /// Schema versions in order; each is applied once, in its own transaction, at start.
-const MIGRATIONS: &[(i32, &str)] = &[(
-    1,
-    r#"
+const MIGRATIONS: &[(i32, &str)] = &[
+    (
+        1,
+        r#"
         CREATE TABLE sim_node (
             singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
             node_id text NOT NULL,
@@ -66,7 +67,50 @@ const MIGRATIONS: &[(i32, &str)] = &[(
             last_acknowledged_micros bigint
         );
         "#,
-)];
+    ),
+    (
+        2,
+        r#"
+        CREATE TABLE sequencer_event (
+            ts_micros bigint PRIMARY KEY,
+            sender text NOT NULL,
+            payload bytea NOT NULL,
+            message_id text NOT NULL
+        );
+        CREATE TABLE sequencer_delivery (
+            member text NOT NULL,
+            counter bigint NOT NULL,
+            ts_micros bigint NOT NULL,
+            PRIMARY KEY (member, counter)
+        );
+        ALTER TABLE sequencer_member ADD COLUMN pruned_up_to_counter bigint NOT NULL DEFAULT -1;
+        CREATE TABLE member_cursor (
+            physical_synchronizer_id text PRIMARY KEY,
+            last_counter bigint NOT NULL,
+            last_ts_micros bigint NOT NULL
+        );
+        CREATE TABLE participant_contract (
+            contract_id text PRIMARY KEY,
+            stakeholders text[] NOT NULL,
+            created_by text NOT NULL,
+            created_ts_micros bigint NOT NULL,
+            created_offset bigint NOT NULL
+        );
+        CREATE TABLE participant_offset (
+            ledger_offset bigint PRIMARY KEY,
+            record_time_micros bigint NOT NULL
+        );
+        CREATE TABLE acs_commitment (
+            counter_participant text NOT NULL,
+            period_start_micros bigint NOT NULL,
+            period_end_micros bigint NOT NULL,
+            own bytea,
+            received bytea,
+            PRIMARY KEY (counter_participant, period_end_micros)
+        );
+        "#,
+    ),
+];
 
 /// One connection to the node's database, reopened when it breaks (a Postgres restart must not
 /// need a node restart). Calls are serialised, which also serialises the node's state changes.

@@ -9,6 +9,7 @@ pub mod db;
 pub mod error;
 pub mod faults;
 pub mod health;
+pub mod member;
 pub mod network;
 pub mod node;
 pub mod pruning;

@@ -731,6 +731,7 @@ fn plan(spec: &NetworkSpec, postgres: &PostgresTarget) -> Result<Vec<(NodeConfig
             sequencer: None,
             participant: None,
             workload: node.workload.clone(),
+            peers: Vec::new(),
         };
         planned.push((config, database_name));
     }
@@ -743,9 +744,20 @@ fn plan(spec: &NetworkSpec, postgres: &PostgresTarget) -> Result<Vec<(NodeConfig
         .filter(|(c, _)| c.kind() == NodeKind::Participant)
         .map(|(c, _)| (c.id.clone(), format!("http://127.0.0.1:{}", c.ports.ledger)))
         .collect();
+    let participant_members: Vec<String> = planned
+        .iter()
+        .filter(|(c, _)| c.kind() == NodeKind::Participant)
+        .map(|(c, _)| c.member())
+        .collect();
     for ((config, _), node) in planned.iter_mut().zip(&spec.nodes) {
         match config.kind() {
             NodeKind::Participant => {
+                let own = config.member();
+                config.peers = participant_members
+                    .iter()
+                    .filter(|m| **m != own)
+                    .cloned()
+                    .collect();
                 if let Some(url) = &sequencer_url {
                     config.bootstrap_synchronizers.push(BootstrapSynchronizer {
                         alias: spec.synchronizer.clone(),

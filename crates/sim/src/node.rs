@@ -62,9 +62,10 @@ pub struct NodeContext {
     pub pruning: Pruning,
     pub connectivity: Option<Arc<Connectivity>>,
     pub sequencer: Option<Arc<Sequencer>>,
+    pub member: Option<Arc<crate::member::Member>>,
     /// The synchronizer this node belongs to, once known (sequencer: its own; mediator: from
     /// its handshake).
-    pub synchronizer: tokio::sync::RwLock<Option<crate::sequencer_client::Handshake>>,
+    pub synchronizer: Arc<tokio::sync::RwLock<Option<crate::sequencer_client::Handshake>>>,
 }
 
 impl NodeContext {
@@ -214,20 +215,33 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> Result<()> 
                     .unwrap_or(i64::MAX / 1000)
                         * 1000,
                 },
+                Arc::clone(&faults),
+                shutdown.clone(),
             )))
         }
         _ => None,
     };
-    let connectivity = (kind == NodeKind::Participant).then(|| {
-        Connectivity::new(
+    let member = matches!(kind, NodeKind::Participant | NodeKind::Mediator).then(|| {
+        crate::member::Member::new(
+            Arc::clone(&db),
+            Arc::clone(&faults),
+            config.member(),
+            kind == NodeKind::Participant,
+            config.peers.clone(),
+            config.workload.rate_per_second,
+        )
+    });
+    let connectivity = match (&member, kind) {
+        (Some(member), NodeKind::Participant) => Some(Connectivity::new(
             Arc::clone(&db),
             Arc::clone(&faults),
             config.member(),
             config.protocol_version,
-            Arc::new(crate::connectivity::IdleDriver),
+            Arc::new(crate::member::MemberDriver(Arc::clone(member))),
             shutdown.clone(),
-        )
-    });
+        )),
+        _ => None,
+    };
     let pruning_service = match kind {
         NodeKind::Sequencer => crate::pruning::SEQUENCER_SERVICE,
         NodeKind::Mediator => crate::pruning::MEDIATOR_SERVICE,
@@ -245,7 +259,8 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> Result<()> 
         pruning: Pruning::new(Arc::clone(&db), pruning_service),
         connectivity: connectivity.clone(),
         sequencer: sequencer.clone(),
-        synchronizer: tokio::sync::RwLock::new(sequencer.as_ref().map(|s| {
+        member: member.clone(),
+        synchronizer: Arc::new(tokio::sync::RwLock::new(sequencer.as_ref().map(|s| {
             crate::sequencer_client::Handshake {
                 synchronizer_id: s.identity.synchronizer_id.clone(),
                 physical_synchronizer_id: s.identity.physical_synchronizer_id.clone(),
@@ -255,10 +270,18 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> Result<()> 
                     .ledger_time_record_time_tolerance_micros,
                 reconciliation_interval_micros: s.identity.reconciliation_interval_micros,
             }
-        })),
+        }))),
     });
-    if kind == NodeKind::Mediator {
-        spawn_mediator_handshake(Arc::clone(&context));
+    if let Some(member) = &member {
+        member.spawn_background(shutdown.clone());
+        if let (NodeKind::Mediator, Some(url)) = (kind, config.sequencer.clone()) {
+            member.spawn_standalone(
+                url,
+                config.protocol_version,
+                shutdown.clone(),
+                Arc::clone(&context.synchronizer),
+            );
+        }
     }
 
     let (reporter, _) = tonic_health::server::health_reporter();
@@ -337,6 +360,8 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> Result<()> 
         faults: Arc::clone(&faults),
         db: Arc::clone(&db),
         health: Arc::clone(&health),
+        workload: member.as_ref().map(|m| Arc::clone(&m.workload)),
+        sequencer: sequencer.clone(),
     });
     servers.push(spawn_http(
         "control",
@@ -378,33 +403,6 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> Result<()> 
         tracing::warn!("servers did not drain within 3 s; exiting anyway");
     }
     Ok(())
-}
-
-/// A mediator learns its synchronizer by handshaking with its sequencer, retrying until it
-/// answers.
-fn spawn_mediator_handshake(context: Arc<NodeContext>) {
-    let Some(url) = context.config.sequencer.clone() else {
-        return;
-    };
-    tokio::spawn(async move {
-        let member = context.config.member();
-        loop {
-            match crate::sequencer_client::handshake(&url, &member, context.config.protocol_version)
-                .await
-            {
-                Ok((handshake, _link)) => {
-                    tracing::info!(synchronizer = %handshake.physical_synchronizer_id, "mediator handshake done");
-                    *context.synchronizer.write().await = Some(handshake);
-                    return;
-                }
-                Err(e) => tracing::debug!(error = %e, "sequencer not answering yet"),
-            }
-            tokio::select! {
-                () = context.shutdown.cancelled() => return,
-                () = tokio::time::sleep(Duration::from_millis(300)) => {}
-            }
-        }
-    });
 }
 
 /// `http://<address>` of a socket address, as gRPC clients want it.

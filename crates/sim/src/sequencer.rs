@@ -6,6 +6,7 @@ use tonic::{Request, Response, Status};
 
 use crate::db::Db;
 use crate::error::{CallError, CantonError, Error};
+use crate::faults::Faults;
 use crate::wire::sequencer::sim_sequencer_service_server::SimSequencerService;
 use crate::wire::sequencer::{
     HandshakeRequest, HandshakeResponse, SendRequest, SendResponse, SequencedEvent,
@@ -27,6 +28,22 @@ pub struct Sequencer {
     pub identity: SynchronizerIdentity,
     /// Members with an open subscription, with how many they hold.
     subscribers: tokio::sync::Mutex<std::collections::HashMap<String, usize>>,
+    faults: Arc<Faults>,
+    /// Wakes subscriptions when new events are stored.
+    sequenced: tokio::sync::Notify,
+    /// Ends open subscriptions at shutdown, so the server can drain.
+    shutdown: tokio_util::sync::CancellationToken,
+}
+
+/// Refusal ids of subscriptions.
+pub const FORK_HAPPENED: &str = "FORK_HAPPENED";
+pub const EVENTS_PRUNED: &str = "SEQUENCER_EVENTS_PRUNED";
+
+/// One member's view of where it stands with this sequencer.
+struct MemberPosition {
+    max_counter: i64,
+    pruned_up_to_counter: i64,
+    timestamp_of_last: Option<i64>,
 }
 
 /// Microseconds since the Unix epoch, Canton's sequencer time unit.
@@ -40,12 +57,221 @@ pub fn now_micros() -> i64 {
 pub const DISABLED_MEMBER: &str = "SEQUENCER_MEMBER_DISABLED";
 
 impl Sequencer {
-    pub fn new(db: Arc<Db>, identity: SynchronizerIdentity) -> Self {
+    pub fn new(
+        db: Arc<Db>,
+        identity: SynchronizerIdentity,
+        faults: Arc<Faults>,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) -> Self {
         Self {
             db,
             identity,
             subscribers: tokio::sync::Mutex::new(std::collections::HashMap::new()),
+            faults,
+            sequenced: tokio::sync::Notify::new(),
+            shutdown,
         }
+    }
+
+    /// Orders one submission: a timestamp above every earlier one, and for each recipient
+    /// (disabled members excepted) the next counter.
+    pub async fn sequence(&self, request: &SendRequest) -> Result<i64, CallError> {
+        self.admit(&request.sender).await?;
+        if self.faults.processing_stopped() {
+            return Err(CantonError::new(
+                tonic::Code::Unavailable,
+                "SEQUENCER_OVERLOADED",
+                "the sequencer is not processing submissions; retry later",
+            )
+            .into());
+        }
+        let mut guard = self.db.lock().await?;
+        let tx = guard
+            .client()?
+            .transaction()
+            .await
+            .map_err(|e| Error::db("starting a submission", e))?;
+        let last: i64 = tx
+            .query_one(
+                "SELECT coalesce(max(ts_micros), 0) FROM sequencer_event",
+                &[],
+            )
+            .await
+            .map_err(|e| Error::db("reading the last timestamp", e))?
+            .get(0);
+        let ts = now_micros().max(last + 1);
+        tx.execute(
+            "INSERT INTO sequencer_event (ts_micros, sender, payload, message_id) VALUES ($1, $2, $3, $4)",
+            &[&ts, &request.sender, &request.payload, &request.message_id],
+        )
+        .await
+        .map_err(|e| Error::db("storing an event", e))?;
+        let mut recipients: Vec<&String> = request.recipients.iter().collect();
+        recipients.sort();
+        recipients.dedup();
+        for member in recipients {
+            tx.execute(
+                "INSERT INTO sequencer_delivery (member, counter, ts_micros)
+                 SELECT $1, greatest(
+                     coalesce((SELECT max(counter) FROM sequencer_delivery WHERE member = $1), -1),
+                     coalesce((SELECT pruned_up_to_counter FROM sequencer_member WHERE member = $1), -1)) + 1, $2
+                 WHERE NOT EXISTS (SELECT 1 FROM sequencer_member WHERE member = $1 AND NOT enabled)",
+                &[member, &ts],
+            )
+            .await
+            .map_err(|e| Error::db("storing a delivery", e))?;
+        }
+        tx.commit()
+            .await
+            .map_err(|e| Error::db("committing a submission", e))?;
+        drop(guard);
+        self.sequenced.notify_waiters();
+        Ok(ts)
+    }
+
+    async fn position(&self, member: &str, counter: i64) -> Result<MemberPosition, CallError> {
+        let mut guard = self.db.lock().await?;
+        let row = guard
+            .client()?
+            .query_one(
+                "SELECT coalesce((SELECT max(counter) FROM sequencer_delivery WHERE member = $1), -1),
+                        coalesce((SELECT pruned_up_to_counter FROM sequencer_member WHERE member = $1), -1),
+                        (SELECT ts_micros FROM sequencer_delivery WHERE member = $1 AND counter = $2)",
+                &[&member, &counter],
+            )
+            .await
+            .map_err(|e| Error::db("reading a member's position", e))?;
+        Ok(MemberPosition {
+            max_counter: row.get(0),
+            pruned_up_to_counter: row.get(1),
+            timestamp_of_last: row.get(2),
+        })
+    }
+
+    /// Checks a subscription request against what this sequencer holds: a member ahead of it
+    /// (or disagreeing about its last event) saw a different history, a fork; a member behind
+    /// the pruning point cannot catch up.
+    async fn check_subscription(&self, request: &SubscribeRequest) -> Result<(), CallError> {
+        let position = self.position(&request.member, request.last_counter).await?;
+        let known = position.max_counter.max(position.pruned_up_to_counter);
+        if request.last_counter > known {
+            return Err(CantonError::new(
+                tonic::Code::FailedPrecondition,
+                FORK_HAPPENED,
+                format!(
+                    "ForkHappened: member {} processed up to counter {} (timestamp {}) but the sequencer only knows counters up to {known}; the sequencer lost events the member has seen (restored from an older backup?)",
+                    request.member, request.last_counter, request.last_timestamp_micros
+                ),
+            )
+            .into());
+        }
+        if let Some(ts) = position.timestamp_of_last
+            && request.last_counter >= 0
+            && ts != request.last_timestamp_micros
+        {
+            return Err(CantonError::new(
+                tonic::Code::FailedPrecondition,
+                FORK_HAPPENED,
+                format!(
+                    "ForkHappened: member {} has counter {} at timestamp {} but the sequencer has it at {ts}",
+                    request.member, request.last_counter, request.last_timestamp_micros
+                ),
+            )
+            .into());
+        }
+        if request.last_counter < position.pruned_up_to_counter {
+            return Err(CantonError::new(
+                tonic::Code::FailedPrecondition,
+                EVENTS_PRUNED,
+                format!(
+                    "member {} needs events from counter {} but the sequencer pruned up to counter {}; restore the member from a newer backup",
+                    request.member,
+                    request.last_counter + 1,
+                    position.pruned_up_to_counter
+                ),
+            )
+            .into());
+        }
+        Ok(())
+    }
+
+    /// Events of `member` after `after_counter`, oldest first.
+    async fn events_after(
+        &self,
+        member: &str,
+        after_counter: i64,
+    ) -> Result<Vec<SequencedEvent>, CallError> {
+        let mut guard = self.db.lock().await?;
+        let rows = guard
+            .client()?
+            .query(
+                "SELECT d.counter, d.ts_micros, e.sender, e.payload, e.message_id
+                 FROM sequencer_delivery d JOIN sequencer_event e ON e.ts_micros = d.ts_micros
+                 WHERE d.member = $1 AND d.counter > $2 ORDER BY d.counter LIMIT 500",
+                &[&member, &after_counter],
+            )
+            .await
+            .map_err(|e| Error::db("reading events", e))?;
+        Ok(rows
+            .iter()
+            .map(|row| SequencedEvent {
+                counter: row.get(0),
+                timestamp_micros: row.get(1),
+                sender: row.get(2),
+                payload: row.get(3),
+                message_id: row.get(4),
+            })
+            .collect())
+    }
+
+    /// Deletes events sequenced before `before_micros`, remembering per member up to which
+    /// counter its events are gone.
+    pub async fn prune(&self, before_micros: i64) -> Result<u64, CallError> {
+        let mut guard = self.db.lock().await?;
+        let tx = guard
+            .client()?
+            .transaction()
+            .await
+            .map_err(|e| Error::db("starting a sequencer prune", e))?;
+        tx.execute(
+            "UPDATE sequencer_member m SET pruned_up_to_counter = greatest(m.pruned_up_to_counter, p.max_counter)
+             FROM (SELECT member, max(counter) AS max_counter FROM sequencer_delivery
+                   WHERE ts_micros < $1 GROUP BY member) p
+             WHERE m.member = p.member",
+            &[&before_micros],
+        )
+        .await
+        .map_err(|e| Error::db("recording pruned counters", e))?;
+        tx.execute(
+            "DELETE FROM sequencer_delivery WHERE ts_micros < $1",
+            &[&before_micros],
+        )
+        .await
+        .map_err(|e| Error::db("pruning deliveries", e))?;
+        let removed = tx
+            .execute(
+                "DELETE FROM sequencer_event WHERE ts_micros < $1",
+                &[&before_micros],
+            )
+            .await
+            .map_err(|e| Error::db("pruning events", e))?;
+        tx.execute(
+            "UPDATE participant_pruning SET pruned_before_micros = greatest(pruned_before_micros, $1)",
+            &[&before_micros],
+        )
+        .await
+        .map_err(|e| Error::db("recording the pruning point", e))?;
+        crate::db::log_action(
+            &tx,
+            "/com.digitalasset.canton.sequencer.admin.v30.SequencerPruningAdministrationService/Prune",
+            &format!("before_micros={before_micros} events={removed}"),
+            "OK",
+        )
+        .await?;
+        tx.commit()
+            .await
+            .map_err(|e| Error::db("committing a sequencer prune", e))?;
+        Ok(removed)
     }
 
     /// Members currently subscribed, sorted.
@@ -61,7 +287,8 @@ impl Sequencer {
         let row = guard
             .client()?
             .query_one(
-                "SELECT (extract(epoch FROM created_at) * 1000000)::bigint FROM sim_node",
+                "SELECT coalesce((SELECT min(ts_micros) FROM sequencer_event),
+                                 (SELECT (extract(epoch FROM created_at) * 1000000)::bigint FROM sim_node))",
                 &[],
             )
             .await
@@ -134,6 +361,46 @@ impl Sequencer {
     }
 }
 
+impl Sequencer {
+    /// Feeds one subscription until the member goes away.
+    async fn serve_subscription(
+        &self,
+        request: SubscribeRequest,
+        sender: tokio::sync::mpsc::Sender<Result<SequencedEvent, Status>>,
+    ) {
+        let mut cursor = request.last_counter;
+        loop {
+            let woken = self.sequenced.notified();
+            tokio::select! {
+                () = self.faults.wait_processing() => {}
+                () = self.shutdown.cancelled() => return,
+            }
+            match self.events_after(&request.member, cursor).await {
+                Ok(events) if !events.is_empty() => {
+                    for event in events {
+                        cursor = event.counter;
+                        if sender.send(Ok(event)).await.is_err() {
+                            return;
+                        }
+                    }
+                    continue;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    let _ = sender.send(Err(e.into())).await;
+                    return;
+                }
+            }
+            tokio::select! {
+                () = woken => {}
+                () = sender.closed() => return,
+                () = self.shutdown.cancelled() => return,
+                () = tokio::time::sleep(std::time::Duration::from_millis(500)) => {}
+            }
+        }
+    }
+}
+
 #[tonic::async_trait]
 impl SimSequencerService for Arc<Sequencer> {
     async fn handshake(
@@ -164,16 +431,41 @@ impl SimSequencerService for Arc<Sequencer> {
         }))
     }
 
-    async fn send(&self, _request: Request<SendRequest>) -> Result<Response<SendResponse>, Status> {
-        Err(Status::unimplemented("sequencing is not implemented yet"))
+    async fn send(&self, request: Request<SendRequest>) -> Result<Response<SendResponse>, Status> {
+        let timestamp_micros = self.sequence(&request.into_inner()).await?;
+        Ok(Response::new(SendResponse { timestamp_micros }))
     }
 
     type SubscribeStream = futures::stream::BoxStream<'static, Result<SequencedEvent, Status>>;
 
     async fn subscribe(
         &self,
-        _request: Request<SubscribeRequest>,
+        request: Request<SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
-        Err(Status::unimplemented("sequencing is not implemented yet"))
+        let request = request.into_inner();
+        self.admit(&request.member).await?;
+        self.check_subscription(&request).await?;
+        let (sender, receiver) = tokio::sync::mpsc::channel(64);
+        let sequencer = Arc::clone(self);
+        tokio::spawn(async move {
+            let member = request.member.clone();
+            *sequencer
+                .subscribers
+                .lock()
+                .await
+                .entry(member.clone())
+                .or_default() += 1;
+            sequencer.serve_subscription(request, sender).await;
+            let mut subscribers = sequencer.subscribers.lock().await;
+            if let Some(count) = subscribers.get_mut(&member) {
+                *count -= 1;
+                if *count == 0 {
+                    subscribers.remove(&member);
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(receiver),
+        )))
     }
 }

@@ -1,6 +1,7 @@
 //! The Canton admin and ledger API services each node kind serves, over `proto-canton`.
 
 mod common;
+mod inspection;
 mod mediator;
 mod participant;
 mod schedule;

@@ -48,6 +48,13 @@ pub fn routes(context: &Context) -> Apis {
             Routes::new(SynchronizerConnectivityServiceServer::new(api.clone()))
                 .add_service(ParticipantStatusServiceServer::new(api.clone()))
                 .add_service(PruningServiceServer::new(api.clone()))
+                .add_service(
+                    admin::participant_inspection_service_server::ParticipantInspectionServiceServer::new(
+                        super::inspection::InspectionApi {
+                            context: Arc::clone(context),
+                        },
+                    ),
+                )
                 .add_service(api_info("admin-api")),
         ),
         ledger: Some(
