@@ -1,0 +1,264 @@
+//! The runbook definition DSL: a runbook reads as a list of steps.
+//!
+//! ```
+//! use sidecar_core::{ActionKind, NodeKind, NodeRef, Runbook};
+//! let members = vec![NodeRef::new("p1", NodeKind::Participant)];
+//! let sequencers = vec![NodeRef::new("s1", NodeKind::Sequencer)];
+//! let runbook = Runbook::new("backup")
+//!     .action("members", ActionKind::Backup, &members).timeout_ms(600_000).done()
+//!     .barrier("members-done")
+//!     .action("sequencers", ActionKind::Backup, &sequencers).done();
+//! assert_eq!(runbook.steps.len(), 3);
+//! ```
+
+use serde::{Deserialize, Serialize};
+
+use crate::{ActionKind, ActionSpec, Idempotency, Millis, NodeRef, RetryPolicy, StepDef, StepKind};
+
+const DEFAULT_TIMEOUT_MS: Millis = 300_000;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Runbook {
+    pub name: String,
+    pub steps: Vec<StepDef>,
+}
+
+impl Runbook {
+    pub fn new(name: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            steps: Vec::new(),
+        }
+    }
+
+    fn push(self, id: &str, kind: StepKind) -> StepBuilder {
+        StepBuilder {
+            runbook: self,
+            step: StepDef {
+                id: id.to_owned(),
+                kind,
+                timeout_ms: DEFAULT_TIMEOUT_MS,
+                retry: RetryPolicy::default(),
+                fix_forward: false,
+            },
+        }
+    }
+
+    /// One action on every node of `nodes`, in parallel.
+    pub fn action(self, id: &str, action: ActionKind, nodes: &[NodeRef]) -> StepBuilder {
+        self.action_spec(id, ActionSpec::new(action), nodes)
+    }
+
+    pub fn action_spec(self, id: &str, action: ActionSpec, nodes: &[NodeRef]) -> StepBuilder {
+        self.push(
+            id,
+            StepKind::Action {
+                action,
+                nodes: nodes.to_vec(),
+                compensation: None,
+            },
+        )
+    }
+
+    pub fn check(self, id: &str, probe: &str, nodes: &[NodeRef]) -> StepBuilder {
+        self.push(
+            id,
+            StepKind::Check {
+                probe: ActionSpec::new(ActionKind::Probe).param("names", probe),
+                nodes: nodes.to_vec(),
+            },
+        )
+    }
+
+    pub fn barrier(self, id: &str) -> Self {
+        self.push(id, StepKind::Barrier).done()
+    }
+
+    pub fn approval(self, id: &str, prompt: &str, nodes: &[NodeRef]) -> Self {
+        self.push(
+            id,
+            StepKind::Approval {
+                nodes: nodes.to_vec(),
+                prompt: prompt.to_owned(),
+            },
+        )
+        .done()
+    }
+
+    pub fn step_index(&self, id: &str) -> Option<usize> {
+        self.steps.iter().position(|step| step.id == id)
+    }
+}
+
+/// Options of the step being defined; `done()` returns to the runbook.
+pub struct StepBuilder {
+    runbook: Runbook,
+    step: StepDef,
+}
+
+impl StepBuilder {
+    pub fn timeout_ms(mut self, timeout_ms: Millis) -> Self {
+        self.step.timeout_ms = timeout_ms;
+        self
+    }
+
+    pub fn retry(mut self, max_attempts: u32, backoff_ms: Millis) -> Self {
+        self.step.retry = RetryPolicy {
+            max_attempts,
+            backoff_ms,
+        };
+        self
+    }
+
+    pub fn fix_forward(mut self) -> Self {
+        self.step.fix_forward = true;
+        self
+    }
+
+    pub fn compensate_with(mut self, compensation: ActionKind) -> Self {
+        if let StepKind::Action {
+            compensation: slot, ..
+        } = &mut self.step.kind
+        {
+            *slot = Some(ActionSpec::new(compensation));
+        }
+        self
+    }
+
+    pub fn done(mut self) -> Runbook {
+        self.runbook.steps.push(self.step);
+        self.runbook
+    }
+}
+
+/// One step as a dry run shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlannedStep {
+    pub step: String,
+    pub kind: &'static str,
+    pub action: Option<&'static str>,
+    pub nodes: Vec<String>,
+    pub timeout_ms: Millis,
+    pub max_attempts: u32,
+    pub idempotency: Option<Idempotency>,
+    pub fix_forward: bool,
+    pub needs_approval: bool,
+    pub compensated_by: Option<&'static str>,
+}
+
+impl std::fmt::Display for PlannedStep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:<24} {:<9}", self.step, self.kind)?;
+        if let Some(action) = self.action {
+            write!(f, " {action}")?;
+        }
+        if !self.nodes.is_empty() {
+            write!(f, " on {}", self.nodes.join(", "))?;
+        }
+        if self.max_attempts > 1 {
+            write!(f, " (up to {} attempts)", self.max_attempts)?;
+        }
+        if let Some(undo) = self.compensated_by {
+            write!(f, " [undo: {undo}]")?;
+        }
+        if self.fix_forward {
+            write!(f, " [fix forward]")?;
+        }
+        if self.idempotency == Some(Idempotency::Unguardable) {
+            write!(f, " [never retried automatically]")?;
+        }
+        Ok(())
+    }
+}
+
+/// Renders the steps with their nodes, without running anything.
+pub fn plan(runbook: &Runbook) -> Vec<PlannedStep> {
+    runbook
+        .steps
+        .iter()
+        .map(|step| {
+            let (kind, needs_approval) = match step.kind {
+                StepKind::Action { .. } => ("action", false),
+                StepKind::Barrier => ("barrier", false),
+                StepKind::Check { .. } => ("check", false),
+                StepKind::Approval { .. } => ("approval", true),
+            };
+            let action = step.sent_action().map(|a| a.kind);
+            PlannedStep {
+                step: step.id.clone(),
+                kind,
+                action: action.map(ActionKind::name),
+                nodes: step.nodes().iter().map(|n| n.id.clone()).collect(),
+                timeout_ms: step.timeout_ms,
+                max_attempts: effective_attempts(step),
+                idempotency: action.map(ActionKind::idempotency),
+                fix_forward: step.fix_forward,
+                needs_approval,
+                compensated_by: step.compensation().map(|c| c.kind.name()),
+            }
+        })
+        .collect()
+}
+
+/// Unguardable actions get exactly one automatic attempt.
+pub(crate) fn effective_attempts(step: &StepDef) -> u32 {
+    match step.sent_action() {
+        Some(action) if action.kind.idempotency() == Idempotency::Unguardable => 1,
+        Some(_) => step.retry.max_attempts.max(1),
+        None => 0,
+    }
+}
+
+/// The runbooks of DESIGN §6 that need only the step types here.
+pub mod runbooks {
+    use super::*;
+    use crate::NodeKind;
+
+    /// Backup: apps (done before their participants start) → participants ∥ mediators →
+    /// barrier → sequencers → verify. Sequencer backups start only after every member's
+    /// backup is done, so every sequencer snapshot lies after every member snapshot.
+    pub fn backup(backup_set: &str, nodes: &[NodeRef]) -> Runbook {
+        let of = |kinds: &[NodeKind]| -> Vec<NodeRef> {
+            nodes
+                .iter()
+                .filter(|n| kinds.contains(&n.kind))
+                .cloned()
+                .collect()
+        };
+        let backup = ActionSpec::new(ActionKind::Backup).param("backup_set", backup_set);
+        let verify = ActionSpec::new(ActionKind::Verify).param("backup_set", backup_set);
+        Runbook::new("backup")
+            .action_spec("apps", backup.clone(), &of(&[NodeKind::App]))
+            .timeout_ms(900_000)
+            .done()
+            .action_spec(
+                "members",
+                backup.clone(),
+                &of(&[NodeKind::Participant, NodeKind::Mediator]),
+            )
+            .timeout_ms(1_800_000)
+            .done()
+            .barrier("members-done")
+            .action_spec("sequencers", backup, &of(&[NodeKind::Sequencer]))
+            .timeout_ms(1_800_000)
+            .done()
+            .action_spec("verify", verify, nodes)
+            .done()
+    }
+
+    /// Synchronized disconnect of every node from a synchronizer, reconnecting on failure.
+    pub fn disconnect(synchronizer_alias: &str, nodes: &[NodeRef]) -> Runbook {
+        Runbook::new("disconnect")
+            .action_spec(
+                "disconnect",
+                ActionSpec::new(ActionKind::Disconnect)
+                    .param("synchronizer_alias", synchronizer_alias),
+                nodes,
+            )
+            .timeout_ms(60_000)
+            .compensate_with(ActionKind::Reconnect)
+            .done()
+            .check("verify-disconnected", "connected_synchronizers", nodes)
+            .done()
+    }
+}

@@ -1,0 +1,10 @@
+//! Engine scenarios, properties over random interleavings with crashes, schedules, plans and
+//! a transitions-per-second measurement.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod bench;
+mod harness;
+mod plan;
+mod properties;
+mod scenarios;
+mod schedule;
