@@ -2,3 +2,4 @@
 //! and the coordinator API.
 
 pub mod leadership;
+pub mod registry;

@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod leadership;
+mod registry;
 
 use sidecar_bus::{BusSettings, Names, Network, NetworkId, connect};
 

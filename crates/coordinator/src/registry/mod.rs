@@ -1,0 +1,159 @@
+//! Node registry and failure detection from heartbeats.
+//!
+//! [`Detector`] is the pure verdict logic; [`Registry`] feeds it heartbeat arrivals (on the
+//! monotonic clock), its own tick lateness, the NATS connection state and dropped-message
+//! events. Verdicts are advisory: step outcomes come only from acks and timeouts.
+
+mod detector;
+
+pub use detector::{
+    Detector, DetectorConfig, DetectorConfigError, Health, LogicalNodeView, NodeView, Trouble,
+};
+
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use async_nats::connection::State;
+use futures::StreamExt;
+use prost::Message;
+use proto_sidecar::Heartbeat;
+use sidecar_bus::{Names, NodeId};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+/// The registry could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error(transparent)]
+    Config(#[from] DetectorConfigError),
+    #[error("subscribing to heartbeats on {subject} failed: {source}")]
+    Subscribe {
+        subject: String,
+        source: async_nats::SubscribeError,
+    },
+}
+
+/// Live registry of one network's nodes.
+pub struct Registry {
+    detector: Arc<Mutex<Detector>>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+fn lock(detector: &Mutex<Detector>) -> MutexGuard<'_, Detector> {
+    // Whole-value updates only; a poisoned lock still holds a consistent detector.
+    detector.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Registry {
+    /// Subscribes to every heartbeat of the network. `client_events` are the events of the
+    /// client's connection (from `ConnectOptions::event_callback`), used to notice dropped
+    /// messages; without them only disconnects (polled) and late ticks suspend verdicts.
+    pub async fn start(
+        client: async_nats::Client,
+        names: &Names,
+        config: DetectorConfig,
+        client_events: Option<mpsc::UnboundedReceiver<async_nats::Event>>,
+    ) -> Result<Self, RegistryError> {
+        config.validate()?;
+        let subject = names.heartbeats();
+        let mut heartbeats =
+            client
+                .subscribe(subject.clone())
+                .await
+                .map_err(|source| RegistryError::Subscribe {
+                    subject: subject.clone(),
+                    source,
+                })?;
+        let detector = Arc::new(Mutex::new(Detector::new(config, Instant::now())));
+        let mut tasks = Vec::new();
+
+        let names = names.clone();
+        let fed = detector.clone();
+        tasks.push(tokio::spawn(async move {
+            while let Some(message) = heartbeats.next().await {
+                let arrived = Instant::now();
+                match decode(&names, &message) {
+                    Some((node, heartbeat)) => lock(&fed).on_heartbeat(node, heartbeat, arrived),
+                    None => {
+                        tracing::warn!(subject = %message.subject, "ignoring an undecodable or misaddressed heartbeat");
+                    }
+                }
+            }
+        }));
+
+        let ticked = detector.clone();
+        let tick = config.heartbeat_interval / 4;
+        tasks.push(tokio::spawn(async move {
+            let mut scheduled = Instant::now() + tick;
+            loop {
+                tokio::time::sleep_until(scheduled).await;
+                let now = Instant::now();
+                let mut detector = lock(&ticked);
+                if detector.on_tick(scheduled, now).is_some() {
+                    tracing::warn!(late = ?now - scheduled, "registry tick ran late; verdicts suspended");
+                }
+                match client.connection_state() {
+                    State::Connected => detector.on_connected(now),
+                    State::Disconnected | State::Pending => detector.on_disconnected(),
+                }
+                scheduled = now + tick;
+            }
+        }));
+
+        if let Some(mut events) = client_events {
+            let troubled = detector.clone();
+            tasks.push(tokio::spawn(async move {
+                while let Some(event) = events.recv().await {
+                    let now = Instant::now();
+                    match event {
+                        async_nats::Event::SlowConsumer(_) => {
+                            lock(&troubled).on_trouble(Trouble::DroppedMessages, now);
+                        }
+                        async_nats::Event::Disconnected => lock(&troubled).on_disconnected(),
+                        async_nats::Event::Connected => lock(&troubled).on_connected(now),
+                        _ => {}
+                    }
+                }
+            }));
+        }
+        Ok(Self { detector, tasks })
+    }
+
+    /// Expects heartbeats from `node` (known from its stored state) even if it never sends one.
+    pub fn expect(&self, node: NodeId) {
+        lock(&self.detector).expect(node, Instant::now());
+    }
+
+    pub fn health(&self, node: &NodeId) -> Option<Health> {
+        lock(&self.detector).health(node, Instant::now())
+    }
+
+    pub fn suspended(&self) -> bool {
+        lock(&self.detector).suspended(Instant::now())
+    }
+
+    /// Every node grouped under its logical node.
+    pub fn view(&self) -> Vec<LogicalNodeView> {
+        lock(&self.detector).view(Instant::now())
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// The sender and heartbeat of a message, if it decodes and names the node of its subject.
+fn decode(names: &Names, message: &async_nats::Message) -> Option<(NodeId, Heartbeat)> {
+    let heartbeat = Heartbeat::decode(message.payload.clone()).ok()?;
+    let id = if heartbeat.replica.is_empty() {
+        heartbeat.node.clone()
+    } else {
+        format!("{}.{}", heartbeat.node, heartbeat.replica)
+    };
+    let node = NodeId::new(id).ok()?;
+    (message.subject.as_str() == names.heartbeat(&node)).then_some((node, heartbeat))
+}
