@@ -1,19 +1,32 @@
-//! Reads the shared fact files (`canton-3.4-wire-appendix.md`, `canton-admin-api.md`) that the
-//! .proto files were written from. They live in `shared/` beside the repository; set
-//! `CANTON_SHARED_DIR` to read them from elsewhere.
+//! Reads the fact files (`canton-3.4-wire-appendix.md`, `canton-admin-api.md`) that the .proto
+//! files were written from. A copy lives in `crates/proto-canton/facts/` so the wire tests run on
+//! any clean checkout; `CANTON_SHARED_DIR` points them at another copy, and when the team's
+//! `shared/` folder sits beside the repository a test checks that our copy has not drifted.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+pub const FACT_FILES: [&str; 2] = ["canton-3.4-wire-appendix.md", "canton-admin-api.md"];
+
+pub fn vendored_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("facts")
+}
+
+/// The team's shared folder beside the repository, when present.
+pub fn team_shared_dir() -> Option<PathBuf> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared");
+    dir.join(FACT_FILES[0]).is_file().then_some(dir)
+}
+
 pub fn shared_file(name: &str) -> String {
     let dir = std::env::var_os("CANTON_SHARED_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared"));
+        .unwrap_or_else(vendored_dir);
     let path = dir.join(name);
     std::fs::read_to_string(&path).unwrap_or_else(|error| {
         panic!(
             "cannot read the fact file {} ({error}); the wire tests compare our .proto files with it. \
-             Put the shared/ folder beside the repository or set CANTON_SHARED_DIR",
+             Restore crates/proto-canton/facts/ or set CANTON_SHARED_DIR",
             path.display()
         )
     })
@@ -70,4 +83,23 @@ pub fn appendix_paths(text: &str) -> Vec<String> {
         .filter_map(|rest| rest.split_once('`'))
         .map(|(path, _)| format!("/{path}"))
         .collect()
+}
+
+#[test]
+fn vendored_facts_match_the_team_copy_when_present() {
+    let Some(shared) = team_shared_dir() else {
+        eprintln!(
+            "SKIP: no shared/ folder beside the repository; the vendored facts are used as they are"
+        );
+        return;
+    };
+    for name in FACT_FILES {
+        let ours = std::fs::read_to_string(vendored_dir().join(name)).unwrap();
+        let team = std::fs::read_to_string(shared.join(name)).unwrap();
+        assert!(
+            ours == team,
+            "crates/proto-canton/facts/{name} differs from {}: copy it over",
+            shared.display()
+        );
+    }
 }
