@@ -52,11 +52,6 @@ impl Agent {
             kind: config.kind,
             boot_id: uuid::Uuid::now_v7().to_string(),
             agent_version: env!("CARGO_PKG_VERSION").to_owned(),
-            release_line: config
-                .canton
-                .as_ref()
-                .map(|c| c.release_line.clone())
-                .unwrap_or_default(),
         };
         let board = ProbeBoard::new(&probes);
         Self {

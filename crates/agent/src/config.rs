@@ -81,8 +81,6 @@ pub struct NatsConfig {
 pub struct CantonConfig {
     /// Admin API, e.g. `http://127.0.0.1:5002`.
     pub admin_url: String,
-    /// Canton release line whose wire profile to use (`3.4`, `3.5`).
-    pub release_line: String,
     /// The node's dedicated `grpc.condition.v1` server, when it runs one.
     pub grpc_health_url: Option<String>,
     /// Service name asked of the gRPC health server (empty = all services).
@@ -100,7 +98,8 @@ pub struct ProbeSchedules {
     pub grpc_health: Schedule,
     pub http_health: Schedule,
     pub synchronizers: Schedule,
-    pub ledger_end: Schedule,
+    /// Ledger end (participants) or latest sequenced time (sequencers).
+    pub progress: Schedule,
     pub database: Schedule,
 }
 
@@ -302,18 +301,6 @@ fn read(keys: &mut Keys) -> Result<AgentConfig, ConfigError> {
     let canton = if kind.has_admin_api() || keys.contains_prefix("canton.") {
         Some(CantonConfig {
             admin_url: keys.url("canton.admin_url")?,
-            release_line: keys.parsed_or(
-                "canton.release_line",
-                "a Canton release line such as 3.4 or 3.5",
-                "3.4".to_owned(),
-                |s| {
-                    let mut parts = s.split('.');
-                    let valid = parts.next().is_some_and(is_number)
-                        && parts.next().is_some_and(is_number)
-                        && parts.next().is_none();
-                    valid.then(|| s.to_owned())
-                },
-            )?,
             grpc_health_url: keys.optional_url("canton.grpc_health_url")?,
             grpc_health_service: keys
                 .optional_string("canton.grpc_health_service")?
@@ -331,7 +318,7 @@ fn read(keys: &mut Keys) -> Result<AgentConfig, ConfigError> {
         grpc_health: keys.schedule("grpc_health", Duration::from_secs(2))?,
         http_health: keys.schedule("http_health", Duration::from_secs(2))?,
         synchronizers: keys.schedule("synchronizers", Duration::from_secs(5))?,
-        ledger_end: keys.schedule("ledger_end", Duration::from_secs(5))?,
+        progress: keys.schedule("progress", Duration::from_secs(5))?,
         database: keys.schedule("database", Duration::from_secs(5))?,
     };
     Ok(AgentConfig {
@@ -346,10 +333,6 @@ fn read(keys: &mut Keys) -> Result<AgentConfig, ConfigError> {
         database_url,
         probes,
     })
-}
-
-fn is_number(text: &str) -> bool {
-    !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit())
 }
 
 /// Flattened `section.key` → value, consumed as keys are read.
@@ -373,7 +356,6 @@ const KNOWN_KEYS: &[&str] = &[
     "state.refresh_interval",
     "shutdown.grace",
     "canton.admin_url",
-    "canton.release_line",
     "canton.grpc_health_url",
     "canton.grpc_health_service",
     "canton.http_health_url",
@@ -573,7 +555,6 @@ admin_url = "http://127.0.0.1:5002"
         assert_eq!(config.state_refresh, Duration::from_secs(30));
         assert_eq!(config.kind, NodeKind::Participant);
         let canton = config.canton.unwrap();
-        assert_eq!(canton.release_line, "3.4");
         assert_eq!(canton.http_health_url, None);
         assert_eq!(
             config.probes.status,

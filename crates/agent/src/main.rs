@@ -57,7 +57,8 @@ async fn run(config: AgentConfig) -> anyhow::Result<()> {
     let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let shutdown = CancellationToken::new();
     let metrics = AgentMetrics::default();
-    let probes = canton_agent::probes::from_config(&config);
+    let probes = canton_agent::probes::from_config(&config)
+        .context("building the Canton client from the [canton] section")?;
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         network = %config.network,

@@ -42,6 +42,8 @@ pub struct Synchronizer {
 pub struct Facts {
     /// Canton version reported by the node.
     pub version: Option<String>,
+    /// The release-line profile that version selects (`3.4`, `3.5`).
+    pub release_line: Option<String>,
     /// The node's unique identifier.
     pub uid: Option<String>,
     /// Whether this replica is the active one (HA pairs have one active replica).
@@ -68,6 +70,7 @@ impl Facts {
             }
         }
         fill(&mut self.version, &other.version);
+        fill(&mut self.release_line, &other.release_line);
         fill(&mut self.uid, &other.uid);
         fill(&mut self.active, &other.active);
         fill(&mut self.uptime, &other.uptime);

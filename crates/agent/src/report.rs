@@ -19,8 +19,6 @@ pub struct Identity {
     /// Fresh per process start, so a restart is visible even when sequence numbers repeat.
     pub boot_id: String,
     pub agent_version: String,
-    /// Release line the agent's Canton client speaks (empty for apps).
-    pub release_line: String,
 }
 
 /// Whether this replica is the active one of an HA pair.

@@ -128,7 +128,7 @@ fn versions(id: &Identity, facts: &Facts) -> pb::Versions {
     pb::Versions {
         agent: id.agent_version.clone(),
         canton: facts.version.clone().unwrap_or_default(),
-        release_line: id.release_line.clone(),
+        release_line: facts.release_line.clone().unwrap_or_default(),
         protocol_versions: Vec::new(),
     }
 }

@@ -1,36 +1,86 @@
 //! The real probes, built from the configuration.
 
+mod canton;
 mod database;
 mod http_health;
 
 use std::sync::Arc;
 
+pub use canton::{GrpcHealthProbe, ProgressOf, ProgressProbe, StatusProbe, SynchronizersProbe};
 pub use database::DatabaseProbe;
 pub use http_health::HttpHealthProbe;
 
-use crate::config::AgentConfig;
+use canton_client::{CantonClient, ClientConfig, EndpointConfig};
+
+use crate::config::{AgentConfig, NodeKind};
 use crate::probe::Probe;
 
-/// Every probe the configuration asks for: those whose endpoint is configured.
-pub fn from_config(config: &AgentConfig) -> Vec<Arc<dyn Probe>> {
+/// Every probe the configuration asks for. Canton probes need an admin API; the gRPC health,
+/// HTTP health and ledger-end probes need their endpoint. Without an HTTP health endpoint the
+/// node's health comes from gRPC health and the status `active` flag alone.
+///
+/// Builds the Canton client without connecting; fails only on an unusable endpoint.
+pub fn from_config(config: &AgentConfig) -> Result<Vec<Arc<dyn Probe>>, canton_client::Error> {
     let mut probes: Vec<Arc<dyn Probe>> = Vec::new();
-    if let Some(canton) = &config.canton
-        && let Some(url) = &canton.http_health_url
-    {
-        probes.push(Arc::new(HttpHealthProbe::new(
-            url.clone(),
-            config.probes.http_health,
-        )));
+    let schedules = &config.probes;
+    if let Some(canton) = &config.canton {
+        if let Some(url) = &canton.http_health_url {
+            probes.push(Arc::new(HttpHealthProbe::new(
+                url.clone(),
+                schedules.http_health,
+            )));
+        }
+        let kind = match config.kind {
+            NodeKind::Participant => Some(canton_client::NodeKind::Participant),
+            NodeKind::Sequencer => Some(canton_client::NodeKind::Sequencer),
+            NodeKind::Mediator => Some(canton_client::NodeKind::Mediator),
+            NodeKind::App => None,
+        };
+        if let Some(kind) = kind {
+            let mut client_config =
+                ClientConfig::new(config.node.as_str(), kind, canton.admin_url.clone());
+            client_config.health = canton.grpc_health_url.clone().map(EndpointConfig::new);
+            client_config.ledger = canton.ledger_api_url.clone().map(EndpointConfig::new);
+            let client = CantonClient::new(client_config)?;
+            probes.push(Arc::new(StatusProbe::new(&client, schedules.status)));
+            if canton.grpc_health_url.is_some() {
+                probes.push(Arc::new(GrpcHealthProbe::new(
+                    &client,
+                    schedules.grpc_health,
+                    canton.grpc_health_service.clone(),
+                )));
+            }
+            match kind {
+                canton_client::NodeKind::Participant => {
+                    probes.push(Arc::new(SynchronizersProbe::new(
+                        &client,
+                        schedules.synchronizers,
+                    )));
+                    if canton.ledger_api_url.is_some() {
+                        probes.push(Arc::new(ProgressProbe::new(
+                            &client,
+                            schedules.progress,
+                            ProgressOf::LedgerEnd,
+                        )));
+                    }
+                }
+                canton_client::NodeKind::Sequencer => probes.push(Arc::new(ProgressProbe::new(
+                    &client,
+                    schedules.progress,
+                    ProgressOf::SequencerTime,
+                ))),
+                canton_client::NodeKind::Mediator => {}
+            }
+        }
     }
     if let Some(url) = &config.database_url {
         probes.push(Arc::new(DatabaseProbe::new(
             url.clone(),
-            config.probes.database,
+            schedules.database,
         )));
     }
-    probes
+    Ok(probes)
 }
-
 /// Classifies an I/O-ish error text: connection failures mean "unreachable", the rest "error".
 pub(crate) fn is_connection_failure(error: &(dyn std::error::Error + 'static)) -> bool {
     let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error);

@@ -3,4 +3,5 @@
 
 mod binary;
 mod bus;
+mod sim;
 mod support;

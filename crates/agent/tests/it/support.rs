@@ -51,7 +51,7 @@ pub fn config(url: &str, net: &Network, node: &str) -> AgentConfig {
             grpc_health: every,
             http_health: every,
             synchronizers: every,
-            ledger_end: every,
+            progress: every,
             database: every,
         },
     }
