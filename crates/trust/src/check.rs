@@ -1,4 +1,4 @@
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 
 use prost::Message;
 use proto_sidecar::{Command, OperatorApproval, SignedEnvelope, action::Kind};
@@ -8,37 +8,53 @@ use crate::{
     SigningIdentity, body_hash, decode_envelope, verify_approval, verify_envelope,
 };
 
-/// The agent's journal as the check needs it: the body hash recorded for a command id.
+/// The agent's journal as the check needs it: the body hash recorded for one attempt of a
+/// command. Keyed by attempt because a retry keeps the command id, raises the attempt and
+/// carries a new body (its own attempt, issue and expiry times).
 pub trait CommandJournal {
-    fn recorded_body_hash(&self, command_id: &str) -> Option<BodyHash>;
+    fn recorded_body_hash(&self, command_id: &str, attempt: u32) -> Option<BodyHash>;
 }
 
-/// Command ids closed by a `Revoke`.
+/// Attempts closed by a `Revoke`: attempt `a` of `command_id` is revoked iff a revoke with
+/// `up_to_attempt >= a` was recorded, so the retry that follows a revoke passes while a late
+/// delivery of a revoked attempt does not.
 pub trait RevokedCommands {
-    fn is_revoked(&self, command_id: &str) -> bool;
+    fn is_revoked(&self, command_id: &str, attempt: u32) -> bool;
 }
 
-impl CommandJournal for HashMap<String, BodyHash> {
-    fn recorded_body_hash(&self, command_id: &str) -> Option<BodyHash> {
-        self.get(command_id).copied()
+/// The `up_to_attempt` a `Revoke` closes. A revoke from a writer that predates the field
+/// carries 0 and meant "this command id", so it closes every attempt.
+pub fn revoked_up_to(revoke: &proto_sidecar::Revoke) -> u32 {
+    if revoke.up_to_attempt == 0 {
+        u32::MAX
+    } else {
+        revoke.up_to_attempt
     }
 }
 
-impl CommandJournal for BTreeMap<String, BodyHash> {
-    fn recorded_body_hash(&self, command_id: &str) -> Option<BodyHash> {
-        self.get(command_id).copied()
+impl CommandJournal for HashMap<(String, u32), BodyHash> {
+    fn recorded_body_hash(&self, command_id: &str, attempt: u32) -> Option<BodyHash> {
+        self.get(&(command_id.to_owned(), attempt)).copied()
     }
 }
 
-impl RevokedCommands for HashSet<String> {
-    fn is_revoked(&self, command_id: &str) -> bool {
-        self.contains(command_id)
+impl CommandJournal for BTreeMap<(String, u32), BodyHash> {
+    fn recorded_body_hash(&self, command_id: &str, attempt: u32) -> Option<BodyHash> {
+        self.get(&(command_id.to_owned(), attempt)).copied()
     }
 }
 
-impl RevokedCommands for BTreeSet<String> {
-    fn is_revoked(&self, command_id: &str) -> bool {
-        self.contains(command_id)
+/// Command id → highest revoked attempt.
+impl RevokedCommands for HashMap<String, u32> {
+    fn is_revoked(&self, command_id: &str, attempt: u32) -> bool {
+        self.get(command_id).is_some_and(|up_to| attempt <= *up_to)
+    }
+}
+
+/// Command id → highest revoked attempt.
+impl RevokedCommands for BTreeMap<String, u32> {
+    fn is_revoked(&self, command_id: &str, attempt: u32) -> bool {
+        self.get(command_id).is_some_and(|up_to| attempt <= *up_to)
     }
 }
 
@@ -217,20 +233,26 @@ pub fn check_command(
     check_claim(&command).map_err(|detail| reject(RejectionReason::InvalidClaim, detail))?;
 
     let hash = body_hash(&envelope.body);
-    let redelivery = match ctx.journal.recorded_body_hash(&id) {
+    let redelivery = match ctx.journal.recorded_body_hash(&id, command.attempt) {
         Some(recorded) if recorded != hash => {
             return Err(reject(
                 RejectionReason::ReplayWithDifferentBody,
-                "the journal holds this command id with a different body; a command id is never reused".to_owned(),
+                format!(
+                    "the journal holds attempt {} of this command id with a different body; a command id and attempt are never reused",
+                    command.attempt
+                ),
             ));
         }
         Some(_) => true,
         None => false,
     };
-    if ctx.revoked.is_revoked(&id) {
+    if ctx.revoked.is_revoked(&id, command.attempt) {
         return Err(reject(
             RejectionReason::Revoked,
-            "the coordinator revoked this command before a retry or compensation".to_owned(),
+            format!(
+                "the coordinator revoked attempt {} of this command before a retry or compensation",
+                command.attempt
+            ),
         ));
     }
     Ok(CheckedCommand {

@@ -28,8 +28,8 @@ struct Fixture {
     keys: KeyRing,
     roots: KeyRing,
     policy: AgentPolicy,
-    journal: std::collections::BTreeMap<String, BodyHash>,
-    revoked: std::collections::BTreeSet<String>,
+    journal: std::collections::BTreeMap<(String, u32), BodyHash>,
+    revoked: std::collections::BTreeMap<String, u32>,
 }
 
 fn fixture() -> Fixture {
@@ -45,9 +45,9 @@ fn fixture() -> Fixture {
         .collect();
     let roots = [root.trusted_key(None, None)].into_iter().collect();
     let mut journal = std::collections::BTreeMap::new();
-    journal.insert("r1/s/p1".to_owned(), [7; 32]);
-    let mut revoked = std::collections::BTreeSet::new();
-    revoked.insert("r1/revoked/p1".to_owned());
+    journal.insert(("r1/s/p1".to_owned(), 1), [7; 32]);
+    let mut revoked = std::collections::BTreeMap::new();
+    revoked.insert("r1/revoked/p1".to_owned(), 2);
     Fixture {
         coordinator,
         operator,
@@ -112,7 +112,11 @@ fn run_verifiers(f: &Fixture, raw: &[u8]) {
         );
         assert_eq!(checked.body_hash, body_hash(&envelope.body));
         assert_eq!(checked.command.network, "net1");
-        assert!(!f.revoked.contains(&checked.command.command_id));
+        assert!(
+            f.revoked
+                .get(&checked.command.command_id)
+                .is_none_or(|up_to| checked.command.attempt > *up_to)
+        );
     }
     let expectation = AckExpectation {
         network: "net1",

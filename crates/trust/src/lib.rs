@@ -26,7 +26,8 @@ pub use ack::{AckExpectation, VerifiedAck, sign_ack, verify_ack};
 pub use action::ActionName;
 pub use approval::{sign_approval, verify_approval};
 pub use check::{
-    CheckContext, CheckedCommand, CommandJournal, RevokedCommands, check_command, sign_command,
+    CheckContext, CheckedCommand, CommandJournal, RevokedCommands, check_command, revoked_up_to,
+    sign_command,
 };
 pub use config::{ConfigError, VerifiedNetworkConfig, sign_network_config, verify_network_config};
 pub use envelope::{

@@ -237,15 +237,15 @@ fn invalid_claim_of_another_run() {
 fn replay_with_a_different_body_and_redelivery_with_the_same() {
     let mut agent = Agent::new();
     let first = command(backup());
-    agent
-        .journal
-        .insert(first.command_id.clone(), body_hash(&first.encode_to_vec()));
+    agent.journal.insert(
+        (first.command_id.clone(), first.attempt),
+        body_hash(&first.encode_to_vec()),
+    );
 
     let same = check_command(&signed_command(&first), &agent.context()).unwrap();
     assert!(same.redelivery);
 
     let mut different = first.clone();
-    different.attempt = 2;
     different.traceparent = "00-changed".into();
     assert_eq!(
         rejected(&agent, &signed_command(&different)),
@@ -254,10 +254,85 @@ fn replay_with_a_different_body_and_redelivery_with_the_same() {
 }
 
 #[test]
+fn a_retry_under_the_same_id_is_a_new_attempt_not_a_replay() {
+    let mut agent = Agent::new();
+    let first = command(backup());
+    agent.journal.insert(
+        (first.command_id.clone(), first.attempt),
+        body_hash(&first.encode_to_vec()),
+    );
+    let mut retry = first.clone();
+    retry.attempt = 2;
+    retry.issued_at_unix_ms += 500;
+
+    let checked = check_command(&signed_command(&retry), &agent.context()).unwrap();
+    assert!(!checked.redelivery);
+}
+
+#[test]
 fn revoked() {
     let mut agent = Agent::new();
-    agent.revoked.insert("r1/participants/p1".into());
+    agent.revoked.insert("r1/participants/p1".into(), 1);
     assert_eq!(rejected(&agent, &with(|_| {})), RejectionReason::Revoked);
+}
+
+#[test]
+fn a_revoke_of_attempt_1_lets_attempt_2_pass_and_keeps_attempt_1_out() {
+    let mut agent = Agent::new();
+    let first = command(backup());
+    let first_raw = signed_command(&first);
+    assert!(
+        !check_command(&first_raw, &agent.context())
+            .unwrap()
+            .redelivery
+    );
+    agent.journal.insert(
+        (first.command_id.clone(), 1),
+        body_hash(&first.encode_to_vec()),
+    );
+    let revoke = Revoke {
+        command_id: first.command_id.clone(),
+        up_to_attempt: 1,
+    };
+    agent.revoked.insert(
+        revoke.command_id.clone(),
+        sidecar_trust::revoked_up_to(&revoke),
+    );
+
+    let retry = with(|c| {
+        c.attempt = 2;
+        c.issued_at_unix_ms += 500;
+    });
+    let checked = check_command(&retry, &agent.context()).unwrap();
+    assert_eq!(checked.command.attempt, 2);
+    assert!(!checked.redelivery);
+
+    let rejection = check_command(&first_raw, &agent.context()).unwrap_err();
+    assert_eq!(rejection.reason, RejectionReason::Revoked);
+    assert!(
+        rejection.detail.contains("attempt 1"),
+        "{}",
+        rejection.detail
+    );
+}
+
+#[test]
+fn a_revoke_without_an_attempt_closes_every_attempt() {
+    let mut agent = Agent::new();
+    let revoke = Revoke {
+        command_id: "r1/participants/p1".into(),
+        up_to_attempt: 0,
+    };
+    agent.revoked.insert(
+        revoke.command_id.clone(),
+        sidecar_trust::revoked_up_to(&revoke),
+    );
+    for attempt in [1, 2, 40] {
+        assert_eq!(
+            rejected(&agent, &with(|c| c.attempt = attempt)),
+            RejectionReason::Revoked
+        );
+    }
 }
 
 #[test]
@@ -265,6 +340,7 @@ fn a_revoke_command_passes() {
     let agent = Agent::new();
     let revoke = command(Kind::Revoke(Revoke {
         command_id: "r1/participants/p1".into(),
+        up_to_attempt: 1,
     }));
     assert!(check_command(&signed_command(&revoke), &agent.context()).is_ok());
 }

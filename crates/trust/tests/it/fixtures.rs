@@ -1,6 +1,6 @@
 //! A small network: organisations `org-a` and `org-b`, coordinator, operator and agent keys.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use prost::Message;
 use sidecar_trust::proto::{
@@ -119,8 +119,9 @@ pub fn signed_command(command: &Command) -> Vec<u8> {
 pub struct Agent {
     pub keys: KeyRing,
     pub policy: AgentPolicy,
-    pub journal: BTreeMap<String, BodyHash>,
-    pub revoked: BTreeSet<String>,
+    pub journal: BTreeMap<(String, u32), BodyHash>,
+    /// Command id → highest revoked attempt.
+    pub revoked: BTreeMap<String, u32>,
     pub confirmed_epoch: u64,
     pub now: i64,
 }
@@ -131,7 +132,7 @@ impl Agent {
             keys: keyring(),
             policy: AgentPolicy::own_organisation("org-a"),
             journal: BTreeMap::new(),
-            revoked: BTreeSet::new(),
+            revoked: BTreeMap::new(),
             confirmed_epoch: EPOCH,
             now: NOW,
         }
