@@ -1,11 +1,12 @@
-//! The README's demo: a simulated Canton network on real PostgreSQL and NATS, shown live, then
-//! stopped. Ends by itself and leaves nothing running.
-use std::time::Instant;
+//! The README's demo: a simulated Canton network on real PostgreSQL and NATS with an agent
+//! beside every node, shown live, then stopped. Ends by itself and leaves nothing running.
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use canton_sim::{NetworkSpec, PostgresTarget, SimNetwork};
-use sidecar_bus::{BusSettings, Names, Network, NetworkId, connect};
-use testkit::{NatsServer, Postgres, binary_path};
+use e2e::stack::{Stack, StackOptions};
+use futures::StreamExt;
+use prost::Message;
+use proto_sidecar as pb;
 
 const TOPOLOGY: &str = include_str!("../../demo/network.toml");
 
@@ -14,57 +15,34 @@ async fn main() -> anyhow::Result<()> {
     let _telemetry = sidecar_telemetry::init(sidecar_telemetry::LogFormat::Text);
     let start = Instant::now();
 
-    step("infrastructure");
-    let nats = NatsServer::start().context("starting nats-server")?;
+    step("infrastructure and canton network (canton-sim: one process and database per node)");
+    let mut stack = Stack::start(&StackOptions {
+        topology: TOPOLOGY,
+        heartbeat_interval: Duration::from_millis(500),
+    })
+    .await?;
     println!(
         "  nats-server   {} (pid {})",
-        nats.url(),
-        nats.pid().unwrap_or_default()
+        stack.nats.url(),
+        stack.nats.pid().unwrap_or_default()
     );
-    let postgres = Postgres::start().context("starting PostgreSQL")?;
     println!(
         "  postgres      {} (pid {})",
-        postgres.url("postgres"),
-        postgres.pid().unwrap_or_default()
+        stack.postgres.url("postgres"),
+        stack.postgres.pid().unwrap_or_default()
     );
-    let names = Names::new(NetworkId::new("demo")?);
-    let client = connect(nats.url(), "canton-demo").await?;
-    let _network = Network::ensure(client, names.clone(), &BusSettings::default()).await?;
+    let names = stack.names().clone();
     println!(
         "  bus           streams {} {} {}",
         names.command_stream(),
         names.ack_stream(),
         names.audit_stream()
     );
-
-    step("canton network (canton-sim, one process and one database per node)");
-    let spec = NetworkSpec::from_toml(TOPOLOGY).context("parsing the demo topology")?;
-    let binary = binary_path("canton-sim")?;
-    let launch_started = Instant::now();
-    let sims = tokio::task::spawn_blocking(move || {
-        SimNetwork::start(
-            &spec,
-            canton_sim::network::LaunchOptions {
-                postgres: PostgresTarget::of(&postgres),
-                binary: &binary,
-                work_dir: None,
-            },
-        )
-        .map(|network| (network, postgres))
-    })
-    .await?
-    .context("starting the sim network")?;
-    let (sims, postgres) = sims;
-    println!(
-        "  {} nodes ready in {:.1}s",
-        sims.nodes().len(),
-        launch_started.elapsed().as_secs_f64()
-    );
     println!(
         "  {:<14} {:<12} {:<10} {:<22} database",
         "node", "kind", "org", "admin"
     );
-    for node in sims.endpoints().nodes {
+    for node in stack.sims.endpoints().nodes {
         let admin = node
             .admin
             .map(|a| a.to_string())
@@ -79,20 +57,26 @@ async fn main() -> anyhow::Result<()> {
         );
     }
 
-    step("health");
-    for node in sims.nodes() {
-        let info = node
-            .control()
-            .info()
-            .await
-            .with_context(|| format!("control info of {}", node.id()))?;
-        println!(
-            "  {:<14} ready={} uid={}",
-            info.node_id, info.ready, info.uid
-        );
-    }
+    step("agents (one canton-agent beside every node)");
+    let took = stack.start_agents(Duration::from_secs(60)).await?;
+    println!(
+        "  {} agents published node state in {:.1}s",
+        stack.agents.len(),
+        took.as_secs_f64()
+    );
+    show_heartbeats(&stack, Duration::from_secs(3)).await?;
 
     step("shutdown");
+    let Stack {
+        agents,
+        sims,
+        postgres,
+        nats,
+        ..
+    } = stack;
+    for (_, mut agent) in agents {
+        agent.process.stop(Duration::from_secs(10));
+    }
     tokio::task::spawn_blocking(move || sims.stop())
         .await?
         .context("stopping the sim network")?;
@@ -102,6 +86,55 @@ async fn main() -> anyhow::Result<()> {
         "demo finished in {:.1}s; nothing left running",
         start.elapsed().as_secs_f64()
     );
+    Ok(())
+}
+
+/// Prints each node's latest heartbeat as the coordinator's registry would see it.
+async fn show_heartbeats(stack: &Stack, window: Duration) -> anyhow::Result<()> {
+    let mut subscription = stack
+        .network
+        .client
+        .subscribe(stack.names().heartbeats())
+        .await?;
+    let mut latest = std::collections::BTreeMap::new();
+    let until = Instant::now() + window;
+    while let Ok(Some(message)) = tokio::time::timeout(
+        until.saturating_duration_since(Instant::now()),
+        subscription.next(),
+    )
+    .await
+    {
+        let heartbeat =
+            pb::Heartbeat::decode(message.payload.as_ref()).context("decoding a heartbeat")?;
+        latest.insert(heartbeat.node.clone(), heartbeat);
+    }
+    println!(
+        "  {:<14} {:<10} {:>5} {:>11} {:>10}",
+        "node", "condition", "seq", "ledger end", "probes ok"
+    );
+    for (node, heartbeat) in &latest {
+        let condition = pb::NodeCondition::try_from(heartbeat.condition)
+            .map(|c| {
+                c.as_str_name()
+                    .trim_start_matches("NODE_CONDITION_")
+                    .to_lowercase()
+            })
+            .unwrap_or_default();
+        let ok = heartbeat
+            .probes
+            .iter()
+            .filter(|p| p.status == pb::ProbeStatus::Ok as i32)
+            .count();
+        println!(
+            "  {:<14} {:<10} {:>5} {:>11} {:>7}/{}",
+            node,
+            condition,
+            heartbeat.seq,
+            heartbeat.progress.as_ref().map_or(0, |p| p.ledger_end),
+            ok,
+            heartbeat.probes.len()
+        );
+    }
     Ok(())
 }
 

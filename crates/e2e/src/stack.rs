@@ -1,0 +1,237 @@
+//! A whole network on one machine: private nats-server and PostgreSQL, the bus streams and
+//! buckets, a canton-sim process per node, provisioned keys and an agent process beside every
+//! node. The demo and the e2e tests start it the same way.
+//!
+//! Fields drop in declaration order, which is the teardown order: agents before the nodes they
+//! watch, nodes before the database server, the bus last.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use canton_sim::network::LaunchOptions;
+use canton_sim::{NetworkSpec, NodeKind, PostgresTarget, SimNetwork, SimNode};
+use futures::StreamExt;
+use nix::sys::signal::Signal;
+use sidecar_bus::{BusSettings, Names, Network, NetworkId, connect};
+use testkit::{ChildProcess, NatsServer, Postgres, binary_path};
+
+use crate::keys::{NetworkKeys, NodeEntry};
+
+/// One `canton-agent` process and where its files are.
+pub struct AgentProcess {
+    pub node: String,
+    pub config_path: PathBuf,
+    pub process: ChildProcess,
+}
+
+pub struct Stack {
+    pub agents: BTreeMap<String, AgentProcess>,
+    pub sims: SimNetwork,
+    pub keys: NetworkKeys,
+    pub network: Network,
+    pub postgres: Postgres,
+    pub nats: NatsServer,
+    /// Configs, keys, journals and logs; removed on drop.
+    pub dir: tempfile::TempDir,
+}
+
+/// How to start a [`Stack`].
+pub struct StackOptions<'a> {
+    pub topology: &'a str,
+    pub heartbeat_interval: Duration,
+}
+
+impl Stack {
+    /// Starts servers and sim nodes and provisions keys; agents start with [`Stack::start_agents`].
+    pub async fn start(options: &StackOptions<'_>) -> anyhow::Result<Self> {
+        let spec = NetworkSpec::from_toml(options.topology).context("parsing the topology")?;
+        let dir = tempfile::Builder::new()
+            .prefix("canton-sidecar-stack-")
+            .tempdir()
+            .context("creating the stack's work dir")?;
+        let nats = NatsServer::start().context("starting nats-server")?;
+        let postgres = Postgres::start().context("starting PostgreSQL")?;
+        let names = Names::new(NetworkId::new(spec.name.as_str())?);
+        let client = connect(nats.url(), "canton-stack").await?;
+        let network = Network::ensure(client, names, &BusSettings::default())
+            .await
+            .context("creating the network's streams and buckets")?;
+
+        let binary = binary_path("canton-sim")?;
+        let target = PostgresTarget::of(&postgres);
+        let work_dir = dir.path().join("nodes");
+        let sims = tokio::task::spawn_blocking(move || {
+            SimNetwork::start(
+                &spec,
+                LaunchOptions {
+                    postgres: target,
+                    binary: &binary,
+                    work_dir: Some(work_dir),
+                },
+            )
+        })
+        .await?
+        .context("starting the sim network")?;
+
+        let entries: Vec<NodeEntry> = sims
+            .nodes()
+            .iter()
+            .map(|node| NodeEntry {
+                id: node.id().to_owned(),
+                organisation: node.config().organisation.clone(),
+            })
+            .collect();
+        let keys = NetworkKeys::provision(
+            sims.spec().name.as_str(),
+            &entries,
+            &dir.path().join("keys"),
+        )?;
+        let stack = Self {
+            agents: BTreeMap::new(),
+            sims,
+            keys,
+            network,
+            postgres,
+            nats,
+            dir,
+        };
+        stack.write_agent_configs(options)?;
+        Ok(stack)
+    }
+
+    pub fn names(&self) -> &Names {
+        &self.network.names
+    }
+
+    fn agent_dir(&self, node: &str) -> PathBuf {
+        self.dir.path().join("agents").join(node)
+    }
+
+    fn write_agent_configs(&self, options: &StackOptions<'_>) -> anyhow::Result<()> {
+        for node in self.sims.nodes() {
+            let dir = self.agent_dir(node.id());
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            let config = agent_config(self, node, options.heartbeat_interval);
+            let path = dir.join("agent.toml");
+            std::fs::write(&path, config).with_context(|| format!("writing {}", path.display()))?;
+        }
+        Ok(())
+    }
+
+    /// Starts an agent beside every node and waits until each has published its node state.
+    pub async fn start_agents(&mut self, deadline: Duration) -> anyhow::Result<Duration> {
+        let started = Instant::now();
+        let binary = binary_path("canton-agent")?;
+        let ids: Vec<String> = self
+            .sims
+            .nodes()
+            .iter()
+            .map(|n| n.id().to_owned())
+            .collect();
+        for id in &ids {
+            let config_path = self.agent_dir(id).join("agent.toml");
+            let mut command = std::process::Command::new(&binary);
+            command.arg("--config").arg(&config_path);
+            let process = ChildProcess::spawn(
+                &format!("canton-agent {id}"),
+                command,
+                &self.agent_dir(id).join("agent.log"),
+                Signal::SIGTERM,
+            )?;
+            self.agents.insert(
+                id.clone(),
+                AgentProcess {
+                    node: id.clone(),
+                    config_path,
+                    process,
+                },
+            );
+        }
+        self.wait_for_node_states(&ids, deadline - started.elapsed())
+            .await?;
+        Ok(started.elapsed())
+    }
+
+    /// Waits until the nodes bucket holds a state for every id in `ids`.
+    pub async fn wait_for_node_states(
+        &mut self,
+        ids: &[String],
+        deadline: Duration,
+    ) -> anyhow::Result<()> {
+        let bucket = self.network.kv(sidecar_bus::Bucket::Nodes).store().clone();
+        let waited = tokio::time::timeout(deadline, async {
+            loop {
+                let mut present = Vec::new();
+                let mut keys = bucket.keys().await?.boxed();
+                while let Some(key) = keys.next().await {
+                    present.push(key?);
+                }
+                if ids.iter().all(|id| present.contains(id)) {
+                    return anyhow::Ok(());
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await;
+        match waited {
+            Ok(result) => result,
+            Err(_) => {
+                let silent: Vec<String> = self
+                    .agents
+                    .values_mut()
+                    .filter_map(|agent| (!agent.process.is_running()).then(|| agent.node.clone()))
+                    .collect();
+                bail!(
+                    "agents did not publish node state within {deadline:?} (exited: {silent:?}); \
+                     logs under {}",
+                    self.dir.path().join("agents").display()
+                )
+            }
+        }
+    }
+
+    pub fn sim(&self, id: &str) -> anyhow::Result<&SimNode> {
+        self.sims
+            .node(id)
+            .with_context(|| format!("the topology has no node {id}"))
+    }
+
+    pub fn work_dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+/// The TOML an operator would write for the agent beside `node`.
+fn agent_config(stack: &Stack, node: &SimNode, heartbeat: Duration) -> String {
+    let kind = match node.kind() {
+        NodeKind::Participant => "participant",
+        NodeKind::Sequencer => "sequencer",
+        NodeKind::Mediator => "mediator",
+        NodeKind::App => "app",
+    };
+    let mut toml = format!(
+        "network = {network:?}\nnode = {node:?}\nkind = {kind:?}\n\n\
+         [nats]\nurl = {url:?}\n\n[heartbeat]\ninterval = {interval:?}\n\n\
+         [database]\nurl = {database:?}\n",
+        network = stack.names().network().as_str(),
+        node = node.id(),
+        url = stack.nats.url(),
+        interval = humantime::format_duration(heartbeat).to_string(),
+        database = node.database(),
+    );
+    if let Some(admin) = node.admin_url() {
+        toml.push_str(&format!(
+            "\n[canton]\nadmin_url = {admin:?}\ngrpc_health_url = {health:?}\n",
+            health = node.grpc_health_url()
+        ));
+        if let Some(addr) = node.http_health_addr() {
+            toml.push_str(&format!("http_health_url = \"http://{addr}/health\"\n"));
+        }
+        if let Some(ledger) = node.ledger_url() {
+            toml.push_str(&format!("ledger_api_url = {ledger:?}\n"));
+        }
+    }
+    toml
+}
