@@ -5,6 +5,7 @@
 //! provisioned keys ([`keys`]) and the whole network with its agents ([`stack`]).
 
 pub mod keys;
+pub mod orchestrator;
 pub mod stack;
 
 /// Wall-clock Unix milliseconds, for documents that carry an issue time.

@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -18,6 +19,7 @@ use sidecar_bus::{BusSettings, Names, Network, NetworkId, connect};
 use testkit::{ChildProcess, NatsServer, Postgres, binary_path};
 
 use crate::keys::{NetworkKeys, NodeEntry};
+use crate::orchestrator::{Orchestrator, SharedSims};
 
 /// One `canton-agent` process and where its files are.
 pub struct AgentProcess {
@@ -28,7 +30,9 @@ pub struct AgentProcess {
 
 pub struct Stack {
     pub agents: BTreeMap<String, AgentProcess>,
-    pub sims: SimNetwork,
+    /// Stops and starts nodes for the agents' lifecycle hooks.
+    pub orchestrator: Orchestrator,
+    pub sims: SharedSims,
     pub keys: NetworkKeys,
     pub network: Network,
     pub postgres: Postgres,
@@ -59,22 +63,7 @@ impl Stack {
             .await
             .context("creating the network's streams and buckets")?;
 
-        let binary = binary_path("canton-sim")?;
-        let target = PostgresTarget::of(&postgres);
-        let work_dir = dir.path().join("nodes");
-        let sims = tokio::task::spawn_blocking(move || {
-            SimNetwork::start(
-                &spec,
-                LaunchOptions {
-                    postgres: target,
-                    binary: &binary,
-                    work_dir: Some(work_dir),
-                },
-            )
-        })
-        .await?
-        .context("starting the sim network")?;
-
+        let (sims, postgres) = start_sims(spec, postgres, dir.path()).await?;
         let entries: Vec<NodeEntry> = sims
             .nodes()
             .iter()
@@ -88,8 +77,11 @@ impl Stack {
             &entries,
             &dir.path().join("keys"),
         )?;
+        let sims: SharedSims = Arc::new(Mutex::new(sims));
+        let orchestrator = Orchestrator::serve(sims.clone()).await?;
         let stack = Self {
             agents: BTreeMap::new(),
+            orchestrator,
             sims,
             keys,
             network,
@@ -101,6 +93,47 @@ impl Stack {
         Ok(stack)
     }
 
+    /// Runs `f` on the sim network (blocking: nodes start and stop synchronously).
+    pub fn with_sims<T>(&self, f: impl FnOnce(&mut SimNetwork) -> T) -> anyhow::Result<T> {
+        let mut sims = self
+            .sims
+            .lock()
+            .map_err(|_| anyhow::anyhow!("the sim network's lock was poisoned"))?;
+        Ok(f(&mut sims))
+    }
+
+    /// Stops agents (SIGTERM, clean exit expected), then every node, then the servers.
+    /// Returns the agents and nodes that did not stop cleanly.
+    pub async fn shutdown(mut self) -> anyhow::Result<Vec<String>> {
+        let mut unclean = Vec::new();
+        for (id, agent) in &mut self.agents {
+            if !agent.process.stop(Duration::from_secs(10)) {
+                unclean.push(format!("agent {id}"));
+            }
+        }
+        let sims = self.sims.clone();
+        let nodes = tokio::task::spawn_blocking(move || {
+            let mut failed = Vec::new();
+            if let Ok(mut sims) = sims.lock() {
+                for node in sims.nodes_mut() {
+                    if let Err(error) = node.stop() {
+                        failed.push(format!("node {}: {error:#}", node.id()));
+                    }
+                }
+            }
+            failed
+        })
+        .await?;
+        unclean.extend(nodes);
+        drop(self);
+        Ok(unclean)
+    }
+
+    /// Ids of every node in topology order.
+    pub fn node_ids(&self) -> anyhow::Result<Vec<String>> {
+        self.with_sims(|sims| sims.nodes().iter().map(|n| n.id().to_owned()).collect())
+    }
+
     pub fn names(&self) -> &Names {
         &self.network.names
     }
@@ -110,10 +143,18 @@ impl Stack {
     }
 
     fn write_agent_configs(&self, options: &StackOptions<'_>) -> anyhow::Result<()> {
-        for node in self.sims.nodes() {
-            let dir = self.agent_dir(node.id());
+        let configs = self.with_sims(|sims| {
+            sims.nodes()
+                .iter()
+                .map(|node| {
+                    let config = agent_config(self, node, options.heartbeat_interval);
+                    (node.id().to_owned(), config)
+                })
+                .collect::<Vec<_>>()
+        })?;
+        for (id, config) in configs {
+            let dir = self.agent_dir(&id);
             std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-            let config = agent_config(self, node, options.heartbeat_interval);
             let path = dir.join("agent.toml");
             std::fs::write(&path, config).with_context(|| format!("writing {}", path.display()))?;
         }
@@ -124,12 +165,7 @@ impl Stack {
     pub async fn start_agents(&mut self, deadline: Duration) -> anyhow::Result<Duration> {
         let started = Instant::now();
         let binary = binary_path("canton-agent")?;
-        let ids: Vec<String> = self
-            .sims
-            .nodes()
-            .iter()
-            .map(|n| n.id().to_owned())
-            .collect();
+        let ids = self.node_ids()?;
         for id in &ids {
             let config_path = self.agent_dir(id).join("agent.toml");
             let mut command = std::process::Command::new(&binary);
@@ -192,14 +228,55 @@ impl Stack {
         }
     }
 
-    pub fn sim(&self, id: &str) -> anyhow::Result<&SimNode> {
-        self.sims
-            .node(id)
-            .with_context(|| format!("the topology has no node {id}"))
-    }
-
     pub fn work_dir(&self) -> &Path {
         self.dir.path()
+    }
+}
+
+/// How often the sim network is started afresh when a node lost the race for its port (ports
+/// are picked free, then bound by the node's process, and parallel tests pick too).
+const SIM_START_ATTEMPTS: usize = 3;
+
+/// Starts the sim network; a port race restarts it on a new PostgreSQL server, since the
+/// databases of the failed attempt already exist.
+async fn start_sims(
+    spec: NetworkSpec,
+    mut postgres: Postgres,
+    dir: &Path,
+) -> anyhow::Result<(SimNetwork, Postgres)> {
+    let binary = binary_path("canton-sim")?;
+    let mut attempt = 1;
+    loop {
+        let target = PostgresTarget::of(&postgres);
+        let work_dir = dir.join(format!("nodes-{attempt}"));
+        let (spec_again, binary_again) = (spec.clone(), binary.clone());
+        let started = tokio::task::spawn_blocking(move || {
+            SimNetwork::start(
+                &spec_again,
+                LaunchOptions {
+                    postgres: target,
+                    binary: &binary_again,
+                    work_dir: Some(work_dir),
+                },
+            )
+        })
+        .await?;
+        match started {
+            Ok(sims) => return Ok((sims, postgres)),
+            Err(error)
+                if attempt < SIM_START_ATTEMPTS
+                    && format!("{error:#}").contains("Address already in use") =>
+            {
+                tracing::warn!(
+                    attempt,
+                    "a sim node lost a port race; starting again: {error:#}"
+                );
+                drop(postgres);
+                postgres = Postgres::start().context("starting PostgreSQL")?;
+                attempt += 1;
+            }
+            Err(error) => return Err(error).context("starting the sim network"),
+        }
     }
 }
 

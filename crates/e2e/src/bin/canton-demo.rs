@@ -42,7 +42,7 @@ async fn main() -> anyhow::Result<()> {
         "  {:<14} {:<12} {:<10} {:<22} database",
         "node", "kind", "org", "admin"
     );
-    for node in stack.sims.endpoints().nodes {
+    for node in stack.with_sims(|sims| sims.endpoints().nodes)? {
         let admin = node
             .admin
             .map(|a| a.to_string())
@@ -67,21 +67,10 @@ async fn main() -> anyhow::Result<()> {
     show_heartbeats(&stack, Duration::from_secs(3)).await?;
 
     step("shutdown");
-    let Stack {
-        agents,
-        sims,
-        postgres,
-        nats,
-        ..
-    } = stack;
-    for (_, mut agent) in agents {
-        agent.process.stop(Duration::from_secs(10));
+    let unclean = stack.shutdown().await?;
+    if !unclean.is_empty() {
+        anyhow::bail!("did not stop cleanly: {}", unclean.join("; "));
     }
-    tokio::task::spawn_blocking(move || sims.stop())
-        .await?
-        .context("stopping the sim network")?;
-    drop(postgres);
-    drop(nats);
     println!(
         "demo finished in {:.1}s; nothing left running",
         start.elapsed().as_secs_f64()
