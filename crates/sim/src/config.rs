@@ -109,10 +109,57 @@ pub struct SynchronizerSettings {
     pub ledger_time_record_time_tolerance_ms: u64,
     #[serde(default = "default_reconciliation_ms")]
     pub reconciliation_interval_ms: u64,
+    #[serde(default = "default_timeout_ms")]
+    pub confirmation_response_timeout_ms: u64,
+    #[serde(default = "default_timeout_ms")]
+    pub mediator_reaction_timeout_ms: u64,
+    #[serde(default = "default_tolerance_ms")]
+    pub preparation_time_record_time_tolerance_ms: u64,
 }
 
 fn default_tolerance_ms() -> u64 {
     60_000
+}
+
+fn default_timeout_ms() -> u64 {
+    30_000
+}
+
+impl SynchronizerSettings {
+    /// The dynamic parameters a new synchronizer starts with (serial 1 of its
+    /// `SynchronizerParametersState`; later changes go through topology).
+    pub fn parameters(&self) -> proto_canton::protocol::v30::DynamicSynchronizerParameters {
+        let duration = |ms: u64| prost_types::Duration {
+            seconds: i64::try_from(ms / 1000).unwrap_or(i64::MAX),
+            nanos: i32::try_from((ms % 1000) * 1_000_000).unwrap_or(0),
+        };
+        proto_canton::protocol::v30::DynamicSynchronizerParameters {
+            confirmation_response_timeout: Some(duration(self.confirmation_response_timeout_ms)),
+            mediator_reaction_timeout: Some(duration(self.mediator_reaction_timeout_ms)),
+            assignment_exclusivity_timeout: Some(duration(60_000)),
+            ledger_time_record_time_tolerance: Some(duration(
+                self.ledger_time_record_time_tolerance_ms,
+            )),
+            reconciliation_interval: Some(duration(self.reconciliation_interval_ms)),
+            mediator_deduplication_timeout: Some(duration(
+                2 * self.ledger_time_record_time_tolerance_ms,
+            )),
+            max_request_size: 10 * 1024 * 1024,
+            onboarding_restriction:
+                proto_canton::protocol::v30::OnboardingRestriction::UnrestrictedOpen as i32,
+            participant_synchronizer_limits: Some(
+                proto_canton::protocol::v30::ParticipantSynchronizerLimits {
+                    confirmation_requests_max_rate: 1_000_000,
+                },
+            ),
+            sequencer_aggregate_submission_timeout: Some(duration(5 * 60_000)),
+            traffic_control: None,
+            acs_commitments_catchup: None,
+            preparation_time_record_time_tolerance: Some(duration(
+                self.preparation_time_record_time_tolerance_ms,
+            )),
+        }
+    }
 }
 
 fn default_reconciliation_ms() -> u64 {

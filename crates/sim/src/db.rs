@@ -110,6 +110,28 @@ const MIGRATIONS: &[(i32, &str)] = &[
         );
         "#,
     ),
+    (
+        3,
+        r#"
+        CREATE TABLE topology_transaction (
+            id bigserial PRIMARY KEY,
+            store text NOT NULL,
+            mapping_code text NOT NULL,
+            mapping_key text NOT NULL,
+            serial integer NOT NULL,
+            operation integer NOT NULL,
+            mapping bytea NOT NULL,
+            proposal boolean NOT NULL,
+            sequenced_micros bigint NOT NULL,
+            valid_from_micros bigint NOT NULL,
+            valid_until_micros bigint,
+            transaction_hash bytea NOT NULL,
+            signed_by text[] NOT NULL,
+            UNIQUE (store, transaction_hash, proposal)
+        );
+        CREATE INDEX topology_transaction_mapping ON topology_transaction (store, mapping_code, mapping_key);
+        "#,
+    ),
 ];
 
 /// One connection to the node's database, reopened when it breaks (a Postgres restart must not

@@ -16,6 +16,7 @@ pub mod pruning;
 pub mod sequencer;
 pub mod sequencer_client;
 pub mod services;
+pub mod topology;
 
 pub use config::{NodeConfig, NodeKind};
 pub use control::ControlClient;

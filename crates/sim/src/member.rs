@@ -17,7 +17,8 @@ use crate::db::Db;
 use crate::error::{CallError, CantonError, Error};
 use crate::faults::Faults;
 use crate::sequencer_client::{Handshake, SequencerLink};
-use crate::wire::sequencer::{SendRequest, SequencedEvent, SubscribeRequest};
+use crate::wire::sequencer::{SendRequest, SequencedEvent, SubscribeRequest, TopologyRecord};
+use prost::Message;
 
 /// What members send each other through the sequencer.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -39,6 +40,8 @@ pub enum Payload {
         period_end_micros: i64,
         commitment: String,
     },
+    /// Topology transactions the sequencer decided (hex of encoded `TopologyRecord`s).
+    Topology { records: Vec<String> },
 }
 
 /// Workload rate in transactions per second, changeable at run time.
@@ -156,6 +159,7 @@ impl Member {
         stop: CancellationToken,
     ) -> Result<Arc<AtomicBool>, CallError> {
         let stream = self.subscribe(&link, &handshake).await?;
+        self.store_topology(&handshake.topology).await?;
         *self.link.lock().await = Some((link.clone(), handshake.clone()));
         let healthy = Arc::new(AtomicBool::new(true));
         let member = Arc::clone(self);
@@ -170,6 +174,23 @@ impl Member {
             }
         });
         Ok(healthy)
+    }
+
+    /// Keeps the synchronizer's topology as the sequencer sent it in the node's own database.
+    async fn store_topology(&self, records: &[TopologyRecord]) -> Result<(), CallError> {
+        let mut guard = self.db.lock().await?;
+        let tx = guard
+            .client()?
+            .transaction()
+            .await
+            .map_err(|e| Error::db("starting a topology update", e))?;
+        for record in records {
+            crate::topology::upsert(&tx, record).await?;
+        }
+        tx.commit()
+            .await
+            .map_err(|e| Error::db("committing a topology update", e))?;
+        Ok(())
     }
 
     async fn process(
@@ -295,6 +316,17 @@ impl Member {
         if event.counter <= last_counter {
             return Ok(outgoing);
         }
+        let payload: Option<Payload> = serde_json::from_slice(&event.payload).ok();
+        if let Some(Payload::Topology { records }) = &payload {
+            for encoded in records {
+                let record = hex::decode(encoded)
+                    .ok()
+                    .and_then(|bytes| TopologyRecord::decode(bytes.as_slice()).ok());
+                if let Some(record) = record {
+                    crate::topology::upsert(&tx, &record).await?;
+                }
+            }
+        }
         if self.is_participant {
             let interval = handshake.reconciliation_interval_micros.max(1);
             let period_end = ((event.timestamp_micros - 1) / interval) * interval;
@@ -333,7 +365,6 @@ impl Member {
                     });
                 }
             }
-            let payload: Option<Payload> = serde_json::from_slice(&event.payload).ok();
             match payload {
                 Some(Payload::Create {
                     contract_id,

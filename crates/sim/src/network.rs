@@ -59,8 +59,16 @@ pub struct NetworkSpec {
     /// or the library caller may give one instead.
     #[serde(default)]
     pub postgres: Option<String>,
+    /// Dynamic synchronizer parameters the synchronizer starts with (milliseconds; absent: the
+    /// sim's defaults). The sequencer stores them in its database at first start.
     #[serde(default)]
     pub reconciliation_interval_ms: Option<u64>,
+    #[serde(default)]
+    pub ledger_time_record_time_tolerance_ms: Option<u64>,
+    #[serde(default)]
+    pub confirmation_response_timeout_ms: Option<u64>,
+    #[serde(default)]
+    pub mediator_reaction_timeout_ms: Option<u64>,
     #[serde(default, rename = "node")]
     pub nodes: Vec<NodeSpec>,
 }
@@ -724,8 +732,15 @@ fn plan(spec: &NetworkSpec, postgres: &PostgresTarget) -> Result<Vec<(NodeConfig
             protocol_version: 34,
             synchronizer: (node.kind == NodeKind::Sequencer).then(|| SynchronizerSettings {
                 name: spec.synchronizer.clone(),
-                ledger_time_record_time_tolerance_ms: 60_000,
+                ledger_time_record_time_tolerance_ms: spec
+                    .ledger_time_record_time_tolerance_ms
+                    .unwrap_or(60_000),
                 reconciliation_interval_ms: spec.reconciliation_interval_ms.unwrap_or(5_000),
+                confirmation_response_timeout_ms: spec
+                    .confirmation_response_timeout_ms
+                    .unwrap_or(30_000),
+                mediator_reaction_timeout_ms: spec.mediator_reaction_timeout_ms.unwrap_or(30_000),
+                preparation_time_record_time_tolerance_ms: 60_000,
             }),
             bootstrap_synchronizers: Vec::new(),
             sequencer: None,

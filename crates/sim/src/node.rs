@@ -195,7 +195,8 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> Result<()> 
                     config.organisation, settings.name
                 ))
             );
-            Some(Arc::new(Sequencer::new(
+            let micros = |ms: u64| i64::try_from(ms).unwrap_or(i64::MAX / 1000) * 1000;
+            let sequencer = Arc::new(Sequencer::new(
                 Arc::clone(&db),
                 SynchronizerIdentity {
                     physical_synchronizer_id: format!(
@@ -204,20 +205,24 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> Result<()> 
                     ),
                     synchronizer_id,
                     protocol_version: config.protocol_version,
-                    ledger_time_record_time_tolerance_micros: i64::try_from(
+                    ledger_time_record_time_tolerance_micros: micros(
                         settings.ledger_time_record_time_tolerance_ms,
-                    )
-                    .unwrap_or(i64::MAX / 1000)
-                        * 1000,
-                    reconciliation_interval_micros: i64::try_from(
-                        settings.reconciliation_interval_ms,
-                    )
-                    .unwrap_or(i64::MAX / 1000)
-                        * 1000,
+                    ),
+                    reconciliation_interval_micros: micros(settings.reconciliation_interval_ms),
                 },
                 Arc::clone(&faults),
                 shutdown.clone(),
-            )))
+            ));
+            sequencer
+                .prepare_topology(&settings.parameters(), &config.uid())
+                .await
+                .map_err(|e| {
+                    Error::new(
+                        ErrorKind::Database,
+                        format!("seeding the synchronizer's topology: {e}"),
+                    )
+                })?;
+            Some(sequencer)
         }
         _ => None,
     };
@@ -269,6 +274,7 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> Result<()> 
                     .identity
                     .ledger_time_record_time_tolerance_micros,
                 reconciliation_interval_micros: s.identity.reconciliation_interval_micros,
+                topology: Vec::new(),
             }
         }))),
     });

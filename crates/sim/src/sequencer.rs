@@ -8,9 +8,12 @@ use crate::db::Db;
 use crate::error::{CallError, CantonError, Error};
 use crate::faults::Faults;
 use crate::wire::sequencer::sim_sequencer_service_server::SimSequencerService;
+use prost::Message;
+
+use crate::topology;
 use crate::wire::sequencer::{
     HandshakeRequest, HandshakeResponse, SendRequest, SendResponse, SequencedEvent,
-    SubscribeRequest,
+    SubmitTopologyRequest, SubmitTopologyResponse, SubscribeRequest, TopologyRecord,
 };
 
 /// Identity and parameters of the synchronizer this sequencer serves.
@@ -77,6 +80,24 @@ impl Sequencer {
     /// (disabled members excepted) the next counter.
     pub async fn sequence(&self, request: &SendRequest) -> Result<i64, CallError> {
         self.admit(&request.sender).await?;
+        self.check_processing()?;
+        let mut guard = self.db.lock().await?;
+        let tx = guard
+            .client()?
+            .transaction()
+            .await
+            .map_err(|e| Error::db("starting a submission", e))?;
+        let ts = next_timestamp(&tx).await?;
+        store_event(&tx, ts, request).await?;
+        tx.commit()
+            .await
+            .map_err(|e| Error::db("committing a submission", e))?;
+        drop(guard);
+        self.sequenced.notify_waiters();
+        Ok(ts)
+    }
+
+    fn check_processing(&self) -> Result<(), CallError> {
         if self.faults.processing_stopped() {
             return Err(CantonError::new(
                 tonic::Code::Unavailable,
@@ -85,48 +106,142 @@ impl Sequencer {
             )
             .into());
         }
+        Ok(())
+    }
+
+    /// Decides a topology change on the synchronizer's store and, when it changed anything,
+    /// sequences it to every enabled member, in one transaction.
+    pub async fn submit_topology(
+        &self,
+        request: &SubmitTopologyRequest,
+    ) -> Result<TopologyRecord, CallError> {
+        self.check_processing()?;
+        let mapping = proto_canton::protocol::v30::TopologyMapping::decode(
+            request.mapping.as_slice(),
+        )
+        .map_err(|e| {
+            CantonError::new(
+                tonic::Code::InvalidArgument,
+                "INVALID_ARGUMENT",
+                format!("the topology mapping does not decode: {e}"),
+            )
+        })?;
+        let store = self.identity.synchronizer_id.clone();
         let mut guard = self.db.lock().await?;
         let tx = guard
             .client()?
             .transaction()
             .await
-            .map_err(|e| Error::db("starting a submission", e))?;
-        let last: i64 = tx
-            .query_one(
-                "SELECT coalesce(max(ts_micros), 0) FROM sequencer_event",
-                &[],
-            )
-            .await
-            .map_err(|e| Error::db("reading the last timestamp", e))?
-            .get(0);
-        let ts = now_micros().max(last + 1);
-        tx.execute(
-            "INSERT INTO sequencer_event (ts_micros, sender, payload, message_id) VALUES ($1, $2, $3, $4)",
-            &[&ts, &request.sender, &request.payload, &request.message_id],
+            .map_err(|e| Error::db("starting a topology change", e))?;
+        let ts = next_timestamp(&tx).await?;
+        let record = topology::decide(
+            &tx,
+            &store,
+            topology::namespace_of(&store),
+            topology::Change {
+                operation: request.operation,
+                serial: request.serial,
+                mapping,
+                signed_by: request.signed_by.clone(),
+                must_fully_authorize: request.must_fully_authorize,
+                force_flags: request.force_flags.clone(),
+            },
+            ts,
         )
-        .await
-        .map_err(|e| Error::db("storing an event", e))?;
-        let mut recipients: Vec<&String> = request.recipients.iter().collect();
-        recipients.sort();
-        recipients.dedup();
-        for member in recipients {
-            tx.execute(
-                "INSERT INTO sequencer_delivery (member, counter, ts_micros)
-                 SELECT $1, greatest(
-                     coalesce((SELECT max(counter) FROM sequencer_delivery WHERE member = $1), -1),
-                     coalesce((SELECT pruned_up_to_counter FROM sequencer_member WHERE member = $1), -1)) + 1, $2
-                 WHERE NOT EXISTS (SELECT 1 FROM sequencer_member WHERE member = $1 AND NOT enabled)",
-                &[member, &ts],
-            )
+        .await?;
+        let history =
+            topology::changed_since(&tx, &store, &record.mapping_code, &record.mapping_key).await?;
+        let payload = serde_json::to_vec(&crate::member::Payload::Topology {
+            records: history.iter().map(|r| hex::encode(r.encode_to_vec())).collect(),
+        })
+        .map_err(|e| Error::new(crate::error::ErrorKind::Io, format!("encoding a topology event: {e}")))?;
+        let recipients: Vec<String> = tx
+            .query("SELECT member FROM sequencer_member WHERE enabled ORDER BY member", &[])
             .await
-            .map_err(|e| Error::db("storing a delivery", e))?;
-        }
+            .map_err(|e| Error::db("listing members", e))?
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        store_event(
+            &tx,
+            ts,
+            &SendRequest {
+                sender: request.sender.clone(),
+                recipients,
+                payload,
+                message_id: uuid::Uuid::now_v7().to_string(),
+            },
+        )
+        .await?;
         tx.commit()
             .await
-            .map_err(|e| Error::db("committing a submission", e))?;
+            .map_err(|e| Error::db("committing a topology change", e))?;
         drop(guard);
         self.sequenced.notify_waiters();
-        Ok(ts)
+        Ok(record)
+    }
+
+    /// Seeds the synchronizer's store on first start (parameters, the sequencer itself) and
+    /// returns the parameters now in force, which the database decides from then on.
+    pub async fn prepare_topology(
+        &self,
+        seed: &proto_canton::protocol::v30::DynamicSynchronizerParameters,
+        sequencer_uid: &str,
+    ) -> Result<proto_canton::protocol::v30::DynamicSynchronizerParameters, CallError> {
+        use proto_canton::protocol::v30 as protocol;
+        let store = self.identity.synchronizer_id.clone();
+        let owner = topology::namespace_of(&store).to_owned();
+        let mut guard = self.db.lock().await?;
+        let tx = guard
+            .client()?
+            .transaction()
+            .await
+            .map_err(|e| Error::db("starting the topology seed", e))?;
+        let now = now_micros();
+        let seeds = [
+            protocol::topology_mapping::Mapping::SynchronizerParametersState(
+                protocol::SynchronizerParametersState {
+                    synchronizer_id: store.clone(),
+                    synchronizer_parameters: Some(seed.clone()),
+                },
+            ),
+            protocol::topology_mapping::Mapping::SequencerSynchronizerState(
+                protocol::SequencerSynchronizerState {
+                    synchronizer_id: store.clone(),
+                    threshold: 1,
+                    active: vec![format!("SEQ::{sequencer_uid}")],
+                    observers: Vec::new(),
+                },
+            ),
+            protocol::topology_mapping::Mapping::MediatorSynchronizerState(
+                protocol::MediatorSynchronizerState {
+                    synchronizer_id: store.clone(),
+                    group: 0,
+                    threshold: 1,
+                    active: Vec::new(),
+                    observers: Vec::new(),
+                },
+            ),
+        ];
+        for mapping in seeds {
+            topology::seed(
+                &tx,
+                &store,
+                &protocol::TopologyMapping {
+                    mapping: Some(mapping),
+                },
+                &owner,
+                now,
+            )
+            .await?;
+        }
+        let current = topology::current_parameters(&tx, &store)
+            .await?
+            .unwrap_or_else(|| seed.clone());
+        tx.commit()
+            .await
+            .map_err(|e| Error::db("committing the topology seed", e))?;
+        Ok(current)
     }
 
     async fn position(&self, member: &str, counter: i64) -> Result<MemberPosition, CallError> {
@@ -401,6 +516,46 @@ impl Sequencer {
     }
 }
 
+/// A timestamp above every stored event's.
+async fn next_timestamp(tx: &tokio_postgres::Transaction<'_>) -> Result<i64, CallError> {
+    let last: i64 = tx
+        .query_one("SELECT coalesce(max(ts_micros), 0) FROM sequencer_event", &[])
+        .await
+        .map_err(|e| Error::db("reading the last timestamp", e))?
+        .get(0);
+    Ok(now_micros().max(last + 1))
+}
+
+/// Stores an event at `ts` and the next counter of each recipient (disabled members excepted).
+async fn store_event(
+    tx: &tokio_postgres::Transaction<'_>,
+    ts: i64,
+    request: &SendRequest,
+) -> Result<(), CallError> {
+    tx.execute(
+        "INSERT INTO sequencer_event (ts_micros, sender, payload, message_id) VALUES ($1, $2, $3, $4)",
+        &[&ts, &request.sender, &request.payload, &request.message_id],
+    )
+    .await
+    .map_err(|e| Error::db("storing an event", e))?;
+    let mut recipients: Vec<&String> = request.recipients.iter().collect();
+    recipients.sort();
+    recipients.dedup();
+    for member in recipients {
+        tx.execute(
+            "INSERT INTO sequencer_delivery (member, counter, ts_micros)
+             SELECT $1, greatest(
+                 coalesce((SELECT max(counter) FROM sequencer_delivery WHERE member = $1), -1),
+                 coalesce((SELECT pruned_up_to_counter FROM sequencer_member WHERE member = $1), -1)) + 1, $2
+             WHERE NOT EXISTS (SELECT 1 FROM sequencer_member WHERE member = $1 AND NOT enabled)",
+            &[member, &ts],
+        )
+        .await
+        .map_err(|e| Error::db("storing a delivery", e))?;
+    }
+    Ok(())
+}
+
 #[tonic::async_trait]
 impl SimSequencerService for Arc<Sequencer> {
     async fn handshake(
@@ -420,14 +575,43 @@ impl SimSequencerService for Arc<Sequencer> {
             .into());
         }
         self.admit(&request.member).await?;
+        let store = &self.identity.synchronizer_id;
+        let (parameters, topology) = {
+            let mut guard = self.db.lock().await.map_err(CallError::from)?;
+            let client = guard.client().map_err(CallError::from)?;
+            (
+                topology::current_parameters(client, store).await?,
+                topology::snapshot(client, store).await?,
+            )
+        };
+        let micros = |d: Option<&prost_types::Duration>| {
+            d.map_or(0, |d| d.seconds * 1_000_000 + i64::from(d.nanos) / 1000)
+        };
         Ok(Response::new(HandshakeResponse {
             synchronizer_id: self.identity.synchronizer_id.clone(),
             physical_synchronizer_id: self.identity.physical_synchronizer_id.clone(),
             protocol_version: self.identity.protocol_version,
-            ledger_time_record_time_tolerance_micros: self
-                .identity
-                .ledger_time_record_time_tolerance_micros,
-            reconciliation_interval_micros: self.identity.reconciliation_interval_micros,
+            ledger_time_record_time_tolerance_micros: parameters.as_ref().map_or(
+                self.identity.ledger_time_record_time_tolerance_micros,
+                |p| micros(p.ledger_time_record_time_tolerance.as_ref()),
+            ),
+            reconciliation_interval_micros: parameters.as_ref().map_or(
+                self.identity.reconciliation_interval_micros,
+                |p| micros(p.reconciliation_interval.as_ref()),
+            ),
+            topology,
+        }))
+    }
+
+    async fn submit_topology(
+        &self,
+        request: Request<SubmitTopologyRequest>,
+    ) -> Result<Response<SubmitTopologyResponse>, Status> {
+        let request = request.into_inner();
+        self.admit(&request.sender).await?;
+        let record = Sequencer::submit_topology(self, &request).await?;
+        Ok(Response::new(SubmitTopologyResponse {
+            record: Some(record),
         }))
     }
 

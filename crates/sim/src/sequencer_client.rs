@@ -16,6 +16,8 @@ pub struct Handshake {
     pub protocol_version: i32,
     pub ledger_time_record_time_tolerance_micros: i64,
     pub reconciliation_interval_micros: i64,
+    /// The synchronizer's topology store as the sequencer holds it.
+    pub topology: Vec<crate::wire::sequencer::TopologyRecord>,
 }
 
 /// An open channel to one sequencer.
@@ -54,6 +56,7 @@ pub async fn handshake(
             ledger_time_record_time_tolerance_micros: reply
                 .ledger_time_record_time_tolerance_micros,
             reconciliation_interval_micros: reply.reconciliation_interval_micros,
+            topology: reply.topology,
         },
         SequencerLink {
             url: url.to_owned(),

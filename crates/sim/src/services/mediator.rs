@@ -30,6 +30,7 @@ pub fn routes(context: &Context) -> Apis {
         admin: Some(
             Routes::new(MediatorStatusServiceServer::new(api.clone()))
                 .add_service(MediatorAdministrationServiceServer::new(api))
+                .add_service(super::topology::read_service(context))
                 .add_service(api_info("admin-api")),
         ),
         ledger: None,

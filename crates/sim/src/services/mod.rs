@@ -6,6 +6,7 @@ mod mediator;
 mod participant;
 mod schedule;
 mod sequencer;
+mod topology;
 
 use std::sync::Arc;
 

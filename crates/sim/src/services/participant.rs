@@ -55,6 +55,7 @@ pub fn routes(context: &Context) -> Apis {
                         },
                     ),
                 )
+                .add_service(super::topology::read_service(context))
                 .add_service(api_info("admin-api")),
         ),
         ledger: Some(

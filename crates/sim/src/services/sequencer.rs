@@ -33,6 +33,7 @@ pub fn routes(context: &Context) -> Apis {
         admin: Some(
             Routes::new(SequencerStatusServiceServer::new(api.clone()))
                 .add_service(SequencerAdministrationServiceServer::new(api))
+                .add_service(super::topology::read_service(context))
                 .add_service(api_info("admin-api")),
         ),
         ledger: None,

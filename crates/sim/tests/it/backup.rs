@@ -275,6 +275,19 @@ async fn heavy_commitments_match_and_mismatch_after_tampering() {
         },
     )
     .await;
+    // The sequencer's order: per member, counters without gaps and timestamps rising with them.
+    let disorder = number(
+        &net,
+        "sequencer1",
+        "SELECT count(*) FROM (SELECT counter, ts_micros,
+                lag(counter) OVER w AS previous_counter, lag(ts_micros) OVER w AS previous_ts
+             FROM sequencer_delivery WINDOW w AS (PARTITION BY member ORDER BY counter)) d
+         WHERE previous_counter IS NOT NULL AND (counter <> previous_counter + 1 OR ts_micros <= previous_ts)",
+    );
+    assert_eq!(disorder, 0, "every member's events are in order");
+    assert!(
+        number(&net, "sequencer1", "SELECT count(DISTINCT member) FROM sequencer_delivery") >= 2
+    );
     stop_workloads(&net).await;
     wait_for("the shared ACS settles", || {
         let a = shared_acs(&net, "participant1", "participant2");
@@ -376,8 +389,22 @@ async fn heavy_pruned_sequencer_refuses_catch_up_from_an_old_backup() {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_micros() as i64;
+    let status_client = canton_client::CantonClient::new(canton_client::ClientConfig::new(
+        "sequencer1",
+        canton_client::NodeKind::Sequencer,
+        sequencer.admin_url().unwrap(),
+    ))
+    .unwrap();
+    let before = status_client.sequencer_pruning_status().await.unwrap();
+    assert!(before.earliest_event_micros < now);
     let pruned = sequencer.control().prune_sequencer(now).await.unwrap();
     assert!(pruned > 0);
+    let after = status_client.sequencer_pruning_status().await.unwrap();
+    assert!(
+        after.earliest_event_micros >= now,
+        "PruningStatus reports the earliest event left: {} < {now}",
+        after.earliest_event_micros
+    );
 
     net.net.node_mut("participant1").unwrap().stop().unwrap();
     restore(&net, "participant1", &backup);

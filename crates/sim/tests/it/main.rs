@@ -8,3 +8,4 @@ mod faults;
 mod health;
 mod network;
 mod support;
+mod topology;
