@@ -116,16 +116,15 @@ impl Sequencer {
         request: &SubmitTopologyRequest,
     ) -> Result<TopologyRecord, CallError> {
         self.check_processing()?;
-        let mapping = proto_canton::protocol::v30::TopologyMapping::decode(
-            request.mapping.as_slice(),
-        )
-        .map_err(|e| {
-            CantonError::new(
-                tonic::Code::InvalidArgument,
-                "INVALID_ARGUMENT",
-                format!("the topology mapping does not decode: {e}"),
-            )
-        })?;
+        let mapping =
+            proto_canton::protocol::v30::TopologyMapping::decode(request.mapping.as_slice())
+                .map_err(|e| {
+                    CantonError::new(
+                        tonic::Code::InvalidArgument,
+                        "INVALID_ARGUMENT",
+                        format!("the topology mapping does not decode: {e}"),
+                    )
+                })?;
         let store = self.identity.synchronizer_id.clone();
         let mut guard = self.db.lock().await?;
         let tx = guard
@@ -152,11 +151,22 @@ impl Sequencer {
         let history =
             topology::changed_since(&tx, &store, &record.mapping_code, &record.mapping_key).await?;
         let payload = serde_json::to_vec(&crate::member::Payload::Topology {
-            records: history.iter().map(|r| hex::encode(r.encode_to_vec())).collect(),
+            records: history
+                .iter()
+                .map(|r| hex::encode(r.encode_to_vec()))
+                .collect(),
         })
-        .map_err(|e| Error::new(crate::error::ErrorKind::Io, format!("encoding a topology event: {e}")))?;
+        .map_err(|e| {
+            Error::new(
+                crate::error::ErrorKind::Io,
+                format!("encoding a topology event: {e}"),
+            )
+        })?;
         let recipients: Vec<String> = tx
-            .query("SELECT member FROM sequencer_member WHERE enabled ORDER BY member", &[])
+            .query(
+                "SELECT member FROM sequencer_member WHERE enabled ORDER BY member",
+                &[],
+            )
             .await
             .map_err(|e| Error::db("listing members", e))?
             .iter()
@@ -202,7 +212,7 @@ impl Sequencer {
             protocol::topology_mapping::Mapping::SynchronizerParametersState(
                 protocol::SynchronizerParametersState {
                     synchronizer_id: store.clone(),
-                    synchronizer_parameters: Some(seed.clone()),
+                    synchronizer_parameters: Some(*seed),
                 },
             ),
             protocol::topology_mapping::Mapping::SequencerSynchronizerState(
@@ -237,7 +247,7 @@ impl Sequencer {
         }
         let current = topology::current_parameters(&tx, &store)
             .await?
-            .unwrap_or_else(|| seed.clone());
+            .unwrap_or(*seed);
         tx.commit()
             .await
             .map_err(|e| Error::db("committing the topology seed", e))?;
@@ -519,7 +529,10 @@ impl Sequencer {
 /// A timestamp above every stored event's.
 async fn next_timestamp(tx: &tokio_postgres::Transaction<'_>) -> Result<i64, CallError> {
     let last: i64 = tx
-        .query_one("SELECT coalesce(max(ts_micros), 0) FROM sequencer_event", &[])
+        .query_one(
+            "SELECT coalesce(max(ts_micros), 0) FROM sequencer_event",
+            &[],
+        )
         .await
         .map_err(|e| Error::db("reading the last timestamp", e))?
         .get(0);
@@ -595,10 +608,11 @@ impl SimSequencerService for Arc<Sequencer> {
                 self.identity.ledger_time_record_time_tolerance_micros,
                 |p| micros(p.ledger_time_record_time_tolerance.as_ref()),
             ),
-            reconciliation_interval_micros: parameters.as_ref().map_or(
-                self.identity.reconciliation_interval_micros,
-                |p| micros(p.reconciliation_interval.as_ref()),
-            ),
+            reconciliation_interval_micros: parameters
+                .as_ref()
+                .map_or(self.identity.reconciliation_interval_micros, |p| {
+                    micros(p.reconciliation_interval.as_ref())
+                }),
             topology,
         }))
     }

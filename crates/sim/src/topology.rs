@@ -31,7 +31,9 @@ pub const FORCE_TOLERANCE_INCREASE: i32 = 2;
 
 /// The oneof case name and what the mapping is about, which together identify the mapping
 /// whose serials count up.
-pub fn code_and_key(mapping: &protocol::TopologyMapping) -> Result<(&'static str, String), CantonError> {
+pub fn code_and_key(
+    mapping: &protocol::TopologyMapping,
+) -> Result<(&'static str, String), CantonError> {
     let invalid = |what: &str| {
         CantonError::new(
             Code::InvalidArgument,
@@ -315,12 +317,16 @@ fn required_signers(
             let only_flags_cleared = old.is_some_and(|old| {
                 old.threshold == new.threshold
                     && old.participants.len() == new.participants.len()
-                    && old.participants.iter().zip(&new.participants).all(|(o, n)| {
-                        o.participant_uid == n.participant_uid
-                            && o.permission == n.permission
-                            && (o.onboarding == n.onboarding
-                                || (o.onboarding.is_some() && n.onboarding.is_none()))
-                    })
+                    && old
+                        .participants
+                        .iter()
+                        .zip(&new.participants)
+                        .all(|(o, n)| {
+                            o.participant_uid == n.participant_uid
+                                && o.permission == n.permission
+                                && (o.onboarding == n.onboarding
+                                    || (o.onboarding.is_some() && n.onboarding.is_none()))
+                        })
             });
             if only_flags_cleared {
                 if let Some(old) = old {
@@ -375,13 +381,20 @@ pub async fn decide(
         return Err(CantonError::new(
             Code::InvalidArgument,
             "INVALID_ARGUMENT",
-            format!("topology change operation {} is not ADD_REPLACE or REMOVE", change.operation),
+            format!(
+                "topology change operation {} is not ADD_REPLACE or REMOVE",
+                change.operation
+            ),
         )
         .into());
     }
     let current = current(tx, store, code, &key).await?;
     let expected = current.as_ref().map_or(1, |c| c.serial + 1);
-    let serial = if change.serial == 0 { expected } else { change.serial };
+    let serial = if change.serial == 0 {
+        expected
+    } else {
+        change.serial
+    };
     if serial != expected {
         return Err(CantonError::new(
             Code::FailedPrecondition,

@@ -144,17 +144,19 @@ impl TopologyManagerReadService for TopologyReadApi {
                 },
             )
             .await?;
-        Ok(Response::new(topo::ListSynchronizerParametersStateResponse {
-            results: results
-                .into_iter()
-                .map(|(context, item)| {
-                    topo::list_synchronizer_parameters_state_response::Result {
-                        context: Some(context),
-                        item: Some(item),
-                    }
-                })
-                .collect(),
-        }))
+        Ok(Response::new(
+            topo::ListSynchronizerParametersStateResponse {
+                results: results
+                    .into_iter()
+                    .map(|(context, item)| {
+                        topo::list_synchronizer_parameters_state_response::Result {
+                            context: Some(context),
+                            item: Some(item),
+                        }
+                    })
+                    .collect(),
+            },
+        ))
     }
 
     async fn list_party_to_participant(
@@ -208,8 +210,7 @@ impl TopologyManagerReadService for TopologyReadApi {
                 |m| match m {
                     Mapping::OwnerToKeyMapping(item) => {
                         let (code, uid) = item.member.split_once("::").unwrap_or(("", ""));
-                        (prefixed(code, &owner_type) && prefixed(uid, &owner_uid))
-                            .then_some(item)
+                        (prefixed(code, &owner_type) && prefixed(uid, &owner_uid)).then_some(item)
                     }
                     _ => None,
                 },
@@ -395,6 +396,8 @@ impl TopologyManagerReadService for TopologyReadApi {
                 kind: Some(topo::synchronizer::Kind::Id(id)),
             })),
         }));
-        Ok(Response::new(topo::ListAvailableStoresResponse { store_ids }))
+        Ok(Response::new(topo::ListAvailableStoresResponse {
+            store_ids,
+        }))
     }
 }

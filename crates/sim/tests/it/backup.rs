@@ -286,7 +286,11 @@ async fn heavy_commitments_match_and_mismatch_after_tampering() {
     );
     assert_eq!(disorder, 0, "every member's events are in order");
     assert!(
-        number(&net, "sequencer1", "SELECT count(DISTINCT member) FROM sequencer_delivery") >= 2
+        number(
+            &net,
+            "sequencer1",
+            "SELECT count(DISTINCT member) FROM sequencer_delivery"
+        ) >= 2
     );
     stop_workloads(&net).await;
     wait_for("the shared ACS settles", || {

@@ -8,7 +8,12 @@ use canton_client::{CantonClient, ClientConfig, NodeKind};
 use crate::support::{sql, start, wait_connected};
 
 fn client(node: &canton_sim::SimNode, kind: NodeKind) -> CantonClient {
-    CantonClient::new(ClientConfig::new(node.id(), kind, node.admin_url().unwrap())).unwrap()
+    CantonClient::new(ClientConfig::new(
+        node.id(),
+        kind,
+        node.admin_url().unwrap(),
+    ))
+    .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -72,5 +77,8 @@ kind = "participant"
         .synchronizer_parameters("other::1220ab")
         .await
         .unwrap();
-    assert!(other.is_empty(), "another synchronizer has no parameters here");
+    assert!(
+        other.is_empty(),
+        "another synchronizer has no parameters here"
+    );
 }
