@@ -10,6 +10,7 @@
 //! timer, every pending request to the operator.
 #![deny(clippy::disallowed_methods, clippy::disallowed_types)]
 
+pub mod backup_set;
 mod engine;
 pub mod invariants;
 mod model;

@@ -246,6 +246,74 @@ pub mod runbooks {
             .done()
     }
 
+    /// Restore of a whole backup set (DESIGN §6): approval naming every node (a sequencer
+    /// restore forces every member back to the set) → stop apps, members, sequencers →
+    /// restore every node → start sequencers, then members → reconnect participants → wait
+    /// until each participant has seen synchronizer time past its stop point plus the
+    /// ledger-time-record-time tolerance (command deduplication is only safe then) → start
+    /// apps. Restores are fix-forward: once databases are replaced there is nothing to undo.
+    pub fn restore(backup_set: &str, nodes: &[NodeRef]) -> Runbook {
+        let of = |kinds: &[NodeKind]| -> Vec<NodeRef> {
+            nodes
+                .iter()
+                .filter(|n| kinds.contains(&n.kind))
+                .cloned()
+                .collect()
+        };
+        let apps = of(&[NodeKind::App]);
+        let members = of(&[NodeKind::Participant, NodeKind::Mediator]);
+        let participants = of(&[NodeKind::Participant]);
+        let sequencers = of(&[NodeKind::Sequencer]);
+        let forced_back: Vec<&str> = participants.iter().map(|n| n.id.as_str()).collect();
+        let prompt = if sequencers.is_empty() {
+            format!("restore backup set {backup_set} onto {} nodes", nodes.len())
+        } else {
+            format!(
+                "restore backup set {backup_set} including the sequencer: participants {} go \
+                 back to the set and lose what they processed after it",
+                forced_back.join(", ")
+            )
+        };
+        let restore = ActionSpec::new(ActionKind::Restore).param("backup_set", backup_set);
+        Runbook::new("restore")
+            .approval("approve", &prompt, nodes)
+            .action("stop-apps", ActionKind::Stop, &apps)
+            .timeout_ms(120_000)
+            .done()
+            .action("stop-members", ActionKind::Stop, &members)
+            .timeout_ms(120_000)
+            .done()
+            .action("stop-sequencers", ActionKind::Stop, &sequencers)
+            .timeout_ms(120_000)
+            .done()
+            .barrier("all-stopped")
+            .action_spec("restore", restore, nodes)
+            .timeout_ms(3_600_000)
+            .fix_forward()
+            .done()
+            .action("start-sequencers", ActionKind::Start, &sequencers)
+            .timeout_ms(300_000)
+            .fix_forward()
+            .done()
+            .action("start-members", ActionKind::Start, &members)
+            .timeout_ms(300_000)
+            .fix_forward()
+            .done()
+            .action("reconnect", ActionKind::Reconnect, &participants)
+            .timeout_ms(120_000)
+            .fix_forward()
+            .done()
+            .check("dedup-safe", "dedup_safe", &participants)
+            .retry(120, 1_000)
+            .timeout_ms(900_000)
+            .fix_forward()
+            .done()
+            .action("start-apps", ActionKind::Start, &apps)
+            .timeout_ms(300_000)
+            .fix_forward()
+            .done()
+    }
+
     /// Synchronized disconnect of every node from a synchronizer, reconnecting on failure.
     pub fn disconnect(synchronizer_alias: &str, nodes: &[NodeRef]) -> Runbook {
         Runbook::new("disconnect")

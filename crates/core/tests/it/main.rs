@@ -2,6 +2,7 @@
 //! a transitions-per-second measurement.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod backup_set;
 mod bench;
 mod harness;
 mod plan;

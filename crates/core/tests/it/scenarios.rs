@@ -294,3 +294,72 @@ fn run_state_round_trips_through_json() {
     let back: RunState = serde_json::from_str(&json).unwrap();
     assert_eq!(back, driver.state);
 }
+
+#[test]
+fn restore_stops_everything_before_restoring_and_starts_apps_last() {
+    let all = nodes();
+    let mut driver = Driver::new(runbooks::restore("bs1", &all));
+    driver.apply(Event::Started);
+    assert_eq!(driver.state.status, RunStatus::AwaitingApproval);
+    let prompt = driver.effects.iter().find_map(|e| match e {
+        Effect::AwaitApproval { prompt, .. } => Some(prompt.clone()),
+        _ => None,
+    });
+    assert!(
+        prompt
+            .as_deref()
+            .is_some_and(|p| p.contains("p1") && p.contains("sequencer")),
+        "the approval names the participants forced back: {prompt:?}"
+    );
+    driver.apply(Event::Approval {
+        step: "approve".into(),
+        nodes: all.iter().map(|n| n.id.clone()).collect(),
+    });
+    let mut order = Vec::new();
+    while !driver.state.status.is_finished() {
+        let outbox = driver.outbox_ids();
+        assert!(!outbox.is_empty(), "stuck in {:?}", driver.state.status);
+        order.push(outbox.join(" "));
+        driver.done_all();
+    }
+    assert_eq!(driver.state.status, RunStatus::Succeeded);
+    assert_eq!(
+        order,
+        [
+            "r1/stop-apps/app1",
+            "r1/stop-members/m1 r1/stop-members/p1",
+            "r1/stop-sequencers/s1",
+            "r1/restore/app1 r1/restore/m1 r1/restore/p1 r1/restore/s1",
+            "r1/start-sequencers/s1",
+            "r1/start-members/m1 r1/start-members/p1",
+            "r1/reconnect/p1",
+            "r1/dedup-safe/p1",
+            "r1/start-apps/app1",
+        ]
+    );
+}
+
+#[test]
+fn restore_waits_on_the_dedup_check_by_retrying_it() {
+    let mut driver = Driver::new(runbooks::restore("bs1", &nodes()));
+    driver.apply(Event::Started);
+    driver.apply(Event::Approval {
+        step: "approve".into(),
+        nodes: nodes().iter().map(|n| n.id.clone()).collect(),
+    });
+    while driver.outbox_ids() != ["r1/dedup-safe/p1"] {
+        driver.done_all();
+    }
+    driver.ack("r1/dedup-safe/p1", failed());
+    assert!(
+        driver.outbox_ids().is_empty(),
+        "the retry waits for its backoff"
+    );
+    while driver.outbox_ids().is_empty() {
+        driver.fire_next_timer().expect("a retry timer");
+    }
+    assert_eq!(driver.state.outbox["r1/dedup-safe/p1"].attempt, 2);
+    driver.done_all();
+    driver.done_all();
+    assert_eq!(driver.state.status, RunStatus::Succeeded);
+}
