@@ -171,6 +171,12 @@ impl Names {
         format!("cs.{}.ack.>", self.net)
     }
 
+    /// The durable consumer through which an organisation's leader reads acks. `org` must be
+    /// a [`valid_token`].
+    pub fn coordinator_consumer(&self, org: &str) -> String {
+        format!("coordinator_{org}")
+    }
+
     pub fn ack_stream(&self) -> String {
         format!("CS_{}_ACK", self.upper())
     }

@@ -1,5 +1,11 @@
 //! The canton-coordinator: leadership with fencing, the durable runbook driver, node registry
 //! and the coordinator API.
 
+pub mod api;
+pub mod catalogue;
+pub mod config;
+pub mod driver;
 pub mod leadership;
+pub mod nats;
 pub mod registry;
+pub mod service;

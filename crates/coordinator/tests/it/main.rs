@@ -1,8 +1,10 @@
 //! The coordinator against a real nats-server.
 #![allow(clippy::unwrap_used)]
 
+mod driver;
 mod leadership;
 mod registry;
+mod support;
 
 use sidecar_bus::{BusSettings, Names, Network, NetworkId, connect};
 

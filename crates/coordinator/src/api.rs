@@ -1,0 +1,826 @@
+//! The `CoordinatorService` gRPC API: bearer tokens with read-only and operator roles (TLS
+//! optional), reads straight from the KV records, state changes through the driver, every
+//! state-changing call appended to the audit stream.
+
+use std::collections::BTreeMap;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::{Stream, StreamExt};
+use proto_sidecar as pb;
+use proto_sidecar::coordinator_service_server::{CoordinatorService, CoordinatorServiceServer};
+use sidecar_bus::Bucket;
+use sidecar_core::{Decision, Event, NodeRun, NodeStatus, RunStatus, StepKind, StepStatus};
+use tonic::{Request, Response, Status};
+
+use crate::catalogue::{self, Built};
+use crate::driver::ports::RunStore;
+use crate::driver::record::{RunRecord, result_key, run_key};
+use crate::driver::{DriverError, DriverErrorKind, Input, StartRequest};
+use crate::nats::NatsStore;
+use crate::registry::Health;
+use crate::service::Shared;
+
+/// What a bearer token allows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Role {
+    /// Plan, GetRun, ListRuns, WatchRun, ListNodes.
+    ReadOnly,
+    /// Everything, including StartRun, Approve, Cancel and Resume.
+    Operator,
+}
+
+/// Serves the API on `listener` until the coordinator stops.
+pub async fn serve(shared: Arc<Shared>, listener: tokio::net::TcpListener) {
+    let tokens = shared.config.tokens.clone();
+    let api = Api {
+        store: NatsStore::new(&shared.network),
+        shared: shared.clone(),
+    };
+    let service =
+        CoordinatorServiceServer::with_interceptor(api, move |mut request: Request<()>| {
+            let role = request
+                .metadata()
+                .get("authorization")
+                .and_then(|value| value.to_str().ok())
+                .and_then(|value| value.strip_prefix("Bearer "))
+                .and_then(|token| tokens.get(token.trim()).copied())
+                .ok_or_else(|| {
+                    Status::unauthenticated(
+                        "missing or unknown bearer token (set CANTON_OPS_TOKEN)",
+                    )
+                })?;
+            request.extensions_mut().insert(role);
+            Ok(request)
+        });
+    let mut builder = tonic::transport::Server::builder();
+    if let Some((cert, key)) = &shared.config.tls {
+        let tls = tonic::transport::ServerTlsConfig::new()
+            .identity(tonic::transport::Identity::from_pem(cert, key));
+        builder = match builder.tls_config(tls) {
+            Ok(builder) => builder,
+            Err(error) => {
+                tracing::error!(%error, "api TLS configuration refused");
+                return;
+            }
+        };
+    }
+    let crashed = shared.crashed.clone();
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    if let Err(error) = builder
+        .add_service(service)
+        .serve_with_incoming_shutdown(incoming, crashed.cancelled_owned())
+        .await
+    {
+        tracing::error!(%error, "api server stopped");
+    }
+}
+
+struct Api {
+    shared: Arc<Shared>,
+    store: NatsStore,
+}
+
+fn require<T>(request: &Request<T>, needed: Role) -> Result<Role, Status> {
+    let role = request
+        .extensions()
+        .get::<Role>()
+        .copied()
+        .ok_or_else(|| Status::unauthenticated("no role"))?;
+    if role < needed {
+        return Err(Status::permission_denied(
+            "this call changes state and needs the operator token",
+        ));
+    }
+    Ok(role)
+}
+
+fn status_of(error: DriverError) -> Status {
+    let message = error.to_string();
+    match error.kind {
+        DriverErrorKind::NotLeader | DriverErrorKind::Deposed => Status::unavailable(format!(
+            "{message}; this coordinator does not lead its organisation now: retry, or call the leader"
+        )),
+        DriverErrorKind::Claimed => Status::failed_precondition(message),
+        DriverErrorKind::UnknownRun => Status::not_found(message),
+        DriverErrorKind::Invalid => Status::invalid_argument(message),
+        DriverErrorKind::Conflict => Status::aborted(message),
+        DriverErrorKind::Store | DriverErrorKind::Publish => Status::unavailable(message),
+        DriverErrorKind::Crashed => Status::internal(message),
+    }
+}
+
+fn parameters(list: &[pb::Parameter]) -> BTreeMap<String, String> {
+    list.iter()
+        .map(|p| (p.key.clone(), p.value.clone()))
+        .collect()
+}
+
+impl Api {
+    async fn record(&self, run: &str) -> Result<RunRecord, Status> {
+        let stored = self
+            .store
+            .load(&run_key(run))
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?
+            .ok_or_else(|| {
+                Status::not_found(format!("no run {run:?}; `canton-ops runs` lists them"))
+            })?;
+        RunRecord::decode(&stored.value)
+            .map_err(|e| Status::internal(format!("run {run} does not decode: {e}")))
+    }
+
+    async fn build(
+        &self,
+        runbook: &str,
+        nodes: &[String],
+        params: &BTreeMap<String, String>,
+        run_id: &str,
+    ) -> Result<Built, Status> {
+        let inventory = self.shared.inventory().await;
+        catalogue::build(
+            &catalogue::Request {
+                runbook,
+                nodes,
+                parameters: params,
+                run_id,
+            },
+            &inventory,
+        )
+        .map_err(|e| Status::invalid_argument(e.to_string()))
+    }
+
+    async fn change(&self, run: &str, event: Event) -> Result<RunRecord, Status> {
+        let mut driver = self.shared.driver.lock().await;
+        driver
+            .apply(run, vec![Input::Event(event)])
+            .await
+            .map_err(status_of)
+    }
+
+    async fn summary_with_results(&self, record: &RunRecord) -> pb::RunSummary {
+        let mut summary = summary(record);
+        let results = self.shared.network.kv(Bucket::Runs);
+        for step in &mut summary.steps {
+            for node in &mut step.nodes {
+                if node.status == i32::from(pb::AckStatus::Done)
+                    && let Ok(Some(value)) = results
+                        .get(&result_key(record.run_id(), &step.step, &node.node))
+                        .await
+                {
+                    node.result = value.value.to_vec();
+                }
+            }
+        }
+        summary
+    }
+}
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<pb::RunEvent, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl CoordinatorService for Api {
+    async fn start_run(
+        &self,
+        request: Request<pb::StartRunRequest>,
+    ) -> Result<Response<pb::StartRunResponse>, Status> {
+        require(&request, Role::Operator)?;
+        let request = request.into_inner();
+        let request_id = if request.request_id.is_empty() {
+            uuid::Uuid::now_v7().to_string()
+        } else {
+            request.request_id.clone()
+        };
+        let run_id = catalogue::run_id(&request.runbook, &self.shared.organisation, &request_id);
+        let params = parameters(&request.parameters);
+        let built = self
+            .build(&request.runbook, &request.nodes, &params, &run_id)
+            .await?;
+        let started = {
+            let mut driver = self.shared.driver.lock().await;
+            driver
+                .start(StartRequest {
+                    run_id: run_id.clone(),
+                    request_id: request_id.clone(),
+                    runbook: built.runbook,
+                    parameters: params.clone(),
+                    nodes: built.nodes.clone(),
+                    claims_nodes: built.claims_nodes,
+                })
+                .await
+        };
+        let outcome = match &started {
+            Ok((_, true)) => "existing".to_owned(),
+            Ok((_, false)) => "started".to_owned(),
+            Err(error) => format!("refused: {error}"),
+        };
+        self.shared
+            .audit(
+                "start_run",
+                serde_json::json!({"run": run_id, "runbook": request.runbook, "request_id": request_id,
+                    "nodes": built.nodes, "parameters": params, "outcome": outcome}),
+            )
+            .await;
+        let (record, existing) = started.map_err(status_of)?;
+        Ok(Response::new(pb::StartRunResponse {
+            run: Some(summary(&record)),
+            existing,
+        }))
+    }
+
+    async fn plan(
+        &self,
+        request: Request<pb::PlanRequest>,
+    ) -> Result<Response<pb::PlanResponse>, Status> {
+        require(&request, Role::ReadOnly)?;
+        let request = request.into_inner();
+        let params = parameters(&request.parameters);
+        let built = self
+            .build(&request.runbook, &request.nodes, &params, "planned")
+            .await?;
+        let steps = sidecar_core::plan(&built.runbook)
+            .into_iter()
+            .map(|step| pb::PlannedStep {
+                description: step.to_string().trim_end().to_owned(),
+                step: step.step,
+                kind: step.kind.to_owned(),
+                action: step.action.unwrap_or_default().to_owned(),
+                nodes: step.nodes,
+                fix_forward: step.fix_forward,
+                needs_approval: step.needs_approval,
+                timeout_ms: u64::try_from(step.timeout_ms).unwrap_or(0),
+                idempotency: match step.idempotency {
+                    Some(sidecar_core::Idempotency::Natural) => "idempotent",
+                    Some(sidecar_core::Idempotency::Guarded) => "guarded",
+                    Some(sidecar_core::Idempotency::Unguardable) => "unguardable",
+                    None => "",
+                }
+                .to_owned(),
+                compensated_by: step.compensated_by.unwrap_or_default().to_owned(),
+                max_attempts: step.max_attempts,
+            })
+            .collect();
+        Ok(Response::new(pb::PlanResponse {
+            runbook: request.runbook,
+            steps,
+            warnings: built.warnings,
+        }))
+    }
+
+    async fn get_run(
+        &self,
+        request: Request<pb::GetRunRequest>,
+    ) -> Result<Response<pb::GetRunResponse>, Status> {
+        require(&request, Role::ReadOnly)?;
+        let record = self.record(&request.get_ref().run_id).await?;
+        Ok(Response::new(pb::GetRunResponse {
+            run: Some(self.summary_with_results(&record).await),
+        }))
+    }
+
+    async fn list_runs(
+        &self,
+        request: Request<pb::ListRunsRequest>,
+    ) -> Result<Response<pb::ListRunsResponse>, Status> {
+        require(&request, Role::ReadOnly)?;
+        let request = request.into_inner();
+        let keys = self
+            .store
+            .run_keys()
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        let mut runs = Vec::new();
+        for key in keys {
+            let Ok(Some(stored)) = self.store.load(&key).await else {
+                continue;
+            };
+            let Ok(record) = RunRecord::decode(&stored.value) else {
+                continue;
+            };
+            if record.organisation != self.shared.organisation {
+                continue;
+            }
+            let summary = summary(&record);
+            if request.statuses.is_empty() || request.statuses.contains(&summary.status) {
+                runs.push(summary);
+            }
+        }
+        runs.sort_by_key(|run| std::cmp::Reverse(run.started_at_unix_ms));
+        if request.limit > 0 {
+            runs.truncate(request.limit as usize);
+        }
+        Ok(Response::new(pb::ListRunsResponse { runs }))
+    }
+
+    type WatchRunStream = EventStream;
+
+    async fn watch_run(
+        &self,
+        request: Request<pb::WatchRunRequest>,
+    ) -> Result<Response<Self::WatchRunStream>, Status> {
+        require(&request, Role::ReadOnly)?;
+        let request = request.into_inner();
+        let run = request.run_id.clone();
+        let store = self.shared.network.kv(Bucket::Runs).store().clone();
+        let first = store
+            .entry(run_key(&run))
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?
+            .ok_or_else(|| Status::not_found(format!("no run {run:?}")))?;
+        let mut previous = RunRecord::decode(&first.value)
+            .map_err(|e| Status::internal(format!("run {run} does not decode: {e}")))?;
+        let mut watch = store
+            .watch_from_revision(run_key(&run), first.revision + 1)
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        let after = request.after_seq;
+        tokio::spawn(async move {
+            let send = |event: pb::RunEvent| {
+                let tx = tx.clone();
+                async move {
+                    if event.seq > after {
+                        tx.send(Ok(event)).await.is_ok()
+                    } else {
+                        true
+                    }
+                }
+            };
+            let snapshot = pb::RunEvent {
+                run_id: run.clone(),
+                seq: first.revision * 1000,
+                at_unix_ms: previous.updated_at,
+                kind: pb::RunEventKind::Snapshot.into(),
+                run_status: run_status(previous.state.status).into(),
+                run: Some(summary(&previous)),
+                ..Default::default()
+            };
+            if !send(snapshot).await {
+                return;
+            }
+            if previous.state.status.is_finished() {
+                let _ = send(finished_event(&previous, first.revision * 1000 + 1)).await;
+                return;
+            }
+            while let Some(Ok(entry)) = watch.next().await {
+                let Ok(next) = RunRecord::decode(&entry.value) else {
+                    continue;
+                };
+                for event in diff(&previous, &next, entry.revision) {
+                    if !send(event).await {
+                        return;
+                    }
+                }
+                if next.state.status.is_finished() {
+                    return;
+                }
+                previous = next;
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
+    async fn approve(
+        &self,
+        request: Request<pb::ApproveRequest>,
+    ) -> Result<Response<pb::ApproveResponse>, Status> {
+        require(&request, Role::Operator)?;
+        let request = request.into_inner();
+        let record = self.record(&request.run_id).await?;
+        let state = &record.state;
+        let current = state.runbook.steps.get(state.current);
+        let waiting = state
+            .steps
+            .get(state.current)
+            .is_some_and(|s| s.status == StepStatus::AwaitingApproval);
+        let Some(def) = current.filter(|def| waiting && def.id == request.step) else {
+            return Err(Status::failed_precondition(format!(
+                "run {} is not waiting for an approval of step {:?}",
+                request.run_id, request.step
+            )));
+        };
+        let missing: Vec<&str> = def
+            .nodes()
+            .iter()
+            .map(|n| n.id.as_str())
+            .filter(|id| !request.nodes.iter().any(|named| named == id))
+            .collect();
+        if !missing.is_empty() {
+            return Err(Status::invalid_argument(format!(
+                "the approval of step {} must name every affected node; missing {}",
+                request.step,
+                missing.join(", ")
+            )));
+        }
+        let changed = self
+            .change(
+                &request.run_id,
+                Event::Approval {
+                    step: request.step.clone(),
+                    nodes: request.nodes.clone(),
+                },
+            )
+            .await;
+        self.shared
+            .audit(
+                "approve",
+                serde_json::json!({"run": request.run_id, "step": request.step, "nodes": request.nodes,
+                    "comment": request.comment, "ok": changed.is_ok()}),
+            )
+            .await;
+        Ok(Response::new(pb::ApproveResponse {
+            run: Some(summary(&changed?)),
+        }))
+    }
+
+    async fn cancel(
+        &self,
+        request: Request<pb::CancelRequest>,
+    ) -> Result<Response<pb::CancelResponse>, Status> {
+        require(&request, Role::Operator)?;
+        let request = request.into_inner();
+        let record = self.record(&request.run_id).await?;
+        if record.state.status.is_finished() {
+            return Err(Status::failed_precondition(format!(
+                "run {} already finished ({:?})",
+                request.run_id, record.state.status
+            )));
+        }
+        let reason = if request.reason.is_empty() {
+            "cancelled by an operator".to_owned()
+        } else {
+            request.reason.clone()
+        };
+        let changed = self
+            .change(
+                &request.run_id,
+                Event::Cancel {
+                    reason: reason.clone(),
+                },
+            )
+            .await;
+        self.shared
+            .audit(
+                "cancel",
+                serde_json::json!({"run": request.run_id, "reason": reason, "ok": changed.is_ok()}),
+            )
+            .await;
+        Ok(Response::new(pb::CancelResponse {
+            run: Some(summary(&changed?)),
+        }))
+    }
+
+    async fn resume(
+        &self,
+        request: Request<pb::ResumeRequest>,
+    ) -> Result<Response<pb::ResumeResponse>, Status> {
+        require(&request, Role::Operator)?;
+        let request = request.into_inner();
+        let decision = match pb::Decision::try_from(request.decision) {
+            Ok(pb::Decision::MarkDone) => Decision::MarkDone,
+            Ok(pb::Decision::Retry) => Decision::Retry,
+            Ok(pb::Decision::Abort) => Decision::Abort,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "decision must be mark-done, retry or abort",
+                ));
+            }
+        };
+        let record = self.record(&request.run_id).await?;
+        let awaiting = record
+            .state
+            .steps
+            .iter()
+            .find(|s| s.id == request.step)
+            .and_then(|s| s.nodes.get(&request.node))
+            .is_some_and(|n| n.status == NodeStatus::AwaitingDecision);
+        if !awaiting {
+            return Err(Status::failed_precondition(format!(
+                "node {} of step {:?} in run {} is not waiting for a decision",
+                request.node, request.step, request.run_id
+            )));
+        }
+        let changed = self
+            .change(
+                &request.run_id,
+                Event::Decision {
+                    step: request.step.clone(),
+                    node: request.node.clone(),
+                    decision,
+                },
+            )
+            .await;
+        self.shared
+            .audit(
+                "resume",
+                serde_json::json!({"run": request.run_id, "step": request.step, "node": request.node,
+                    "decision": format!("{decision:?}"), "comment": request.comment, "ok": changed.is_ok()}),
+            )
+            .await;
+        Ok(Response::new(pb::ResumeResponse {
+            run: Some(summary(&changed?)),
+        }))
+    }
+
+    async fn list_nodes(
+        &self,
+        request: Request<pb::ListNodesRequest>,
+    ) -> Result<Response<pb::ListNodesResponse>, Status> {
+        require(&request, Role::ReadOnly)?;
+        let suspended = self.shared.registry.suspended();
+        let mut nodes = Vec::new();
+        for state in self.shared.node_states().await {
+            let id = if state.replica.is_empty() {
+                state.node.clone()
+            } else {
+                format!("{}.{}", state.node, state.replica)
+            };
+            let view = sidecar_bus::NodeId::new(id).ok().and_then(|id| {
+                self.shared
+                    .registry
+                    .view()
+                    .into_iter()
+                    .flat_map(|logical| logical.replicas)
+                    .find(|replica| replica.node == id)
+            });
+            let (health, age, seq) = match &view {
+                Some(view) => (
+                    view.health,
+                    view.heartbeat_age
+                        .map(|a| u64::try_from(a.as_millis()).unwrap_or(u64::MAX)),
+                    view.last.as_ref().map(|hb| hb.seq),
+                ),
+                None => (Health::Unknown, None, None),
+            };
+            nodes.push(pb::NodeView {
+                state: Some(state),
+                health: match health {
+                    Health::Unknown => pb::NodeHealth::Unknown,
+                    Health::Alive => pb::NodeHealth::Alive,
+                    Health::Suspect => pb::NodeHealth::Suspect,
+                    Health::Down => pb::NodeHealth::Down,
+                }
+                .into(),
+                heartbeat_age_ms: age.unwrap_or(0),
+                last_seq: seq.unwrap_or(0),
+                verdict_suspended: suspended,
+            });
+        }
+        nodes.sort_by(|a, b| {
+            let key = |v: &pb::NodeView| {
+                v.state
+                    .as_ref()
+                    .map(|s| (s.node.clone(), s.replica.clone()))
+            };
+            key(a).cmp(&key(b))
+        });
+        Ok(Response::new(pb::ListNodesResponse { nodes }))
+    }
+}
+
+pub fn run_status(status: RunStatus) -> pb::RunStatus {
+    match status {
+        RunStatus::Pending => pb::RunStatus::Pending,
+        RunStatus::Running | RunStatus::Settling | RunStatus::Compensating => {
+            pb::RunStatus::Running
+        }
+        RunStatus::AwaitingApproval => pb::RunStatus::AwaitingApproval,
+        RunStatus::AwaitingDecision => pb::RunStatus::AwaitingDecision,
+        RunStatus::Succeeded => pb::RunStatus::Succeeded,
+        RunStatus::Failed => pb::RunStatus::Failed,
+        RunStatus::Cancelled => pb::RunStatus::Cancelled,
+        RunStatus::Compensated => pb::RunStatus::Compensated,
+    }
+}
+
+fn step_status(step: &sidecar_core::StepState) -> pb::StepStatus {
+    if step
+        .nodes
+        .values()
+        .any(|n| n.status == NodeStatus::AwaitingDecision)
+    {
+        return pb::StepStatus::AwaitingDecision;
+    }
+    match step.status {
+        StepStatus::Pending => pb::StepStatus::Pending,
+        StepStatus::Running => pb::StepStatus::Running,
+        StepStatus::AwaitingApproval => pb::StepStatus::AwaitingApproval,
+        StepStatus::Done => pb::StepStatus::Done,
+        StepStatus::Failed => pb::StepStatus::Failed,
+        StepStatus::Compensated => pb::StepStatus::Compensated,
+    }
+}
+
+fn node_result(record: &RunRecord, run: &NodeRun) -> pb::NodeResult {
+    let (status, detail) = match &run.status {
+        NodeStatus::Sent => (pb::AckStatus::Unspecified, "sent, no answer yet".to_owned()),
+        NodeStatus::Accepted => (pb::AckStatus::Accepted, String::new()),
+        NodeStatus::Done { .. } => (pb::AckStatus::Done, String::new()),
+        NodeStatus::Failed { reason } => (pb::AckStatus::Failed, reason.clone()),
+        NodeStatus::Rejected { reason } => (pb::AckStatus::Rejected, reason.clone()),
+        NodeStatus::OutcomeUnknown => (pb::AckStatus::OutcomeUnknown, String::new()),
+        NodeStatus::TimedOut => (
+            pb::AckStatus::Unspecified,
+            "no final answer before the deadline".to_owned(),
+        ),
+        NodeStatus::RetryAt { at } => (pb::AckStatus::Failed, format!("retry due at {at}")),
+        NodeStatus::AwaitingDecision => (
+            pb::AckStatus::OutcomeUnknown,
+            "waiting for an operator decision (canton-ops resume)".to_owned(),
+        ),
+        NodeStatus::Abandoned => (pb::AckStatus::Failed, "abandoned".to_owned()),
+    };
+    let answer = record
+        .answers
+        .get(&run.command_id)
+        .cloned()
+        .unwrap_or_default();
+    let detail = match (detail.is_empty(), answer.is_empty()) {
+        (_, true) => detail,
+        (true, false) => answer,
+        (false, false) if detail.contains(&answer) => detail,
+        (false, false) => format!("{detail}: {answer}"),
+    };
+    pb::NodeResult {
+        node: run.node.id.clone(),
+        command_id: run.command_id.clone(),
+        attempt: run.attempt,
+        status: status.into(),
+        reject_reason: 0,
+        detail,
+        result: Vec::new(),
+        result_hash: match &run.status {
+            NodeStatus::Done { result_hash } => result_hash.clone(),
+            _ => Vec::new(),
+        },
+        progress: record.progress.get(&run.command_id).map(|p| pb::Progress {
+            done: p.done,
+            total: p.total,
+            ..Default::default()
+        }),
+    }
+}
+
+/// The API view of a run record.
+pub fn summary(record: &RunRecord) -> pb::RunSummary {
+    let state = &record.state;
+    let steps = state
+        .steps
+        .iter()
+        .zip(&state.runbook.steps)
+        .map(|(step, def)| {
+            let mut nodes: Vec<pb::NodeResult> = step
+                .nodes
+                .values()
+                .map(|run| node_result(record, run))
+                .collect();
+            nodes.extend(
+                step.compensations
+                    .values()
+                    .map(|run| node_result(record, run)),
+            );
+            let detail = match &def.kind {
+                StepKind::Approval { prompt, .. }
+                    if step.status == StepStatus::AwaitingApproval =>
+                {
+                    format!(
+                        "approve with: canton-ops approve {} {} --nodes {}; {prompt}",
+                        record.run_id(),
+                        def.id,
+                        def.nodes()
+                            .iter()
+                            .map(|n| n.id.as_str())
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    )
+                }
+                _ => String::new(),
+            };
+            pb::StepSummary {
+                step: step.id.clone(),
+                status: step_status(step).into(),
+                nodes,
+                started_at_unix_ms: step.started_at.unwrap_or(0),
+                finished_at_unix_ms: step.finished_at.unwrap_or(0),
+                detail,
+            }
+        })
+        .collect();
+    pb::RunSummary {
+        run_id: record.run_id().to_owned(),
+        runbook: state.runbook.name.clone(),
+        status: run_status(state.status).into(),
+        organisation: record.organisation.clone(),
+        current_step: state
+            .runbook
+            .steps
+            .get(state.current)
+            .map(|s| s.id.clone())
+            .unwrap_or_default(),
+        steps,
+        started_at_unix_ms: record.created_at,
+        updated_at_unix_ms: record.updated_at,
+        finished_at_unix_ms: record.finished_at.unwrap_or(0),
+        owner_epoch: state.owner_epoch,
+        detail: state.detail.clone(),
+        parameters: record
+            .parameters
+            .iter()
+            .map(|(k, v)| pb::Parameter {
+                key: k.clone(),
+                value: v.clone(),
+            })
+            .collect(),
+        nodes: record.nodes.clone(),
+    }
+}
+
+fn finished_event(record: &RunRecord, seq: u64) -> pb::RunEvent {
+    pb::RunEvent {
+        run_id: record.run_id().to_owned(),
+        seq,
+        at_unix_ms: record.updated_at,
+        kind: pb::RunEventKind::RunFinished.into(),
+        run_status: run_status(record.state.status).into(),
+        run: Some(summary(record)),
+        message: record.state.detail.clone(),
+        ..Default::default()
+    }
+}
+
+/// The events between two successive records (seq = revision × 1000 + index).
+pub fn diff(previous: &RunRecord, next: &RunRecord, revision: u64) -> Vec<pb::RunEvent> {
+    let mut events = Vec::new();
+    let base = pb::RunEvent {
+        run_id: next.run_id().to_owned(),
+        at_unix_ms: next.updated_at,
+        run_status: run_status(next.state.status).into(),
+        ..Default::default()
+    };
+    for (index, step) in next.state.steps.iter().enumerate() {
+        let before = previous.state.steps.get(index);
+        let status = step_status(step);
+        let before_status = before.map(step_status);
+        if before_status != Some(status) {
+            let kind = match status {
+                pb::StepStatus::Running => Some(pb::RunEventKind::StepStarted),
+                pb::StepStatus::AwaitingApproval => Some(pb::RunEventKind::ApprovalRequired),
+                pb::StepStatus::AwaitingDecision => Some(pb::RunEventKind::DecisionRequired),
+                pb::StepStatus::Done | pb::StepStatus::Failed | pb::StepStatus::Compensated => {
+                    Some(pb::RunEventKind::StepFinished)
+                }
+                _ => None,
+            };
+            if let Some(kind) = kind {
+                events.push(pb::RunEvent {
+                    kind: kind.into(),
+                    step: step.id.clone(),
+                    step_status: status.into(),
+                    ..base.clone()
+                });
+            }
+        }
+        for (node, run) in step.nodes.iter().chain(step.compensations.iter()) {
+            let earlier = before.and_then(|b| {
+                b.nodes
+                    .get(node)
+                    .filter(|r| r.command_id == run.command_id)
+                    .or_else(|| {
+                        b.compensations
+                            .get(node)
+                            .filter(|r| r.command_id == run.command_id)
+                    })
+            });
+            let changed =
+                earlier.is_none_or(|e| e.status != run.status || e.attempt != run.attempt);
+            let progress_changed =
+                previous.progress.get(&run.command_id) != next.progress.get(&run.command_id);
+            if changed && run.status.is_settled() {
+                events.push(pb::RunEvent {
+                    kind: pb::RunEventKind::NodeFinished.into(),
+                    step: step.id.clone(),
+                    node: node.clone(),
+                    node_result: Some(node_result(next, run)),
+                    ..base.clone()
+                });
+            } else if progress_changed || (changed && earlier.is_some()) {
+                events.push(pb::RunEvent {
+                    kind: pb::RunEventKind::NodeProgress.into(),
+                    step: step.id.clone(),
+                    node: node.clone(),
+                    node_result: Some(node_result(next, run)),
+                    ..base.clone()
+                });
+            }
+        }
+    }
+    if next.state.status.is_finished() {
+        events.push(finished_event(next, 0));
+    }
+    for (index, event) in events.iter_mut().enumerate() {
+        event.seq = revision * 1000 + index as u64;
+    }
+    events
+}

@@ -1,0 +1,320 @@
+//! The runbooks an operator can start, as step lists in the `Runbook` DSL, with their node
+//! sets taken from the inventory (the nodes KV) and narrowed by StartRun parameters.
+//!
+//! Every runbook here changes its nodes, so every run claims them.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use proto_sidecar::NodeState;
+use sidecar_core::{ActionKind, ActionSpec, Millis, NodeKind, NodeRef, Runbook};
+
+/// Runbook names the catalogue knows.
+pub const RUNBOOKS: [&str; 3] = ["backup", "disconnect", "reconnect"];
+
+/// A request the catalogue cannot turn into a runbook; nothing was started.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CatalogueError {
+    #[error("unknown runbook {0:?}; the catalogue has {known}", known = RUNBOOKS.join(", "))]
+    UnknownRunbook(String),
+    #[error(
+        "node {node:?} is not in the inventory of organisation {organisation}; `canton-ops nodes` lists the known nodes"
+    )]
+    UnknownNode { node: String, organisation: String },
+    #[error("parameter {key}: {detail}")]
+    BadParameter { key: String, detail: String },
+    #[error("runbook {runbook} selects no node; start the agents or name nodes of the right kind")]
+    NoNodes { runbook: String },
+}
+
+/// One logical node of the organisation (HA replicas count once).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InventoryNode {
+    pub id: String,
+    pub kind: NodeKind,
+    /// For an app: the participant it reads from.
+    pub participant: Option<String>,
+    pub replicas: Vec<String>,
+}
+
+/// The logical nodes of one organisation, from the node states agents write.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Inventory {
+    pub organisation: String,
+    pub nodes: BTreeMap<String, InventoryNode>,
+}
+
+impl Inventory {
+    pub fn from_states<'a>(
+        organisation: &str,
+        states: impl IntoIterator<Item = &'a NodeState>,
+    ) -> Self {
+        let mut nodes: BTreeMap<String, InventoryNode> = BTreeMap::new();
+        for state in states {
+            if state.organisation != organisation {
+                continue;
+            }
+            let Some(kind) = node_kind(state.kind()) else {
+                continue;
+            };
+            let entry = nodes
+                .entry(state.node.clone())
+                .or_insert_with(|| InventoryNode {
+                    id: state.node.clone(),
+                    kind,
+                    participant: None,
+                    replicas: Vec::new(),
+                });
+            if !state.participant.is_empty() {
+                entry.participant = Some(state.participant.clone());
+            }
+            if !state.replica.is_empty() {
+                entry
+                    .replicas
+                    .push(format!("{}.{}", state.node, state.replica));
+            }
+        }
+        Self {
+            organisation: organisation.to_owned(),
+            nodes,
+        }
+    }
+
+    fn node_ref(node: &InventoryNode) -> NodeRef {
+        NodeRef::new(&node.id, node.kind)
+    }
+}
+
+pub fn node_kind(kind: proto_sidecar::NodeKind) -> Option<NodeKind> {
+    match kind {
+        proto_sidecar::NodeKind::Participant => Some(NodeKind::Participant),
+        proto_sidecar::NodeKind::Sequencer => Some(NodeKind::Sequencer),
+        proto_sidecar::NodeKind::Mediator => Some(NodeKind::Mediator),
+        proto_sidecar::NodeKind::App => Some(NodeKind::App),
+        proto_sidecar::NodeKind::Unspecified => None,
+    }
+}
+
+/// A runbook ready to start or plan.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Built {
+    pub runbook: Runbook,
+    /// Every logical node the runbook touches.
+    pub nodes: Vec<String>,
+    pub claims_nodes: bool,
+    pub warnings: Vec<String>,
+}
+
+/// What a StartRun or Plan asked for.
+#[derive(Clone, Debug)]
+pub struct Request<'a> {
+    pub runbook: &'a str,
+    /// Explicit node selection; empty means every node of the kinds the runbook uses.
+    pub nodes: &'a [String],
+    pub parameters: &'a BTreeMap<String, String>,
+    /// The run id (it names the backup set when no `backup_set` is given).
+    pub run_id: &'a str,
+}
+
+/// Builds the runbook for a request against an inventory.
+pub fn build(request: &Request<'_>, inventory: &Inventory) -> Result<Built, CatalogueError> {
+    let params = Params(request.parameters);
+    let selected = select(request, inventory)?;
+    let runbook = match request.runbook {
+        "backup" => backup(&params, &selected, request.run_id)?,
+        "disconnect" => disconnect(&params, &selected)?,
+        "reconnect" => reconnect(&params, &selected)?,
+        other => return Err(CatalogueError::UnknownRunbook(other.to_owned())),
+    };
+    let mut nodes: Vec<String> = runbook
+        .steps
+        .iter()
+        .flat_map(|step| step.nodes().iter().map(|node| node.id.clone()))
+        .collect();
+    nodes.sort();
+    nodes.dedup();
+    if nodes.is_empty() {
+        return Err(CatalogueError::NoNodes {
+            runbook: request.runbook.to_owned(),
+        });
+    }
+    let mut warnings = Vec::new();
+    for node in &selected {
+        if node.kind == NodeKind::App
+            && request.runbook == "backup"
+            && let Some(participant) = &node.participant
+            && !selected.iter().any(|other| &other.id == participant)
+        {
+            warnings.push(format!(
+                "app {} is backed up without its participant {participant}",
+                node.id
+            ));
+        }
+    }
+    Ok(Built {
+        runbook,
+        nodes,
+        claims_nodes: true,
+        warnings,
+    })
+}
+
+fn select<'i>(
+    request: &Request<'_>,
+    inventory: &'i Inventory,
+) -> Result<Vec<&'i InventoryNode>, CatalogueError> {
+    if request.nodes.is_empty() {
+        return Ok(inventory.nodes.values().collect());
+    }
+    request
+        .nodes
+        .iter()
+        .map(|id| {
+            // A replica id selects its logical node: HA replicas run once.
+            let logical = id.split('.').next().unwrap_or(id);
+            inventory
+                .nodes
+                .get(logical)
+                .ok_or_else(|| CatalogueError::UnknownNode {
+                    node: id.clone(),
+                    organisation: inventory.organisation.clone(),
+                })
+        })
+        .collect()
+}
+
+struct Params<'a>(&'a BTreeMap<String, String>);
+
+impl Params<'_> {
+    fn text(&self, key: &str, default: &str) -> String {
+        self.0
+            .get(key)
+            .cloned()
+            .unwrap_or_else(|| default.to_owned())
+    }
+
+    fn duration_ms(&self, key: &str, default: Duration) -> Result<Millis, CatalogueError> {
+        let duration = match self.0.get(key) {
+            None => default,
+            Some(text) => {
+                humantime::parse_duration(text).map_err(|error| CatalogueError::BadParameter {
+                    key: key.to_owned(),
+                    detail: format!("{text:?} is not a duration like 90s or 5m ({error})"),
+                })?
+            }
+        };
+        Millis::try_from(duration.as_millis()).map_err(|_| CatalogueError::BadParameter {
+            key: key.to_owned(),
+            detail: "duration too long".to_owned(),
+        })
+    }
+
+    fn flag(&self, key: &str, default: bool) -> Result<bool, CatalogueError> {
+        match self.0.get(key).map(String::as_str) {
+            None => Ok(default),
+            Some("true") => Ok(true),
+            Some("false") => Ok(false),
+            Some(other) => Err(CatalogueError::BadParameter {
+                key: key.to_owned(),
+                detail: format!("{other:?} must be true or false"),
+            }),
+        }
+    }
+}
+
+fn of_kind(nodes: &[&InventoryNode], kinds: &[NodeKind]) -> Vec<NodeRef> {
+    nodes
+        .iter()
+        .filter(|node| kinds.contains(&node.kind))
+        .map(|node| Inventory::node_ref(node))
+        .collect()
+}
+
+/// DESIGN §6: apps (done before their participants' dumps start) → participants ∥ mediators
+/// → barrier → sequencers → verify every manifest. Each node's dump includes its identities.
+/// Parameters: `backup_set` (default: the run id), `target`, `timeout` (per step).
+fn backup(
+    params: &Params<'_>,
+    nodes: &[&InventoryNode],
+    run_id: &str,
+) -> Result<Runbook, CatalogueError> {
+    let backup_set = params.text("backup_set", run_id);
+    let timeout = params.duration_ms("timeout", Duration::from_secs(1_800))?;
+    let dump = ActionSpec::new(ActionKind::Backup)
+        .param("backup_set", &backup_set)
+        .param("target", &params.text("target", ""))
+        .param("include_identities", "true");
+    let verify = ActionSpec::new(ActionKind::Verify).param("backup_set", &backup_set);
+    let every = of_kind(
+        nodes,
+        &[
+            NodeKind::App,
+            NodeKind::Participant,
+            NodeKind::Mediator,
+            NodeKind::Sequencer,
+        ],
+    );
+    Ok(Runbook::new("backup")
+        .action_spec("apps", dump.clone(), &of_kind(nodes, &[NodeKind::App]))
+        .timeout_ms(timeout)
+        .done()
+        .action_spec(
+            "members",
+            dump.clone(),
+            &of_kind(nodes, &[NodeKind::Participant, NodeKind::Mediator]),
+        )
+        .timeout_ms(timeout)
+        .done()
+        .barrier("members-done")
+        .action_spec("sequencers", dump, &of_kind(nodes, &[NodeKind::Sequencer]))
+        .timeout_ms(timeout)
+        .done()
+        .action_spec("verify", verify, &every)
+        .timeout_ms(timeout)
+        .done())
+}
+
+/// Participants leave a synchronizer together: one attempt each within `deadline` (default
+/// 60 s); a node that does not answer in time is reported and the others reconnect.
+/// Parameters: `synchronizer_alias` (empty: every synchronizer), `deadline`, `compensate`.
+fn disconnect(params: &Params<'_>, nodes: &[&InventoryNode]) -> Result<Runbook, CatalogueError> {
+    let deadline = params.duration_ms("deadline", Duration::from_secs(60))?;
+    let alias = params.text("synchronizer_alias", "");
+    let step = Runbook::new("disconnect")
+        .action_spec(
+            "disconnect",
+            ActionSpec::new(ActionKind::Disconnect).param("synchronizer_alias", &alias),
+            &of_kind(nodes, &[NodeKind::Participant]),
+        )
+        .timeout_ms(deadline)
+        .retry(1, 0);
+    let step = if params.flag("compensate", true)? {
+        step.compensate_with(ActionKind::Reconnect)
+    } else {
+        step
+    };
+    Ok(step.done())
+}
+
+/// Participants reconnect together within `deadline` (default 60 s), one attempt each.
+fn reconnect(params: &Params<'_>, nodes: &[&InventoryNode]) -> Result<Runbook, CatalogueError> {
+    let deadline = params.duration_ms("deadline", Duration::from_secs(60))?;
+    let alias = params.text("synchronizer_alias", "");
+    Ok(Runbook::new("reconnect")
+        .action_spec(
+            "reconnect",
+            ActionSpec::new(ActionKind::Reconnect).param("synchronizer_alias", &alias),
+            &of_kind(nodes, &[NodeKind::Participant]),
+        )
+        .timeout_ms(deadline)
+        .retry(1, 0)
+        .done())
+}
+
+/// The run id of a request: the runbook name and a hash of organisation and request id, so a
+/// retried StartRun names the same run. Always a valid subject token.
+pub fn run_id(runbook: &str, organisation: &str, request_id: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(format!("{organisation}/{runbook}/{request_id}"));
+    format!("{runbook}-{}", &hex::encode(digest)[..16])
+}

@@ -1,0 +1,297 @@
+//! The coordinator's TOML configuration, validated key by key: an error names the key, what
+//! it holds and what is expected.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use sidecar_bus::{NetworkId, valid_token};
+
+use crate::leadership::LeaseTiming;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {detail}")]
+    Parse { path: PathBuf, detail: String },
+    #[error("{key}: {detail}")]
+    Invalid { key: &'static str, detail: String },
+}
+
+fn invalid(key: &'static str, detail: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        detail: detail.into(),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    network: String,
+    organisation: String,
+    /// This coordinator's name in the lease (a per-process suffix is added).
+    name: Option<String>,
+    nats: RawNats,
+    signing: RawSigning,
+    network_config: RawNetworkConfig,
+    api: RawApi,
+    #[serde(default)]
+    leader: RawLeader,
+    #[serde(default)]
+    driver: RawDriver,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNats {
+    url: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSigning {
+    seed_file: PathBuf,
+    key_id: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNetworkConfig {
+    /// The signed `NetworkConfig` envelope.
+    file: PathBuf,
+    /// Hex of the pinned config public key.
+    config_public_key: String,
+    config_key_id: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawApi {
+    listen: String,
+    /// Files holding the bearer tokens (one line each).
+    operator_token_file: PathBuf,
+    read_only_token_file: Option<PathBuf>,
+    tls_cert_file: Option<PathBuf>,
+    tls_key_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLeader {
+    lease_ttl: Option<String>,
+    epsilon: Option<String>,
+    /// Allow leases below 15 s (tests and demos only).
+    #[serde(default)]
+    short_lease_for_tests: bool,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDriver {
+    clock_skew: Option<String>,
+    fence_timeout: Option<String>,
+    tick: Option<String>,
+}
+
+/// A validated configuration. Secrets are read from their files.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub network: NetworkId,
+    pub organisation: String,
+    pub name: String,
+    pub nats_url: String,
+    pub signing_seed: [u8; 32],
+    pub signing_key_id: String,
+    pub network_config: Vec<u8>,
+    pub config_public_key: [u8; 32],
+    pub config_key_id: String,
+    pub api_listen: SocketAddr,
+    pub tokens: BTreeMap<String, crate::api::Role>,
+    pub tls: Option<(Vec<u8>, Vec<u8>)>,
+    pub lease: LeaseTiming,
+    pub clock_skew: Duration,
+    pub fence_timeout: Duration,
+    pub tick: Duration,
+}
+
+fn duration(
+    key: &'static str,
+    value: Option<&String>,
+    default: Duration,
+) -> Result<Duration, ConfigError> {
+    match value {
+        None => Ok(default),
+        Some(text) => humantime::parse_duration(text)
+            .map_err(|e| invalid(key, format!("{text:?} is not a duration like 15s ({e})"))),
+    }
+}
+
+fn read(key: &'static str, path: &Path, base: &Path) -> Result<Vec<u8>, ConfigError> {
+    let path = if path.is_relative() {
+        base.join(path)
+    } else {
+        path.to_owned()
+    };
+    std::fs::read(&path).map_err(|e| invalid(key, format!("cannot read {}: {e}", path.display())))
+}
+
+fn token(key: &'static str, path: &Path, base: &Path) -> Result<String, ConfigError> {
+    let text = String::from_utf8(read(key, path, base)?)
+        .map_err(|_| invalid(key, "the token file is not UTF-8"))?;
+    let token = text.trim().to_owned();
+    if token.len() < 16 {
+        return Err(invalid(key, "the token must be at least 16 characters"));
+    }
+    Ok(token)
+}
+
+/// Reads a 32-byte key from a file holding 64 hex digits (or the 32 raw bytes).
+pub fn read_key32(key: &'static str, bytes: &[u8]) -> Result<[u8; 32], ConfigError> {
+    if let Ok(raw) = <[u8; 32]>::try_from(bytes) {
+        return Ok(raw);
+    }
+    let text = std::str::from_utf8(bytes).map_err(|_| invalid(key, "expected 64 hex digits"))?;
+    let decoded = hex::decode(text.trim())
+        .map_err(|e| invalid(key, format!("expected 64 hex digits ({e})")))?;
+    <[u8; 32]>::try_from(decoded.as_slice())
+        .map_err(|_| invalid(key, "expected 32 bytes (64 hex digits)"))
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let raw: RawConfig = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            detail: e.to_string(),
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Self::validate(raw, base)
+    }
+
+    fn validate(raw: RawConfig, base: &Path) -> Result<Self, ConfigError> {
+        let network = NetworkId::new(raw.network.clone())
+            .map_err(|e| invalid("network", format!("{:?}: {e}", raw.network)))?;
+        if !valid_token(&raw.organisation) {
+            return Err(invalid(
+                "organisation",
+                format!("{:?} must be 1-128 of [A-Za-z0-9_-]", raw.organisation),
+            ));
+        }
+        let name = raw.name.unwrap_or_else(|| "coordinator".to_owned());
+        if name.len() > 64 || !valid_token(&name) {
+            return Err(invalid(
+                "name",
+                format!("{name:?} must be 1-64 of [A-Za-z0-9_-]"),
+            ));
+        }
+        if raw.nats.url.trim().is_empty() {
+            return Err(invalid("nats.url", "must not be empty"));
+        }
+        let signing_seed = read_key32(
+            "signing.seed_file",
+            &read("signing.seed_file", &raw.signing.seed_file, base)?,
+        )?;
+        if raw.signing.key_id.is_empty() {
+            return Err(invalid("signing.key_id", "must not be empty"));
+        }
+        let network_config = read("network_config.file", &raw.network_config.file, base)?;
+        let config_public_key = read_key32(
+            "network_config.config_public_key",
+            raw.network_config.config_public_key.as_bytes(),
+        )?;
+        let api_listen: SocketAddr = raw.api.listen.parse().map_err(|e| {
+            invalid(
+                "api.listen",
+                format!("{:?} is not host:port ({e})", raw.api.listen),
+            )
+        })?;
+        let mut tokens = BTreeMap::new();
+        tokens.insert(
+            token(
+                "api.operator_token_file",
+                &raw.api.operator_token_file,
+                base,
+            )?,
+            crate::api::Role::Operator,
+        );
+        if let Some(path) = &raw.api.read_only_token_file {
+            let read_only = token("api.read_only_token_file", path, base)?;
+            if tokens.contains_key(&read_only) {
+                return Err(invalid(
+                    "api.read_only_token_file",
+                    "the read-only token equals the operator token",
+                ));
+            }
+            tokens.insert(read_only, crate::api::Role::ReadOnly);
+        }
+        let tls = match (&raw.api.tls_cert_file, &raw.api.tls_key_file) {
+            (Some(cert), Some(key)) => Some((
+                read("api.tls_cert_file", cert, base)?,
+                read("api.tls_key_file", key, base)?,
+            )),
+            (None, None) => None,
+            _ => {
+                return Err(invalid(
+                    "api.tls_cert_file",
+                    "set both api.tls_cert_file and api.tls_key_file, or neither",
+                ));
+            }
+        };
+        let ttl = duration(
+            "leader.lease_ttl",
+            raw.leader.lease_ttl.as_ref(),
+            Duration::from_secs(15),
+        )?;
+        let epsilon = duration(
+            "leader.epsilon",
+            raw.leader.epsilon.as_ref(),
+            LeaseTiming::DEFAULT_EPSILON,
+        )?;
+        let lease = if raw.leader.short_lease_for_tests {
+            LeaseTiming::short_for_tests(ttl, epsilon)
+        } else {
+            LeaseTiming::new(ttl, epsilon)
+        }
+        .map_err(|e| invalid("leader.lease_ttl", e.to_string()))?;
+        Ok(Self {
+            network,
+            organisation: raw.organisation,
+            name,
+            nats_url: raw.nats.url,
+            signing_seed,
+            signing_key_id: raw.signing.key_id,
+            network_config,
+            config_public_key,
+            config_key_id: raw.network_config.config_key_id,
+            api_listen,
+            tokens,
+            tls,
+            lease,
+            clock_skew: duration(
+                "driver.clock_skew",
+                raw.driver.clock_skew.as_ref(),
+                Duration::from_secs(2),
+            )?,
+            fence_timeout: duration(
+                "driver.fence_timeout",
+                raw.driver.fence_timeout.as_ref(),
+                Duration::from_secs(10),
+            )?,
+            tick: duration(
+                "driver.tick",
+                raw.driver.tick.as_ref(),
+                Duration::from_millis(200),
+            )?,
+        })
+    }
+}

@@ -1,0 +1,89 @@
+//! The durable run record: the engine's [`RunState`] plus what the driver must remember to
+//! perform effects again byte for byte (claims, revoke times, resend counters).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use sidecar_core::{Millis, RunState};
+
+/// When a revoke was first issued, so a resend after a crash signs the same body.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevokeStamp {
+    pub up_to_attempt: u32,
+    pub issued_at: Millis,
+    pub expires_at: Millis,
+    /// The epoch the revoke is signed under (raised when a new tenure adopts the run).
+    pub epoch: u64,
+    /// Set by a deliberate resend under a new epoch: `n` in the message id suffix `/r<n>`.
+    pub resend: Option<u64>,
+}
+
+/// The last progress an agent reported for a command.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProgressMark {
+    pub done: u64,
+    pub total: u64,
+}
+
+/// One run as stored under its key in `cs_<net>_runs`. Every write is a CAS on the key's
+/// revision; `state.owner_epoch` names the leader tenure allowed to write it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub state: RunState,
+    pub organisation: String,
+    pub request_id: String,
+    pub parameters: BTreeMap<String, String>,
+    /// The logical nodes the run touches.
+    pub nodes: Vec<String>,
+    /// Claim key revisions by node, while the run holds its claims.
+    pub claims: BTreeMap<String, u64>,
+    /// The epoch the claims were taken at (carried in every command's `Claim`).
+    pub claim_epoch: u64,
+    /// Revoke times by revoked command id.
+    pub revokes: BTreeMap<String, RevokeStamp>,
+    /// Deliberate resends by command id: `n` makes the message id `<id>/<attempt>/r<n>`.
+    pub resends: BTreeMap<String, u64>,
+    pub progress: BTreeMap<String, ProgressMark>,
+    /// Detail an agent gave with its final answer, by command id.
+    pub answers: BTreeMap<String, String>,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+    pub finished_at: Option<Millis>,
+}
+
+impl RunRecord {
+    pub fn run_id(&self) -> &str {
+        &self.state.run_id
+    }
+
+    pub fn encode(&self) -> Result<Vec<u8>, serde_json::Error> {
+        serde_json::to_vec(self)
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self, serde_json::Error> {
+        serde_json::from_slice(bytes)
+    }
+
+    /// The next deadline among the state's timers.
+    pub fn next_deadline(&self) -> Option<Millis> {
+        self.state.timers.values().copied().min()
+    }
+}
+
+/// The key of a run record.
+pub fn run_key(run: &str) -> String {
+    run.to_owned()
+}
+
+/// The key of one node's result for one step of a run (KV keys cannot hold `~`).
+pub fn result_key(run: &str, step: &str, node: &str) -> String {
+    format!("{run}.result.{}.{node}", step.replace('~', "-"))
+}
+
+/// The claim record stored under a node's key in `cs_<net>_claims`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClaimRecord {
+    pub run: String,
+    pub epoch: u64,
+    pub organisation: String,
+}
