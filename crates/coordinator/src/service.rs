@@ -517,7 +517,7 @@ async fn ack_loop(shared: Arc<Shared>, consumer: consumer::PullConsumer) {
             }
             let inputs = acks
                 .iter()
-                .map(|(_, ack)| Input::Ack(AgentAnswer { ack: ack.clone() }))
+                .map(|(_, ack)| Input::Ack(Box::new(AgentAnswer { ack: ack.clone() })))
                 .collect();
             let applied = {
                 let mut driver = shared.driver.lock().await;

@@ -1,1 +1,412 @@
 //! canton-ops: the operator CLI over the coordinator API.
+
+pub mod keys;
+mod render;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use futures::StreamExt;
+use proto_sidecar as pb;
+use proto_sidecar::coordinator_service_client::CoordinatorServiceClient;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+
+/// Stable exit codes (also listed in `--help`).
+pub mod exit {
+    /// The command worked; for `run --wait` and `watch`: the run succeeded.
+    pub const OK: u8 = 0;
+    /// Anything unexpected (a bug, an I/O error).
+    pub const INTERNAL: u8 = 1;
+    /// Bad command-line usage (from clap).
+    pub const USAGE: u8 = 2;
+    /// The coordinator cannot be reached, or is not the leader right now.
+    pub const UNAVAILABLE: u8 = 3;
+    /// The coordinator refused the request (unknown run or node, bad parameter, conflict).
+    pub const REFUSED: u8 = 4;
+    /// The token is missing, unknown, or lacks the operator role.
+    pub const AUTH: u8 = 5;
+    /// The run failed.
+    pub const RUN_FAILED: u8 = 10;
+    /// The run was cancelled.
+    pub const RUN_CANCELLED: u8 = 11;
+    /// The run failed and its completed steps were compensated.
+    pub const RUN_COMPENSATED: u8 = 12;
+}
+
+const EXIT_CODES: &str = "Exit codes: 0 ok (run succeeded); 1 internal error; 2 usage; \
+3 coordinator unavailable or not leader; 4 request refused (unknown run/node, bad parameter, \
+claimed node); 5 authentication/role; 10 run failed; 11 run cancelled; 12 run compensated.";
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpsError {
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    Refused(String),
+    #[error("{0}")]
+    Auth(String),
+    #[error("{0}")]
+    Usage(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl OpsError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Self::Unavailable(_) => exit::UNAVAILABLE,
+            Self::Refused(_) => exit::REFUSED,
+            Self::Auth(_) => exit::AUTH,
+            Self::Usage(_) => exit::USAGE,
+            Self::Internal(_) => exit::INTERNAL,
+        }
+    }
+}
+
+impl From<tonic::Status> for OpsError {
+    fn from(status: tonic::Status) -> Self {
+        use tonic::Code;
+        let message = format!("coordinator: {}", status.message());
+        match status.code() {
+            Code::Unauthenticated | Code::PermissionDenied => Self::Auth(message),
+            Code::Unavailable | Code::DeadlineExceeded => Self::Unavailable(message),
+            Code::InvalidArgument
+            | Code::NotFound
+            | Code::FailedPrecondition
+            | Code::AlreadyExists
+            | Code::Aborted => Self::Refused(message),
+            _ => Self::Internal(message),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// Lines for people (progress bars on a terminal).
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// canton-ops: start, watch and steer runbooks on the canton-coordinator.
+#[derive(Parser, Debug)]
+#[command(version, after_help = EXIT_CODES)]
+pub struct Cli {
+    /// The coordinator API (http:// or https://).
+    #[arg(
+        long,
+        env = "CANTON_OPS_COORDINATOR",
+        default_value = "http://127.0.0.1:7443",
+        global = true
+    )]
+    pub coordinator: String,
+    /// Bearer token (operator or read-only).
+    #[arg(long, env = "CANTON_OPS_TOKEN", hide_env_values = true, global = true)]
+    pub token: Option<String>,
+    /// A file holding the bearer token.
+    #[arg(long, env = "CANTON_OPS_TOKEN_FILE", global = true)]
+    pub token_file: Option<PathBuf>,
+    /// PEM CA certificate for an https:// coordinator.
+    #[arg(long, env = "CANTON_OPS_CA_FILE", global = true)]
+    pub ca_file: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t, global = true)]
+    pub output: Output,
+    /// Log line format on stderr.
+    #[arg(long, value_enum, default_value_t, global = true)]
+    pub log_format: sidecar_telemetry::LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// The organisation's nodes with their health.
+    Nodes,
+    /// The steps a run would take, without starting it.
+    Plan(Target),
+    /// Starts a runbook.
+    Run {
+        #[command(flatten)]
+        target: Target,
+        /// Idempotency key: repeating it returns the same run (default: a fresh id).
+        #[arg(long)]
+        request_id: Option<String>,
+        /// Follow the run until it finishes; the exit code tells how it ended.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Follows a run until it finishes.
+    Watch { run: String },
+    /// Approves a step waiting for approval; it must name every node of the step.
+    Approve {
+        run: String,
+        step: String,
+        #[arg(long, value_delimiter = ',', required = true)]
+        nodes: Vec<String>,
+        #[arg(long, default_value = "")]
+        comment: String,
+    },
+    /// Cancels a run (in-flight commands settle, completed steps are compensated).
+    Cancel {
+        run: String,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Decides an unknown outcome of one node so the run continues.
+    Resume {
+        run: String,
+        step: String,
+        node: String,
+        #[arg(long, value_enum)]
+        decision: DecisionArg,
+        #[arg(long, default_value = "")]
+        comment: String,
+    },
+    /// Lists runs, newest first.
+    Runs {
+        /// Only runs in these states (e.g. running, failed).
+        #[arg(long, value_delimiter = ',')]
+        status: Vec<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// Key material: ed25519 seeds and the signed network configuration.
+    Keys {
+        #[command(subcommand)]
+        command: keys::KeysCommand,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+pub struct Target {
+    /// backup, disconnect or reconnect.
+    pub runbook: String,
+    /// Nodes to target (repeat or comma-separate); default: every node the runbook selects.
+    #[arg(long = "node", value_delimiter = ',')]
+    pub nodes: Vec<String>,
+    /// Runbook parameters as key=value (e.g. deadline=30s).
+    #[arg(long = "param", value_parser = parse_param)]
+    pub params: Vec<(String, String)>,
+}
+
+fn parse_param(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("{text:?} is not key=value"))
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum DecisionArg {
+    MarkDone,
+    Retry,
+    Abort,
+}
+
+type Auth =
+    Box<dyn FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Send + Sync>;
+type Client = CoordinatorServiceClient<InterceptedService<Channel, Auth>>;
+
+async fn connect(cli: &Cli) -> Result<Client, OpsError> {
+    let token = match (&cli.token, &cli.token_file) {
+        (Some(token), _) => token.clone(),
+        (None, Some(path)) => std::fs::read_to_string(path)
+            .map_err(|e| OpsError::Usage(format!("--token-file {}: {e}", path.display())))?
+            .trim()
+            .to_owned(),
+        (None, None) => {
+            return Err(OpsError::Auth(
+                "no token: set CANTON_OPS_TOKEN or pass --token-file".to_owned(),
+            ));
+        }
+    };
+    let header: tonic::metadata::MetadataValue<tonic::metadata::Ascii> = format!("Bearer {token}")
+        .parse()
+        .map_err(|_| OpsError::Usage("the token holds characters a header cannot".into()))?;
+    let mut endpoint = Endpoint::from_shared(cli.coordinator.clone())
+        .map_err(|e| OpsError::Usage(format!("--coordinator {:?}: {e}", cli.coordinator)))?
+        .connect_timeout(std::time::Duration::from_secs(5));
+    if let Some(ca) = &cli.ca_file {
+        let pem = std::fs::read(ca)
+            .map_err(|e| OpsError::Usage(format!("--ca-file {}: {e}", ca.display())))?;
+        endpoint = endpoint
+            .tls_config(
+                ClientTlsConfig::new().ca_certificate(tonic::transport::Certificate::from_pem(pem)),
+            )
+            .map_err(|e| OpsError::Usage(format!("--ca-file: {e}")))?;
+    }
+    let channel = endpoint.connect().await.map_err(|e| {
+        OpsError::Unavailable(format!(
+            "cannot reach the coordinator at {}: {e}",
+            cli.coordinator
+        ))
+    })?;
+    let auth: Auth = Box::new(move |mut request: tonic::Request<()>| {
+        request
+            .metadata_mut()
+            .insert("authorization", header.clone());
+        Ok(request)
+    });
+    Ok(CoordinatorServiceClient::with_interceptor(channel, auth))
+}
+
+fn parameters(params: &[(String, String)]) -> Vec<pb::Parameter> {
+    params
+        .iter()
+        .map(|(key, value)| pb::Parameter {
+            key: key.clone(),
+            value: value.clone(),
+        })
+        .collect()
+}
+
+/// Runs one command; returns the exit code.
+pub async fn run(cli: Cli) -> Result<u8, OpsError> {
+    let out = render::Out::new(cli.output);
+    if let Command::Keys { command } = &cli.command {
+        return keys::run(command, &out);
+    }
+    let mut client = connect(&cli).await?;
+    match &cli.command {
+        Command::Nodes => {
+            let nodes = client
+                .list_nodes(pb::ListNodesRequest {})
+                .await?
+                .into_inner();
+            out.nodes(&nodes);
+        }
+        Command::Plan(target) => {
+            let plan = client
+                .plan(pb::PlanRequest {
+                    runbook: target.runbook.clone(),
+                    nodes: target.nodes.clone(),
+                    parameters: parameters(&target.params),
+                })
+                .await?
+                .into_inner();
+            out.plan(&plan);
+        }
+        Command::Run {
+            target,
+            request_id,
+            wait,
+        } => {
+            let request_id = request_id
+                .clone()
+                .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+            let started = client
+                .start_run(pb::StartRunRequest {
+                    runbook: target.runbook.clone(),
+                    nodes: target.nodes.clone(),
+                    parameters: parameters(&target.params),
+                    request_id,
+                })
+                .await?
+                .into_inner();
+            let run = started.run.unwrap_or_default();
+            out.started(&run, started.existing);
+            if *wait {
+                return watch(&mut client, &run.run_id, &out).await;
+            }
+        }
+        Command::Watch { run } => return watch(&mut client, run, &out).await,
+        Command::Approve {
+            run,
+            step,
+            nodes,
+            comment,
+        } => {
+            let response = client
+                .approve(pb::ApproveRequest {
+                    run_id: run.clone(),
+                    step: step.clone(),
+                    nodes: nodes.clone(),
+                    comment: comment.clone(),
+                    signed_approval: None,
+                })
+                .await?
+                .into_inner();
+            out.summary("approved", &response.run.unwrap_or_default());
+        }
+        Command::Cancel { run, reason } => {
+            let response = client
+                .cancel(pb::CancelRequest {
+                    run_id: run.clone(),
+                    reason: reason.clone(),
+                })
+                .await?
+                .into_inner();
+            out.summary("cancelling", &response.run.unwrap_or_default());
+        }
+        Command::Resume {
+            run,
+            step,
+            node,
+            decision,
+            comment,
+        } => {
+            let decision = match decision {
+                DecisionArg::MarkDone => pb::Decision::MarkDone,
+                DecisionArg::Retry => pb::Decision::Retry,
+                DecisionArg::Abort => pb::Decision::Abort,
+            };
+            let response = client
+                .resume(pb::ResumeRequest {
+                    run_id: run.clone(),
+                    step: step.clone(),
+                    node: node.clone(),
+                    decision: decision.into(),
+                    comment: comment.clone(),
+                })
+                .await?
+                .into_inner();
+            out.summary("resumed", &response.run.unwrap_or_default());
+        }
+        Command::Runs { status, limit } => {
+            let statuses = status
+                .iter()
+                .map(|s| render::parse_status(s))
+                .collect::<Result<Vec<_>, _>>()?;
+            let runs = client
+                .list_runs(pb::ListRunsRequest {
+                    statuses: statuses.into_iter().map(i32::from).collect(),
+                    limit: *limit,
+                })
+                .await?
+                .into_inner();
+            out.runs(&runs);
+        }
+        Command::Keys { .. } => {}
+    }
+    Ok(exit::OK)
+}
+
+/// Follows WatchRun to the end; the exit code says how the run ended.
+async fn watch(client: &mut Client, run: &str, out: &render::Out) -> Result<u8, OpsError> {
+    let mut events = client
+        .watch_run(pb::WatchRunRequest {
+            run_id: run.to_owned(),
+            after_seq: 0,
+        })
+        .await?
+        .into_inner();
+    let mut progress = out.progress();
+    while let Some(event) = events.next().await {
+        let event = event?;
+        progress.event(&event);
+        if event.kind() == pb::RunEventKind::RunFinished {
+            progress.finish();
+            return Ok(match event.run_status() {
+                pb::RunStatus::Succeeded => exit::OK,
+                pb::RunStatus::Cancelled => exit::RUN_CANCELLED,
+                pb::RunStatus::Compensated => exit::RUN_COMPENSATED,
+                _ => exit::RUN_FAILED,
+            });
+        }
+    }
+    progress.finish();
+    Err(OpsError::Unavailable(format!(
+        "the watch of run {run} ended before the run finished; watch again"
+    )))
+}

@@ -1,17 +1,25 @@
+use std::process::ExitCode;
+
 use clap::Parser;
 
-/// canton-ops: the operator CLI over the coordinator API.
-#[derive(Parser, Debug)]
-#[command(version)]
-struct Args {
-    /// Log line format on stderr.
-    #[arg(long, value_enum, default_value_t)]
-    log_format: sidecar_telemetry::LogFormat,
-}
-
-fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
-    let _telemetry = sidecar_telemetry::init(args.log_format);
-    tracing::info!(version = env!("CARGO_PKG_VERSION"), "canton-ops started");
-    Ok(())
+fn main() -> ExitCode {
+    let cli = canton_ops::Cli::parse();
+    let _telemetry = sidecar_telemetry::init(cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("canton-ops: cannot start the runtime: {error}");
+            return ExitCode::from(canton_ops::exit::INTERNAL);
+        }
+    };
+    match runtime.block_on(canton_ops::run(cli)) {
+        Ok(code) => ExitCode::from(code),
+        Err(error) => {
+            eprintln!("canton-ops: {error}");
+            ExitCode::from(error.exit_code())
+        }
+    }
 }

@@ -149,7 +149,7 @@ pub struct AgentAnswer {
 #[derive(Clone, Debug)]
 pub enum Input {
     Event(Event),
-    Ack(AgentAnswer),
+    Ack(Box<AgentAnswer>),
 }
 
 #[derive(Clone)]

@@ -225,3 +225,55 @@ async fn the_read_only_token_cannot_change_state_and_a_bad_token_is_refused() {
     assert_eq!(refused.code(), tonic::Code::Unauthenticated);
     let _ = Duration::ZERO;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_member_is_retried_under_its_command_id_and_no_sequencer_is_dumped() {
+    let server = NatsServer::shared_or_start().unwrap();
+    let harness = Harness::new(server.url(), demo_nodes()).await;
+    harness.responder.set("m1", Behaviour::Fail);
+    let coordinator = harness.coordinator().await;
+    let epoch = coordinator.driving().await.unwrap();
+    let mut ops = client(coordinator.api_addr, OPERATOR_TOKEN).await;
+    let run_id = ops
+        .start_run(start("backup", "fails", &[]))
+        .await
+        .unwrap()
+        .into_inner()
+        .run
+        .unwrap()
+        .run_id;
+    let run = wait_for_run(&mut ops, &run_id, "failing backup finished", finished).await;
+    assert_eq!(run.status(), pb::RunStatus::Failed, "{run:#?}");
+    let executed = harness.responder.executed();
+    let m1: Vec<(String, u32)> = executed
+        .iter()
+        .filter(|e| e.node == "m1")
+        .map(|e| (e.command_id.clone(), e.attempt))
+        .collect();
+    let id = format!("{run_id}/members/m1");
+    assert_eq!(m1, [(id.clone(), 1), (id.clone(), 2), (id, 3)]);
+    assert!(executed.iter().all(|e| e.epoch == epoch));
+    assert!(
+        !executed
+            .iter()
+            .any(|e| e.command_id.contains("/sequencers/"))
+    );
+    let members = step(&run, "members");
+    let m1 = members.nodes.iter().find(|n| n.node == "m1").unwrap();
+    assert!(m1.detail.contains("refuses in this test"), "{m1:?}");
+
+    // The StartRun is in the audit stream.
+    let stream = harness
+        .network
+        .jetstream
+        .get_stream(harness.names.audit_stream())
+        .await
+        .unwrap();
+    let last = stream
+        .get_last_raw_message_by_subject(&harness.names.audit("start_run"))
+        .await
+        .unwrap();
+    let record: serde_json::Value = serde_json::from_slice(&last.payload).unwrap();
+    assert_eq!(record["run"], run_id.as_str());
+    assert_eq!(record["outcome"], "started");
+}

@@ -3,6 +3,7 @@
 //! per attempt, and answers with signed acks.
 
 use std::collections::{BTreeMap, HashMap};
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -173,8 +174,8 @@ pub struct Executed {
 #[derive(Default)]
 struct NodeMemory {
     confirmed_epoch: u64,
-    journal: BTreeMap<String, BodyHash>,
-    revoked_up_to: HashMap<String, u32>,
+    journal: BTreeMap<(String, u32), BodyHash>,
+    revoked_up_to: BTreeMap<String, u32>,
 }
 
 /// Agents stand-in: one task per node on its own durable consumer.
@@ -281,7 +282,6 @@ fn handle(
     executed: &Mutex<Vec<Executed>>,
 ) -> Option<pb::Ack> {
     let policy = AgentPolicy::own_organisation(ORG);
-    let no_revocations = std::collections::BTreeSet::<String>::new();
     let ctx = CheckContext {
         network: names.network().as_str(),
         organisation: ORG,
@@ -293,7 +293,7 @@ fn handle(
         keys,
         policy: &policy,
         journal: &memory.journal,
-        revoked: &no_revocations,
+        revoked: &memory.revoked_up_to,
     };
     let decoded = sidecar_trust::decode_envelope(raw)
         .ok()
@@ -322,18 +322,10 @@ fn handle(
         ack.status = pb::AckStatus::Done.into();
         return Some(ack);
     }
-    if memory
-        .revoked_up_to
-        .get(&decoded.command_id)
-        .is_some_and(|up_to| decoded.attempt <= *up_to)
-    {
-        ack.status = pb::AckStatus::Rejected.into();
-        ack.reject_reason = pb::RejectReason::Revoked.into();
-        return Some(ack);
-    }
-    memory
-        .journal
-        .insert(decoded.command_id.clone(), checked.body_hash);
+    memory.journal.insert(
+        (decoded.command_id.clone(), decoded.attempt),
+        checked.body_hash,
+    );
     match decoded.action.as_ref().and_then(|a| a.kind.as_ref()) {
         Some(Kind::Fence(fence)) => {
             memory.confirmed_epoch = memory.confirmed_epoch.max(fence.epoch);
@@ -381,12 +373,8 @@ fn handle(
     }
 }
 
-pub type Client = CoordinatorServiceClient<
-    InterceptedService<
-        Channel,
-        Box<dyn FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Send>,
-    >,
->;
+type Auth = Box<dyn FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Send>;
+pub type Client = CoordinatorServiceClient<InterceptedService<Channel, Auth>>;
 
 pub async fn client(addr: std::net::SocketAddr, token: &'static str) -> Client {
     let channel = Channel::from_shared(format!("http://{addr}"))
@@ -394,9 +382,7 @@ pub async fn client(addr: std::net::SocketAddr, token: &'static str) -> Client {
         .connect()
         .await
         .unwrap();
-    let auth: Box<
-        dyn FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Send,
-    > = Box::new(move |mut request: tonic::Request<()>| {
+    let auth: Auth = Box::new(move |mut request: tonic::Request<()>| {
         request
             .metadata_mut()
             .insert("authorization", format!("Bearer {token}").parse().unwrap());

@@ -1,0 +1,377 @@
+//! Text and JSON output. JSON is one object per line, with stable field names.
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use proto_sidecar as pb;
+use serde_json::{Value, json};
+
+use crate::{OpsError, Output};
+
+pub struct Out {
+    output: Output,
+}
+
+fn enum_name(name: &str, prefix: &str) -> String {
+    name.strip_prefix(prefix)
+        .unwrap_or(name)
+        .to_ascii_lowercase()
+}
+
+pub fn run_status(status: pb::RunStatus) -> String {
+    enum_name(status.as_str_name(), "RUN_STATUS_")
+}
+
+fn step_status(status: pb::StepStatus) -> String {
+    enum_name(status.as_str_name(), "STEP_STATUS_")
+}
+
+fn ack_status(status: pb::AckStatus) -> String {
+    enum_name(status.as_str_name(), "ACK_STATUS_")
+}
+
+pub fn parse_status(text: &str) -> Result<pb::RunStatus, OpsError> {
+    pb::RunStatus::from_str_name(&format!("RUN_STATUS_{}", text.to_ascii_uppercase().replace('-', "_")))
+        .ok_or_else(|| OpsError::Usage(format!(
+            "--status {text:?}: expected pending, running, awaiting_approval, awaiting_decision, succeeded, failed, cancelled or compensated"
+        )))
+}
+
+fn node_json(node: &pb::NodeResult) -> Value {
+    let mut value = json!({
+        "node": node.node,
+        "command_id": node.command_id,
+        "attempt": node.attempt,
+        "status": ack_status(node.status()),
+        "detail": node.detail,
+        "result_hash": hex::encode(&node.result_hash),
+    });
+    if !node.result.is_empty() {
+        value["result"] = serde_json::from_slice(&node.result)
+            .unwrap_or_else(|_| Value::String(hex::encode(&node.result)));
+    }
+    if let Some(progress) = &node.progress {
+        value["progress"] = json!({"done": progress.done, "total": progress.total});
+    }
+    value
+}
+
+pub fn summary_json(run: &pb::RunSummary) -> Value {
+    json!({
+        "run_id": run.run_id,
+        "runbook": run.runbook,
+        "status": run_status(run.status()),
+        "current_step": run.current_step,
+        "owner_epoch": run.owner_epoch,
+        "detail": run.detail,
+        "nodes": run.nodes,
+        "started_at_unix_ms": run.started_at_unix_ms,
+        "finished_at_unix_ms": run.finished_at_unix_ms,
+        "steps": run.steps.iter().map(|step| json!({
+            "step": step.step,
+            "status": step_status(step.status()),
+            "started_at_unix_ms": step.started_at_unix_ms,
+            "finished_at_unix_ms": step.finished_at_unix_ms,
+            "detail": step.detail,
+            "nodes": step.nodes.iter().map(node_json).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn event_json(event: &pb::RunEvent) -> Value {
+    let mut value = json!({
+        "run_id": event.run_id,
+        "seq": event.seq,
+        "at_unix_ms": event.at_unix_ms,
+        "kind": enum_name(event.kind().as_str_name(), "RUN_EVENT_KIND_"),
+        "run_status": run_status(event.run_status()),
+    });
+    if !event.step.is_empty() {
+        value["step"] = json!(event.step);
+        value["step_status"] = json!(step_status(event.step_status()));
+    }
+    if !event.node.is_empty() {
+        value["node"] = json!(event.node);
+    }
+    if let Some(node) = &event.node_result {
+        value["node_result"] = node_json(node);
+    }
+    if !event.message.is_empty() {
+        value["message"] = json!(event.message);
+    }
+    if let Some(run) = &event.run {
+        value["run"] = summary_json(run);
+    }
+    value
+}
+
+fn line(value: &Value) {
+    println!("{value}");
+}
+
+impl Out {
+    pub fn new(output: Output) -> Self {
+        Self { output }
+    }
+
+    pub fn json(&self) -> bool {
+        self.output == Output::Json
+    }
+
+    pub fn value(&self, value: &Value) {
+        line(value);
+    }
+
+    pub fn nodes(&self, nodes: &pb::ListNodesResponse) {
+        for view in &nodes.nodes {
+            let state = view.state.clone().unwrap_or_default();
+            let health = enum_name(view.health().as_str_name(), "NODE_HEALTH_");
+            let kind = enum_name(state.kind().as_str_name(), "NODE_KIND_");
+            let id = if state.replica.is_empty() {
+                state.node.clone()
+            } else {
+                format!("{}.{}", state.node, state.replica)
+            };
+            if self.json() {
+                line(&json!({
+                    "node": id, "kind": kind, "organisation": state.organisation,
+                    "health": health, "heartbeat_age_ms": view.heartbeat_age_ms,
+                    "verdict_suspended": view.verdict_suspended,
+                    "condition": enum_name(state.condition().as_str_name(), "NODE_CONDITION_"),
+                }));
+            } else {
+                println!(
+                    "{id:<16} {kind:<12} {:<10} {health:<8} {}",
+                    state.organisation,
+                    if view.verdict_suspended {
+                        "(verdicts suspended)"
+                    } else {
+                        ""
+                    }
+                );
+            }
+        }
+    }
+
+    pub fn plan(&self, plan: &pb::PlanResponse) {
+        if self.json() {
+            for step in &plan.steps {
+                line(&json!({
+                    "step": step.step, "kind": step.kind, "action": step.action, "nodes": step.nodes,
+                    "timeout_ms": step.timeout_ms, "max_attempts": step.max_attempts,
+                    "idempotency": step.idempotency, "fix_forward": step.fix_forward,
+                    "needs_approval": step.needs_approval, "compensated_by": step.compensated_by,
+                }));
+            }
+            for warning in &plan.warnings {
+                line(&json!({"warning": warning}));
+            }
+            return;
+        }
+        println!("runbook {}", plan.runbook);
+        for (index, step) in plan.steps.iter().enumerate() {
+            println!("{:>2}. {}", index + 1, step.description);
+        }
+        for warning in &plan.warnings {
+            println!("warning: {warning}");
+        }
+    }
+
+    pub fn started(&self, run: &pb::RunSummary, existing: bool) {
+        if self.json() {
+            line(&json!({"started": !existing, "existing": existing, "run": summary_json(run)}));
+        } else if existing {
+            println!(
+                "run {} already exists ({})",
+                run.run_id,
+                run_status(run.status())
+            );
+        } else {
+            println!(
+                "started run {} ({} on {})",
+                run.run_id,
+                run.runbook,
+                run.nodes.join(", ")
+            );
+        }
+    }
+
+    pub fn summary(&self, what: &str, run: &pb::RunSummary) {
+        if self.json() {
+            line(&json!({"result": what, "run": summary_json(run)}));
+        } else {
+            println!("{what}: run {} is {}", run.run_id, run_status(run.status()));
+        }
+    }
+
+    pub fn runs(&self, runs: &pb::ListRunsResponse) {
+        for run in &runs.runs {
+            if self.json() {
+                line(&summary_json(run));
+            } else {
+                println!(
+                    "{:<28} {:<11} {:<18} step {}",
+                    run.run_id,
+                    run.runbook,
+                    run_status(run.status()),
+                    if run.current_step.is_empty() {
+                        "-"
+                    } else {
+                        &run.current_step
+                    }
+                );
+            }
+        }
+    }
+
+    pub fn progress(&self) -> Progress {
+        let bars = (!self.json() && std::io::stderr().is_terminal()).then(MultiProgress::new);
+        Progress {
+            json: self.json(),
+            bars,
+            steps: BTreeMap::new(),
+        }
+    }
+}
+
+/// WatchRun rendering: a bar per step on a terminal, plain lines otherwise, JSON per event.
+pub struct Progress {
+    json: bool,
+    bars: Option<MultiProgress>,
+    steps: BTreeMap<String, ProgressBar>,
+}
+
+impl Progress {
+    fn bar(&mut self, step: &str, total: u64) -> Option<&ProgressBar> {
+        let bars = self.bars.as_ref()?;
+        if !self.steps.contains_key(step) {
+            let bar = bars.add(ProgressBar::new(total.max(1)));
+            bar.set_style(
+                ProgressStyle::with_template("{prefix:>14} [{bar:30}] {pos}/{len} {msg}")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar())
+                    .progress_chars("=> "),
+            );
+            bar.set_prefix(step.to_owned());
+            self.steps.insert(step.to_owned(), bar);
+        }
+        self.steps.get(step)
+    }
+
+    fn text(&self, text: String) {
+        match &self.bars {
+            Some(bars) => {
+                let _ = bars.println(text);
+            }
+            None => println!("{text}"),
+        }
+    }
+
+    pub fn event(&mut self, event: &pb::RunEvent) {
+        if self.json {
+            line(&event_json(event));
+            return;
+        }
+        let kind = event.kind();
+        match kind {
+            pb::RunEventKind::Snapshot => {
+                if let Some(run) = &event.run {
+                    self.text(format!(
+                        "run {} ({}) is {}",
+                        run.run_id,
+                        run.runbook,
+                        run_status(run.status())
+                    ));
+                    for step in &run.steps {
+                        let done = step
+                            .nodes
+                            .iter()
+                            .filter(|n| n.status() == pb::AckStatus::Done)
+                            .count() as u64;
+                        if let Some(bar) = self.bar(&step.step, step.nodes.len() as u64) {
+                            bar.set_position(done);
+                            bar.set_message(step_status(step.status()));
+                        }
+                    }
+                }
+            }
+            pb::RunEventKind::StepStarted => {
+                let total = event
+                    .run
+                    .as_ref()
+                    .and_then(|r| r.steps.iter().find(|s| s.step == event.step))
+                    .map_or(1, |s| s.nodes.len() as u64);
+                if self.bars.is_some() {
+                    if let Some(bar) = self.bar(&event.step, total) {
+                        bar.set_message("running");
+                    }
+                } else {
+                    self.text(format!("step {} started", event.step));
+                }
+            }
+            pb::RunEventKind::NodeProgress => {
+                if let Some(progress) = event.node_result.as_ref().and_then(|n| n.progress.as_ref()) {
+                    let text = format!("  {} {}: {}/{}", event.step, event.node, progress.done, progress.total);
+                    match self.bar(&event.step, 1) {
+                        Some(bar) => bar.set_message(text.trim().to_owned()),
+                        None => self.text(text),
+                    }
+                }
+            }
+            pb::RunEventKind::NodeFinished => {
+                let result = event.node_result.clone().unwrap_or_default();
+                let status = ack_status(result.status());
+                let detail = if result.detail.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", result.detail)
+                };
+                if let Some(bar) = self.bar(&event.step, 1) {
+                    if result.status() == pb::AckStatus::Done {
+                        if bar.position() + 1 > bar.length().unwrap_or(1) {
+                            bar.inc_length(1);
+                        }
+                        bar.inc(1);
+                    } else {
+                        let text = format!("  {} {}: {status}{detail}", event.step, event.node);
+                        self.text(text);
+                    }
+                } else {
+                    self.text(format!("  {} {}: {status}{detail}", event.step, event.node));
+                }
+            }
+            pb::RunEventKind::StepFinished => {
+                let status = step_status(event.step_status());
+                match self.steps.get(&event.step) {
+                    Some(bar) => bar.finish_with_message(status),
+                    None => self.text(format!("step {} {status}", event.step)),
+                }
+            }
+            pb::RunEventKind::ApprovalRequired => self.text(format!(
+                "step {} waits for approval: canton-ops approve {} {} --nodes <every node of the step>",
+                event.step, event.run_id, event.step
+            )),
+            pb::RunEventKind::DecisionRequired => self.text(format!(
+                "step {} needs a decision: canton-ops resume {} {} <node> --decision mark-done|retry|abort",
+                event.step, event.run_id, event.step
+            )),
+            pb::RunEventKind::RunFinished => {
+                let mut text = format!("run {} {}", event.run_id, run_status(event.run_status()));
+                if !event.message.is_empty() {
+                    text.push_str(&format!(": {}", event.message));
+                }
+                self.text(text);
+            }
+            pb::RunEventKind::Message => self.text(event.message.clone()),
+            pb::RunEventKind::Unspecified => {}
+        }
+    }
+
+    pub fn finish(&mut self) {
+        for bar in self.steps.values() {
+            if !bar.is_finished() {
+                bar.abandon();
+            }
+        }
+    }
+}
