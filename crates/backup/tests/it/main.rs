@@ -1,0 +1,9 @@
+//! sidecar-backup against real PostgreSQL, real child processes and canton-sim.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod crash;
+mod dump;
+mod lifecycle;
+mod sim;
+mod snapshot;
+mod support;
