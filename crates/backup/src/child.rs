@@ -22,6 +22,9 @@ use crate::error::{Error, ErrorKind, Result};
 const STDOUT_LIMIT: u64 = 1024 * 1024;
 /// Bytes of stderr quoted in errors.
 const STDERR_TAIL: u64 = 4096;
+/// The gate every child starts behind (see [`run_child`]).
+const GATE_SHELL: &str = "/bin/sh";
+const GATE_SCRIPT: &str = r#"read -r go || exit 125; exec "$0" "$@""#;
 /// How long a killed group may take to disappear.
 const KILL_WAIT: Duration = Duration::from_secs(10);
 
@@ -206,8 +209,9 @@ impl Drop for GroupGuard {
     }
 }
 
-/// Runs `command` to completion in its own process group. Cancelling `cancel` (or dropping the
-/// returned future) kills the whole group. A non-zero exit is returned as the output, not as an
+/// Runs `command` to completion in its own process group. The child is held at a gate until
+/// [`Observer::child_started`] recorded its group, so it does no work unrecorded. Cancelling
+/// `cancel` (or dropping the returned future) kills the whole group. A non-zero exit is returned as the output, not as an
 /// error (status commands use it); see [`ChildOutput::success`].
 pub async fn run_child(
     command: &ChildCommand,
@@ -219,10 +223,17 @@ pub async fn run_child(
     }
     let stdout_file = capture_file(command)?;
     let stderr_file = capture_file(command)?;
-    let mut child = tokio::process::Command::new(&command.program)
+    let program = resolve_program(command)?;
+    // The child starts behind a gate: a shell that waits for one line on stdin, then execs the
+    // program (same process, same group). The line is written only once the observer recorded
+    // the group, so nothing works unrecorded; if we die first, the gate reads EOF and exits.
+    let mut child = tokio::process::Command::new(GATE_SHELL)
+        .arg("-c")
+        .arg(GATE_SCRIPT)
+        .arg(&program)
         .args(&command.args)
         .envs(command.env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::null())
+        .stdin(Stdio::piped())
         .stdout(Stdio::from(clone_file(&stdout_file, command)?))
         .stderr(Stdio::from(clone_file(&stderr_file, command)?))
         .process_group(0)
@@ -232,13 +243,14 @@ pub async fn run_child(
             Error::with_source(
                 ErrorKind::Command,
                 format!(
-                    "{}: cannot start `{}`; check that the program exists and is executable",
+                    "{}: cannot start `{}` through {GATE_SHELL}",
                     command.what,
                     command.display()
                 ),
                 e,
             )
         })?;
+    let gate = child.stdin.take();
     let pid = child.id().ok_or_else(|| {
         Error::new(
             ErrorKind::Command,
@@ -267,6 +279,11 @@ pub async fn run_child(
                 command.what
             ),
         ));
+    }
+    if let Some(mut gate) = gate {
+        use tokio::io::AsyncWriteExt as _;
+        // A child that died already (killed from outside) shows in its exit status below.
+        let _ = gate.write_all(b"go\n").await;
     }
     let status = tokio::select! {
         status = child.wait() => status.map_err(|e| Error::io(format!("{}: waiting for the child", command.what), e)),
@@ -421,6 +438,30 @@ async fn wait_group_gone(pgid: u32) -> Result<()> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     Ok(())
+}
+
+/// The program's path: as given when it names a directory, else the first match on `PATH`.
+fn resolve_program(command: &ChildCommand) -> Result<PathBuf> {
+    let program = &command.program;
+    let found = if program.components().count() > 1 {
+        is_executable(program).then(|| program.clone())
+    } else {
+        std::env::var_os("PATH").and_then(|path| {
+            std::env::split_paths(&path)
+                .map(|dir| dir.join(program))
+                .find(|candidate| is_executable(candidate))
+        })
+    };
+    found.ok_or_else(|| {
+        Error::new(
+            ErrorKind::Command,
+            format!(
+                "{}: program {} not found or not executable; install it or give its full path",
+                command.what,
+                program.display()
+            ),
+        )
+    })
 }
 
 /// Whether `path` names an executable file.

@@ -19,7 +19,8 @@ pub const START_PLACEHOLDERS: &[&str] = &["node", "command_id"];
 /// Placeholders of the status command.
 pub const STATUS_PLACEHOLDERS: &[&str] = &["node"];
 
-/// Words the status command may print (first word of its output, any case).
+/// Words the status command may print (the first of them on its first line counts, any case,
+/// so `p1: stopped` works too).
 const RUNNING_WORDS: &[&str] = &["running", "active", "true", "up", "started"];
 const STOPPED_WORDS: &[&str] = &[
     "stopped", "inactive", "false", "down", "exited", "dead", "failed",
@@ -32,7 +33,9 @@ pub struct LifecycleConfig {
     /// `[lifecycle] start`.
     pub start: CommandTemplate,
     /// `[lifecycle] status`: prints `running` or `stopped` (also `active`/`inactive`, as
-    /// `systemctl is-active` does, or `true`/`false`, as `docker inspect -f '{{.State.Running}}'`).
+    /// `systemctl is-active` does, or `true`/`false`, as `docker inspect -f '{{.State.Running}}'`);
+    /// without such a word its exit status decides, as for `is-active` and LSB status
+    /// commands: 0 running, 3 stopped.
     pub status: CommandTemplate,
     /// How long the node may take to reach the state after the hook returned.
     pub wait: Duration,
@@ -95,22 +98,13 @@ impl Lifecycle {
             &[("node", &self.node)],
         );
         let output = run_child(&command, &NoObserver, cancel).await?;
-        let word = output
-            .stdout
-            .split_whitespace()
-            .next()
-            .unwrap_or("")
-            .to_ascii_lowercase();
-        if RUNNING_WORDS.contains(&word.as_str()) {
-            return Ok(NodeStatus::Running);
-        }
-        if STOPPED_WORDS.contains(&word.as_str()) {
-            return Ok(NodeStatus::Stopped);
+        if let Some(status) = status_from_output(&output.stdout, output.status.code()) {
+            return Ok(status);
         }
         Err(Error::new(
             ErrorKind::Command,
             format!(
-                "{} (`{}`) printed {:?} and exited with {}; it must print `running` or `stopped` ({}); stderr: {}",
+                "{} (`{}`) printed {:?} and exited with {}; it must print `running` or `stopped`, or exit 0 (running) or 3 (stopped) ({}); stderr: {}",
                 command.what,
                 command.display(),
                 output.stdout.trim(),
@@ -211,6 +205,27 @@ impl Lifecycle {
     }
 }
 
+/// The status a status command's output and exit code stand for.
+fn status_from_output(stdout: &str, exit_code: Option<i32>) -> Option<NodeStatus> {
+    let first_line = stdout.lines().next().unwrap_or("");
+    for word in first_line.split_whitespace() {
+        let word = word
+            .trim_matches(|c: char| !c.is_ascii_alphanumeric())
+            .to_ascii_lowercase();
+        if RUNNING_WORDS.contains(&word.as_str()) {
+            return Some(NodeStatus::Running);
+        }
+        if STOPPED_WORDS.contains(&word.as_str()) {
+            return Some(NodeStatus::Stopped);
+        }
+    }
+    match exit_code {
+        Some(0) => Some(NodeStatus::Running),
+        Some(3) => Some(NodeStatus::Stopped),
+        _ => None,
+    }
+}
+
 impl StoppedCheck for Lifecycle {
     fn describe(&self) -> String {
         format!("status command of node {}", self.node)
@@ -227,5 +242,36 @@ impl StoppedCheck for Lifecycle {
                 )),
             })
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_words_then_exit_codes_decide() {
+        let cases = [
+            ("running\n", Some(1), Some(NodeStatus::Running)),
+            ("inactive\n", Some(3), Some(NodeStatus::Stopped)),
+            (
+                "participant1: stopped\n",
+                Some(3),
+                Some(NodeStatus::Stopped),
+            ),
+            ("p1: running\n", Some(0), Some(NodeStatus::Running)),
+            ("true\n", Some(0), Some(NodeStatus::Running)),
+            ("", Some(3), Some(NodeStatus::Stopped)),
+            ("", Some(0), Some(NodeStatus::Running)),
+            ("maybe\n", Some(2), None),
+            ("", None, None),
+        ];
+        for (stdout, code, expected) in cases {
+            assert_eq!(
+                status_from_output(stdout, code),
+                expected,
+                "{stdout:?} {code:?}"
+            );
+        }
     }
 }

@@ -1,6 +1,7 @@
 //! sidecar-backup against real PostgreSQL, real child processes and canton-sim.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod children;
 mod crash;
 mod dump;
 mod lifecycle;
