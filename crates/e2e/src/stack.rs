@@ -28,7 +28,18 @@ pub struct AgentProcess {
     pub process: ChildProcess,
 }
 
+/// One organisation's `canton-coordinator` and how to reach its API.
+pub struct CoordinatorProcess {
+    pub organisation: String,
+    pub api_url: String,
+    /// Holds the operator bearer token, for `canton-ops --token-file`.
+    pub operator_token_file: PathBuf,
+    pub config_path: PathBuf,
+    pub process: ChildProcess,
+}
+
 pub struct Stack {
+    pub coordinators: BTreeMap<String, CoordinatorProcess>,
     pub agents: BTreeMap<String, AgentProcess>,
     /// Stops and starts nodes for the agents' lifecycle hooks.
     pub orchestrator: Orchestrator,
@@ -80,6 +91,7 @@ impl Stack {
         let sims: SharedSims = Arc::new(Mutex::new(sims));
         let orchestrator = Orchestrator::serve(sims.clone()).await?;
         let stack = Self {
+            coordinators: BTreeMap::new(),
             agents: BTreeMap::new(),
             orchestrator,
             sims,
@@ -102,10 +114,96 @@ impl Stack {
         Ok(f(&mut sims))
     }
 
-    /// Stops agents (SIGTERM, clean exit expected), then every node, then the servers.
-    /// Returns the agents and nodes that did not stop cleanly.
+    /// Starts `organisation`'s coordinator and waits until it leads (fenced its agents and
+    /// claimed the runs it owns).
+    pub async fn start_coordinator(
+        &mut self,
+        organisation: &str,
+        deadline: Duration,
+    ) -> anyhow::Result<Duration> {
+        let started = Instant::now();
+        let dir = self.dir.path().join(format!("coordinator-{organisation}"));
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let signer = self.keys.coordinator(organisation)?;
+        let port = testkit::free_port()?;
+        let operator_token_file = dir.join("operator.token");
+        std::fs::write(
+            &operator_token_file,
+            format!("{}\n", hex::encode(rand_token())),
+        )?;
+        let config = format!(
+            "network = {network:?}\norganisation = {organisation:?}\nname = \"coordinator-1\"\n\n\
+             [nats]\nurl = {nats:?}\n\n\
+             [signing]\nseed_file = {seed:?}\nkey_id = {key_id:?}\n\n\
+             [network_config]\nfile = {config_file:?}\nconfig_public_key = {config_key:?}\n\
+             config_key_id = {config_key_id:?}\n\n\
+             [api]\nlisten = \"127.0.0.1:{port}\"\noperator_token_file = {token:?}\n\n\
+             [leader]\nlease_ttl = \"4s\"\nshort_lease_for_tests = true\n\n\
+             [driver]\nfence_timeout = \"10s\"\ntick = \"100ms\"\n",
+            network = self.names().network().as_str(),
+            nats = self.nats.url(),
+            seed = self.keys.seed_path(signer.key_id()),
+            key_id = signer.key_id(),
+            config_file = self.keys.network_config_path,
+            config_key = self.keys.config_key_hex(),
+            config_key_id = self.keys.config_signer.key_id(),
+            token = operator_token_file,
+        );
+        let config_path = dir.join("coordinator.toml");
+        std::fs::write(&config_path, config)
+            .with_context(|| format!("writing {}", config_path.display()))?;
+        let mut command = std::process::Command::new(binary_path("canton-coordinator")?);
+        command.arg("--config").arg(&config_path);
+        let mut process = ChildProcess::spawn(
+            &format!("canton-coordinator {organisation}"),
+            command,
+            &dir.join("coordinator.log"),
+            Signal::SIGTERM,
+        )?;
+        let remaining = deadline.saturating_sub(started.elapsed());
+        tokio::task::block_in_place(|| {
+            process.wait_for_log(remaining, |log| {
+                log.contains("leader: runs claimed").then_some(())
+            })
+        })
+        .with_context(|| format!("coordinator of {organisation} did not become leader"))?;
+        self.coordinators.insert(
+            organisation.to_owned(),
+            CoordinatorProcess {
+                organisation: organisation.to_owned(),
+                api_url: format!("http://127.0.0.1:{port}"),
+                operator_token_file,
+                config_path,
+                process,
+            },
+        );
+        Ok(started.elapsed())
+    }
+
+    /// A `canton-ops` command aimed at `organisation`'s coordinator with the operator token.
+    pub fn ops(&self, organisation: &str) -> anyhow::Result<std::process::Command> {
+        let coordinator = self
+            .coordinators
+            .get(organisation)
+            .with_context(|| format!("no coordinator runs for organisation {organisation}"))?;
+        let mut command = std::process::Command::new(binary_path("canton-ops")?);
+        command
+            .arg("--coordinator")
+            .arg(&coordinator.api_url)
+            .arg("--token-file")
+            .arg(&coordinator.operator_token_file);
+        Ok(command)
+    }
+
+    /// Stops coordinators and agents (SIGTERM, clean exit expected), then every node, then
+    /// the servers. Returns what did not stop cleanly.
     pub async fn shutdown(mut self) -> anyhow::Result<Vec<String>> {
         let mut unclean = Vec::new();
+        for (organisation, coordinator) in &mut self.coordinators {
+            if !coordinator.process.stop(Duration::from_secs(10)) {
+                unclean.push(format!("coordinator {organisation}"));
+            }
+        }
         for (id, agent) in &mut self.agents {
             if !agent.process.stop(Duration::from_secs(10)) {
                 unclean.push(format!("agent {id}"));
@@ -231,6 +329,13 @@ impl Stack {
     pub fn work_dir(&self) -> &Path {
         self.dir.path()
     }
+}
+
+fn rand_token() -> [u8; 24] {
+    use rand_core::RngCore;
+    let mut token = [0u8; 24];
+    rand_core::OsRng.fill_bytes(&mut token);
+    token
 }
 
 /// How often the sim network is started afresh when a node lost the race for its port (ports

@@ -9,10 +9,22 @@ use prost::Message;
 use proto_sidecar as pb;
 
 const TOPOLOGY: &str = include_str!("../../demo/network.toml");
+/// The organisation that runs every node of the demo network.
+const ORGANISATION: &str = "operator";
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> std::process::ExitCode {
     let _telemetry = sidecar_telemetry::init(sidecar_telemetry::LogFormat::Text);
+    match demo().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("\ndemo failed: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn demo() -> anyhow::Result<()> {
     let start = Instant::now();
 
     step("infrastructure and canton network (canton-sim: one process and database per node)");
@@ -65,6 +77,13 @@ async fn main() -> anyhow::Result<()> {
         took.as_secs_f64()
     );
     show_heartbeats(&stack, Duration::from_secs(3)).await?;
+
+    step("coordinator (leader by lease; fences every agent of its organisation)");
+    let took = stack
+        .start_coordinator(ORGANISATION, Duration::from_secs(60))
+        .await?;
+    println!("  leader after {:.1}s", took.as_secs_f64());
+    ops(&stack, &["nodes"])?;
 
     step("shutdown");
     let unclean = stack.shutdown().await?;
@@ -124,6 +143,22 @@ async fn show_heartbeats(stack: &Stack, window: Duration) -> anyhow::Result<()> 
             heartbeat.probes.len()
         );
     }
+    Ok(())
+}
+
+/// Runs `canton-ops <args>` against the coordinator, its output shown as it comes.
+fn ops(stack: &Stack, args: &[&str]) -> anyhow::Result<()> {
+    println!("  $ canton-ops {}", args.join(" "));
+    let status = stack
+        .ops(ORGANISATION)?
+        .args(args)
+        .status()
+        .context("running canton-ops")?;
+    anyhow::ensure!(
+        status.success(),
+        "canton-ops {} failed: {status}",
+        args.join(" ")
+    );
     Ok(())
 }
 
