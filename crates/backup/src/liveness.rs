@@ -28,6 +28,7 @@ pub struct NoConnections {
     database: String,
     roles: Vec<String>,
     application_names: Vec<String>,
+    ignored_applications: Vec<String>,
 }
 
 impl NoConnections {
@@ -38,6 +39,7 @@ impl NoConnections {
             database: database.name().to_owned(),
             roles: Vec::new(),
             application_names: Vec::new(),
+            ignored_applications: Vec::new(),
         }
     }
 
@@ -53,6 +55,13 @@ impl NoConnections {
         self
     }
 
+    /// Connections with these application names are not counted: the agent's own (its database
+    /// probe), which a restore terminates itself.
+    pub fn ignoring_applications(mut self, names: Vec<String>) -> Self {
+        self.ignored_applications = names;
+        self
+    }
+
     async fn connections(&self) -> Result<Activity> {
         let client = self.maintenance.connect().await?;
         let rows = client
@@ -62,8 +71,14 @@ impl NoConnections {
                  WHERE datname = $1 AND backend_type = 'client backend' AND pid <> pg_backend_pid()
                    AND (cardinality($2::text[]) = 0 OR usename = ANY($2::text[]))
                    AND (cardinality($3::text[]) = 0 OR application_name = ANY($3::text[]))
+                   AND NOT (coalesce(application_name, '') = ANY($4::text[]))
                  ORDER BY pid",
-                &[&self.database, &self.roles, &self.application_names],
+                &[
+                    &self.database,
+                    &self.roles,
+                    &self.application_names,
+                    &self.ignored_applications,
+                ],
             )
             .await
             .map_err(|e| {

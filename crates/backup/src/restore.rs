@@ -26,6 +26,8 @@ pub const MARKER_TABLE: &str = "sidecar_restore.marker";
 const INVALID_CATALOG_NAME: &str = "3D000";
 /// SQLSTATE of "object in use" (a DROP DATABASE with connections).
 const OBJECT_IN_USE: &str = "55006";
+/// Drop attempts while our own connections keep coming back.
+const DROP_ROUNDS: u32 = 5;
 
 /// One restore command.
 pub struct RestoreJob<'a> {
@@ -34,6 +36,9 @@ pub struct RestoreJob<'a> {
     pub command_id: &'a str,
     /// The node's database, connected to as the node's role (restored objects belong to it).
     pub database: &'a Database,
+    /// Application names of our own connections to the database (the agent's database probe):
+    /// terminated before the drop instead of refusing it.
+    pub own_applications: &'a [String],
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -234,31 +239,48 @@ impl Backups {
             None => format!("CREATE DATABASE {} TEMPLATE template0", quote_ident(name)),
         };
         // No WITH (FORCE): a connection that appeared after the check makes the drop fail,
-        // which is the refusal we want.
-        client
-            .batch_execute(&format!("DROP DATABASE IF EXISTS {}", quote_ident(name)))
-            .await
-            .map_err(|e| {
-                let in_use = e.code().is_some_and(|c| c.code() == OBJECT_IN_USE);
-                let kind = if in_use {
-                    ErrorKind::NotStopped
-                } else {
-                    ErrorKind::Database
-                };
-                Error::with_source(
-                    kind,
-                    format!(
-                        "dropping database {name} of node {} for the restore; {}",
-                        job.node.id,
-                        if in_use {
-                            "something connected after the stop check: stop it and retry"
-                        } else {
-                            "check the role's rights (it must own the database)"
-                        }
-                    ),
-                    e,
-                )
-            })?;
+        // which is the refusal we want. Our own connections are terminated first; one that
+        // reconnected in between costs another round.
+        let drop = format!("DROP DATABASE IF EXISTS {}", quote_ident(name));
+        let mut round = 0;
+        loop {
+            round += 1;
+            if !job.own_applications.is_empty() {
+                client
+                    .execute(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                         WHERE datname = $1 AND application_name = ANY($2::text[]) AND pid <> pg_backend_pid()",
+                        &[&name, &job.own_applications],
+                    )
+                    .await
+                    .map_err(|e| Error::db(format!("terminating our own connections to database {name}"), e))?;
+            }
+            let Err(e) = client.batch_execute(&drop).await else {
+                break;
+            };
+            let in_use = e.code().is_some_and(|c| c.code() == OBJECT_IN_USE);
+            if in_use && round < DROP_ROUNDS && !job.own_applications.is_empty() {
+                continue;
+            }
+            let kind = if in_use {
+                ErrorKind::NotStopped
+            } else {
+                ErrorKind::Database
+            };
+            return Err(Error::with_source(
+                kind,
+                format!(
+                    "dropping database {name} of node {} for the restore; {}",
+                    job.node.id,
+                    if in_use {
+                        "something connected after the stop check: stop it and retry"
+                    } else {
+                        "check the role's rights (it must own the database)"
+                    }
+                ),
+                e,
+            ));
+        }
         client
             .batch_execute(&create)
             .await

@@ -96,6 +96,18 @@ async fn restore_is_refused_while_a_connection_runs_then_restores_and_marks() {
     .await
     .unwrap();
     let connection = tokio::spawn(connection);
+    // The agent's own probe connection: ignored by the check, terminated by the restore.
+    let (probe, probe_connection) = tokio_postgres::connect(
+        &format!(
+            "{} application_name=canton-agent",
+            fixture.pg.conninfo(&fixture.db)
+        ),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .unwrap();
+    let probe_connection = tokio::spawn(probe_connection);
+    let own = ["canton-agent".to_owned()];
     let backups = fixture.backups();
     let database = fixture.database();
     let job = RestoreJob {
@@ -103,8 +115,10 @@ async fn restore_is_refused_while_a_connection_runs_then_restores_and_marks() {
         node: &node("p1"),
         command_id: "run-2/restore/p1",
         database: &database,
+        own_applications: &own,
     };
-    let stopped = NoConnections::to_database(&database, "postgres");
+    let stopped =
+        NoConnections::to_database(&database, "postgres").ignoring_applications(own.to_vec());
     let cancel = CancellationToken::new();
     let refused = backups
         .restore(&job, &stopped, &NoObserver, &cancel)
@@ -141,6 +155,12 @@ async fn restore_is_refused_while_a_connection_runs_then_restores_and_marks() {
         .unwrap();
     assert_eq!(outcome, RestoreOutcome::Restored(Box::new(manifest)));
     assert_eq!(fixture.sql("SELECT count(*) FROM events"), "1000");
+    let ended = probe_connection.await.unwrap();
+    assert!(
+        ended.is_err(),
+        "our own connection was terminated: {ended:?}"
+    );
+    assert!(probe.is_closed());
     assert_eq!(
         fixture.sql("SELECT to_regclass('later') IS NULL"),
         "t",
@@ -201,6 +221,7 @@ async fn corrupted_dump_is_refused_before_anything_is_touched() {
                 node: &node("p1"),
                 command_id: "run-2/restore/p1",
                 database: &database,
+                own_applications: &[],
             },
             &stopped,
             &NoObserver,

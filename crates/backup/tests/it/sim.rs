@@ -145,6 +145,7 @@ async fn heavy_backup_of_a_participant_restores_and_the_node_catches_up() {
         node: &node,
         command_id: "run-2/restore/participant1",
         database: &database,
+        own_applications: &[],
     };
     let oid = || {
         pg.psql(
