@@ -56,6 +56,8 @@ pub struct Stack {
 pub struct StackOptions<'a> {
     pub topology: &'a str,
     pub heartbeat_interval: Duration,
+    /// Agents accept signed commands (trust and journal configured).
+    pub commands: bool,
 }
 
 impl Stack {
@@ -245,7 +247,7 @@ impl Stack {
             sims.nodes()
                 .iter()
                 .map(|node| {
-                    let config = agent_config(self, node, options.heartbeat_interval);
+                    let config = agent_config(self, node, options);
                     (node.id().to_owned(), config)
                 })
                 .collect::<Vec<_>>()
@@ -386,7 +388,7 @@ async fn start_sims(
 }
 
 /// The TOML an operator would write for the agent beside `node`.
-fn agent_config(stack: &Stack, node: &SimNode, heartbeat: Duration) -> String {
+fn agent_config(stack: &Stack, node: &SimNode, options: &StackOptions<'_>) -> String {
     let kind = match node.kind() {
         NodeKind::Participant => "participant",
         NodeKind::Sequencer => "sequencer",
@@ -400,7 +402,7 @@ fn agent_config(stack: &Stack, node: &SimNode, heartbeat: Duration) -> String {
         network = stack.names().network().as_str(),
         node = node.id(),
         url = stack.nats.url(),
-        interval = humantime::format_duration(heartbeat).to_string(),
+        interval = humantime::format_duration(options.heartbeat_interval).to_string(),
         database = node.database(),
     );
     if let Some(admin) = node.admin_url() {
@@ -414,6 +416,22 @@ fn agent_config(stack: &Stack, node: &SimNode, heartbeat: Duration) -> String {
         if let Some(ledger) = node.ledger_url() {
             toml.push_str(&format!("ledger_api_url = {ledger:?}\n"));
         }
+    }
+    if options.commands
+        && let Ok(identity) = stack.keys.agent(node.id())
+    {
+        let dir = stack.agent_dir(node.id());
+        toml.push_str(&format!(
+            "\n[trust]\nnetwork_config = {config:?}\nconfig_key = {config_key:?}\n\
+             ack_key_seed = {seed:?}\nack_key_id = {key_id:?}\norganisation = {org:?}\n\n\
+             [commands]\njournal_dir = {journal:?}\nack_wait = \"10s\"\n",
+            config = stack.keys.network_config_path,
+            config_key = stack.keys.config_key_hex(),
+            seed = stack.keys.seed_path(identity.key_id()),
+            key_id = identity.key_id(),
+            org = identity.organisation(),
+            journal = dir.join("journal"),
+        ));
     }
     toml
 }

@@ -31,6 +31,7 @@ async fn demo() -> anyhow::Result<()> {
     let mut stack = Stack::start(&StackOptions {
         topology: TOPOLOGY,
         heartbeat_interval: Duration::from_millis(500),
+        commands: false,
     })
     .await?;
     println!(

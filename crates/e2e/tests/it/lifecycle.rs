@@ -32,6 +32,7 @@ async fn hook_stops_and_starts_a_sim_node() {
     let stack = Stack::start(&StackOptions {
         topology: TOPOLOGY,
         heartbeat_interval: Duration::from_millis(500),
+        commands: false,
     })
     .await
     .expect("stack");
