@@ -54,6 +54,8 @@ pub struct NodeRef {
     pub id: String,
     pub kind: NodeKind,
     pub organisation: String,
+    /// For an app: the participant it reads from (the backup-set rule compares their offsets).
+    pub participant: Option<String>,
 }
 
 /// One backup command.
@@ -273,6 +275,7 @@ impl Backups {
             node: job.node.id.clone(),
             kind: job.node.kind,
             organisation: job.node.organisation.clone(),
+            participant: job.node.participant.clone(),
             backup_set: job.set.to_owned(),
             command_id: job.command_id.to_owned(),
             method: Method::PgDump,
@@ -469,6 +472,7 @@ impl Backups {
             node: job.node.id.clone(),
             kind: job.node.kind,
             organisation: job.node.organisation.clone(),
+            participant: job.node.participant.clone(),
             backup_set: job.set.to_owned(),
             command_id: job.command_id.to_owned(),
             method: Method::Snapshot,

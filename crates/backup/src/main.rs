@@ -34,6 +34,9 @@ enum Command {
         kind: String,
         #[arg(long, default_value = "default")]
         organisation: String,
+        /// For an app: the participant it reads from.
+        #[arg(long)]
+        participant: Option<String>,
         #[arg(long)]
         command_id: String,
         /// libpq connection string or postgres:// URL of the node's database.
@@ -102,6 +105,7 @@ async fn main() -> anyhow::Result<()> {
             node,
             kind,
             organisation,
+            participant,
             command_id,
             database,
             pg_bin_dir,
@@ -120,6 +124,7 @@ async fn main() -> anyhow::Result<()> {
                 id: node,
                 kind,
                 organisation,
+                participant,
             };
             let job = BackupJob {
                 set: &set,

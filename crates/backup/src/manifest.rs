@@ -25,6 +25,9 @@ pub struct Manifest {
     pub node: String,
     pub kind: NodeKind,
     pub organisation: String,
+    /// For an app: the participant it reads from.
+    #[serde(default)]
+    pub participant: Option<String>,
     pub backup_set: String,
     pub command_id: String,
     pub method: Method,

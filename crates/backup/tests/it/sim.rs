@@ -92,6 +92,7 @@ async fn heavy_backup_of_a_participant_restores_and_the_node_catches_up() {
         id: "participant1".to_owned(),
         kind: NodeKind::Participant,
         organisation: "org1".to_owned(),
+        participant: None,
     };
     let cancel = CancellationToken::new();
     let started = Instant::now();

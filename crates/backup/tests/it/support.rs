@@ -101,6 +101,7 @@ pub fn node(id: &str) -> NodeRef {
         id: id.to_owned(),
         kind: NodeKind::Participant,
         organisation: "org1".to_owned(),
+        participant: None,
     }
 }
 
