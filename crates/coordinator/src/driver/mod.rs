@@ -338,14 +338,16 @@ impl Driver {
         self.stamp(&mut record, &effects, now, epoch);
         let revision = match self.write(&record, None).await {
             Ok(revision) => revision,
-            Err(error) if error.kind == DriverErrorKind::Conflict => {
-                // Created concurrently under the same id (a retried StartRun).
-                if let Some((existing, _)) = self.load(&run_key(record.run_id())).await? {
+            Err(error) => {
+                // Created concurrently under the same id (a retried StartRun)?
+                if error.kind == DriverErrorKind::Conflict
+                    && let Ok(Some((existing, _))) = self.load(&run_key(record.run_id())).await
+                {
                     return Ok((existing, true));
                 }
+                self.release_claims(&record).await;
                 return Err(error);
             }
-            Err(error) => return Err(error),
         };
         let run = record.run_id().to_owned();
         self.active.insert(

@@ -4,6 +4,7 @@
 mod driver;
 mod leadership;
 mod registry;
+mod simulation;
 mod support;
 
 use sidecar_bus::{BusSettings, Names, Network, NetworkId, connect};
