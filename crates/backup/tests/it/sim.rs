@@ -60,21 +60,40 @@ fn quote(path: &Path) -> String {
     format!("'{}'", path.display())
 }
 
+/// Starts [`NETWORK`]; ports are picked free and then bound by the node processes, so a parallel
+/// test may take one first: that attempt is abandoned and the network started under a new name.
+fn start_network(pg: &Postgres, binary: &Path) -> SimNetwork {
+    const ATTEMPTS: usize = 3;
+    for attempt in 1..=ATTEMPTS {
+        let mut spec = NetworkSpec::from_toml(NETWORK).unwrap();
+        spec.name = testkit::unique_id("bk");
+        let started = SimNetwork::start(
+            &spec,
+            LaunchOptions {
+                postgres: PostgresTarget::of(pg),
+                binary,
+                work_dir: None,
+            },
+        );
+        match started {
+            Ok(net) => return net,
+            Err(error)
+                if attempt < ATTEMPTS
+                    && format!("{error:#}").contains("Address already in use") =>
+            {
+                eprintln!("attempt {attempt} lost a port race: {error:#}");
+            }
+            Err(error) => panic!("starting the sim network: {error:#}"),
+        }
+    }
+    unreachable!("the last attempt returns or panics")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn heavy_backup_of_a_participant_restores_and_the_node_catches_up() {
     let pg = Postgres::shared_or_start().unwrap();
-    let mut spec = NetworkSpec::from_toml(NETWORK).unwrap();
-    spec.name = testkit::unique_id("bk");
     let binary = testkit::binary_path("canton-sim").unwrap();
-    let mut net = SimNetwork::start(
-        &spec,
-        LaunchOptions {
-            postgres: PostgresTarget::of(&pg),
-            binary: &binary,
-            work_dir: None,
-        },
-    )
-    .unwrap();
+    let mut net = start_network(&pg, &binary);
     let p1 = net.node("participant1").unwrap();
     let db = p1.database_name().to_owned();
     let ledger_end = || number(&pg, &db, "SELECT ledger_end FROM participant_ledger");
