@@ -216,6 +216,10 @@ pub struct NodeConfig {
     /// commitments and of workload contracts).
     #[serde(default)]
     pub peers: Vec<String>,
+    /// Participants only: serve `ParticipantRepairService` (Canton's
+    /// `features.enable-repair-commands`); without it the service is not bound.
+    #[serde(default)]
+    pub repair_commands_enabled: bool,
 }
 
 fn default_organisation() -> String {

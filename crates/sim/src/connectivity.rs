@@ -401,6 +401,90 @@ impl Connectivity {
         Ok(())
     }
 
+    /// Repair MigrateSynchronizer: the contracts move to the target synchronizer (the sim's
+    /// contracts carry no assignment), the target config is registered with the ids learned by
+    /// a handshake and the source is decommissioned (its registration removed), in one
+    /// transaction with the action log entry.
+    pub async fn migrate(
+        &self,
+        source_alias: &str,
+        target: ConnectionConfig,
+        method: &str,
+    ) -> Result<(), CallError> {
+        target.check()?;
+        let source = self
+            .load(source_alias)
+            .await?
+            .ok_or_else(|| unknown_alias(source_alias))?;
+        if self.load(&target.alias).await?.is_some() {
+            return Err(CantonError::new(
+                Code::AlreadyExists,
+                ids::ALREADY_ADDED,
+                format!(
+                    "The synchronizer with alias {:?} is already registered.",
+                    target.alias
+                ),
+            )
+            .into());
+        }
+        let (learned, _) = self.handshake_any(&target).await?;
+        if source.synchronizer_id.as_deref() == Some(learned.synchronizer_id.as_str()) {
+            return Err(CantonError::new(
+                Code::InvalidArgument,
+                ids::INVALID_ARGUMENT,
+                format!(
+                    "source {source_alias:?} and target {:?} are the same synchronizer {}; migrate to another synchronizer",
+                    target.alias, learned.synchronizer_id
+                ),
+            )
+            .into());
+        }
+        let mut guard = self.db.lock().await?;
+        let tx = guard
+            .client()?
+            .transaction()
+            .await
+            .map_err(|e| Error::db("starting MigrateSynchronizer", e))?;
+        tx.execute(
+            "DELETE FROM participant_synchronizer WHERE alias = $1",
+            &[&source_alias],
+        )
+        .await
+        .map_err(|e| Error::db("decommissioning the source synchronizer", e))?;
+        tx.execute(
+            "INSERT INTO participant_synchronizer
+                (alias, config, manual_connect, priority, sequencer_urls, pinned_physical_id,
+                 synchronizer_id, physical_synchronizer_id)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            &[
+                &target.alias,
+                &target.encoded,
+                &target.manual_connect,
+                &target.priority,
+                &target.sequencer_urls,
+                &target.physical_synchronizer_id,
+                &learned.synchronizer_id,
+                &learned.physical_synchronizer_id,
+            ],
+        )
+        .await
+        .map_err(|e| Error::db("registering the target synchronizer", e))?;
+        log_action(
+            &tx,
+            method,
+            &format!(
+                "source={source_alias} target={} synchronizer={}",
+                target.alias, learned.physical_synchronizer_id
+            ),
+            "OK",
+        )
+        .await?;
+        tx.commit()
+            .await
+            .map_err(|e| Error::db("committing MigrateSynchronizer", e))?;
+        Ok(())
+    }
+
     pub async fn logout(&self, alias: &str) -> Result<(), CallError> {
         if self.load(alias).await?.is_none() {
             return Err(unknown_alias(alias).into());

@@ -132,6 +132,47 @@ const MIGRATIONS: &[(i32, &str)] = &[
         CREATE INDEX topology_transaction_mapping ON topology_transaction (store, mapping_code, mapping_key);
         "#,
     ),
+    (
+        4,
+        r#"
+        CREATE TABLE participant_archived_contract (
+            contract_id text PRIMARY KEY,
+            stakeholders text[] NOT NULL,
+            created_by text NOT NULL,
+            created_ts_micros bigint NOT NULL,
+            created_offset bigint NOT NULL,
+            archived_offset bigint NOT NULL
+        );
+        CREATE TABLE participant_ignored_event (
+            physical_synchronizer_id text NOT NULL,
+            counter bigint NOT NULL,
+            PRIMARY KEY (physical_synchronizer_id, counter)
+        );
+        CREATE TABLE app_state (
+            singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+            processed_offset bigint NOT NULL DEFAULT 0,
+            participant_ledger_end bigint NOT NULL DEFAULT 0,
+            polled_at_micros bigint,
+            migration_id bigint NOT NULL DEFAULT 0
+        );
+        INSERT INTO app_state DEFAULT VALUES;
+        CREATE TABLE vault_key (
+            fingerprint text PRIMARY KEY,
+            name text NOT NULL,
+            purpose integer NOT NULL,
+            public_key bytea NOT NULL,
+            private_key bytea NOT NULL,
+            key_spec integer NOT NULL,
+            usage integer[] NOT NULL,
+            created_at timestamptz NOT NULL DEFAULT clock_timestamp()
+        );
+        CREATE TABLE app_migration_dump (
+            migration_id bigint PRIMARY KEY,
+            created_at_micros bigint NOT NULL,
+            dump text NOT NULL
+        );
+        "#,
+    ),
 ];
 
 /// One connection to the node's database, reopened when it breaks (a Postgres restart must not
@@ -279,6 +320,19 @@ impl Db {
                     ));
                 }
             }
+        }
+        if config.kind() != crate::config::NodeKind::App {
+            // The namespace key the node's identity rests on (the sim derives the fingerprint
+            // from organisation and id instead of from the key).
+            let public_key = config.fingerprint().into_bytes();
+            client
+                .execute(
+                    "INSERT INTO vault_key (fingerprint, name, purpose, public_key, private_key, key_spec, usage)
+                     VALUES ($1, $2, 1, $3, $3, 1, '{1}') ON CONFLICT (fingerprint) DO NOTHING",
+                    &[&config.fingerprint(), &format!("{}-namespace", config.id), &public_key],
+                )
+                .await
+                .map_err(|e| Error::db("recording the namespace key", e))?;
         }
         Ok(())
     }

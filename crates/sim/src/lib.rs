@@ -2,6 +2,7 @@
 //! the demo. One process per node (`canton-sim --kind … --config …`); [`network`] starts a
 //! whole topology of them and hands out [`network::SimNode`] handles.
 
+pub mod acs;
 pub mod config;
 pub mod connectivity;
 pub mod control;

@@ -96,6 +96,29 @@ fn canton_error_of(status: &tonic::Status) -> CallError {
     .into()
 }
 
+/// A refusal the sequencer sent back, with its Canton id and code kept.
+fn canton_error_from_status(status: &tonic::Status) -> CallError {
+    let message = status.message();
+    let known = crate::topology::ids::ALL.iter().chain(&[
+        "INVALID_ARGUMENT",
+        crate::sequencer::DISABLED_MEMBER,
+        "SEQUENCER_OVERLOADED",
+    ]);
+    for id in known {
+        if let Some(rest) = message.strip_prefix(id)
+            && let Some((_, cause)) = rest.split_once("): ")
+        {
+            return CantonError::new(status.code(), id, cause).into();
+        }
+    }
+    CantonError::new(
+        Code::Unavailable,
+        "SYNC_SERVICE_FAILED_SYNCHRONIZER_CONNECTION",
+        format!("the sequencer refused: {message}"),
+    )
+    .into()
+}
+
 impl Member {
     pub fn new(
         db: Arc<Db>,
@@ -316,7 +339,20 @@ impl Member {
         if event.counter <= last_counter {
             return Ok(outgoing);
         }
-        let payload: Option<Payload> = serde_json::from_slice(&event.payload).ok();
+        let ignored = tx
+            .query_opt(
+                "SELECT 1 FROM participant_ignored_event WHERE physical_synchronizer_id = $1 AND counter = $2",
+                &[physical, &event.counter],
+            )
+            .await
+            .map_err(|e| Error::db("reading ignored events", e))?
+            .is_some();
+        // An ignored event (repair) only moves the cursor past it.
+        let payload: Option<Payload> = if ignored {
+            None
+        } else {
+            serde_json::from_slice(&event.payload).ok()
+        };
         if let Some(Payload::Topology { records }) = &payload {
             for encoded in records {
                 let record = hex::decode(encoded)
@@ -327,7 +363,7 @@ impl Member {
                 }
             }
         }
-        if self.is_participant {
+        if self.is_participant && !ignored {
             let interval = handshake.reconciliation_interval_micros.max(1);
             let period_end = ((event.timestamp_micros - 1) / interval) * interval;
             if last_ts > 0 && period_end > (last_ts / interval) * interval {
@@ -383,10 +419,16 @@ impl Member {
                     contract_id,
                     stakeholders,
                 }) if stakeholders.contains(&self.member) => {
-                    next_offset(&tx, event.timestamp_micros).await?;
+                    let offset = next_offset(&tx, event.timestamp_micros).await?;
+                    // Archived contracts are kept aside, so the ACS at an earlier offset can be
+                    // exported.
                     tx.execute(
-                        "DELETE FROM participant_contract WHERE contract_id = $1",
-                        &[&contract_id],
+                        "WITH gone AS (DELETE FROM participant_contract WHERE contract_id = $1 RETURNING *)
+                         INSERT INTO participant_archived_contract
+                             (contract_id, stakeholders, created_by, created_ts_micros, created_offset, archived_offset)
+                         SELECT contract_id, stakeholders, created_by, created_ts_micros, created_offset, $2 FROM gone
+                         ON CONFLICT (contract_id) DO NOTHING",
+                        &[&contract_id, &offset],
                     )
                     .await
                     .map_err(|e| Error::db("archiving a contract", e))?;
@@ -508,6 +550,12 @@ impl Member {
                 if !self.peers.is_empty() {
                     stakeholders.push(self.peers[round % self.peers.len()].clone());
                 }
+                // Parties this participant hosts take turns as an extra stakeholder, so party
+                // exports have contracts to carry.
+                let parties = self.hosted_parties().await?;
+                if !parties.is_empty() {
+                    stakeholders.push(parties[round % parties.len()].clone());
+                }
                 (
                     stakeholders.clone(),
                     Payload::Create {
@@ -519,6 +567,108 @@ impl Member {
         };
         self.send_current(recipients, &payload).await;
         Ok(())
+    }
+
+    /// Parties whose current party-to-participant mapping has this participant as a hosting
+    /// participant (onboarded), sorted.
+    pub async fn hosted_parties(&self) -> Result<Vec<String>, CallError> {
+        use proto_canton::protocol::v30::topology_mapping::Mapping;
+        let uid = self.member.strip_prefix("PAR::").unwrap_or(&self.member);
+        let records = {
+            let mut guard = self.db.lock().await?;
+            crate::topology::query(
+                guard.client()?,
+                &crate::topology::Query {
+                    mapping_code: "party_to_participant",
+                    ..Default::default()
+                },
+            )
+            .await?
+        };
+        let mut parties = Vec::new();
+        for record in &records {
+            if let Some(Mapping::PartyToParticipant(mapping)) =
+                crate::topology::mapping_of(record)?.mapping
+                && record.operation == crate::topology::ADD_REPLACE
+                && mapping
+                    .participants
+                    .iter()
+                    .any(|p| p.participant_uid == uid && p.onboarding.is_none())
+            {
+                parties.push(mapping.party);
+            }
+        }
+        parties.sort();
+        Ok(parties)
+    }
+
+    /// Whether the node has a live sequencer connection.
+    pub async fn is_connected(&self) -> bool {
+        self.link.lock().await.is_some()
+    }
+
+    /// The synchronizer time this member has processed up to (µs), 0 before any event.
+    pub async fn synchronizer_time(&self) -> Result<i64, CallError> {
+        let mut guard = self.db.lock().await?;
+        let row = guard
+            .client()?
+            .query_one(
+                "SELECT coalesce(max(last_ts_micros), 0) FROM member_cursor",
+                &[],
+            )
+            .await
+            .map_err(|e| Error::db("reading the synchronizer time", e))?;
+        Ok(row.get(0))
+    }
+
+    /// Sends a topology change to the sequencer and waits until this node has applied the
+    /// outcome (so a read right after the call sees it).
+    pub async fn submit_topology(
+        &self,
+        mut request: crate::wire::sequencer::SubmitTopologyRequest,
+    ) -> Result<TopologyRecord, CallError> {
+        let link = self.link.lock().await.as_ref().map(|(l, _)| l.clone());
+        let Some(link) = link else {
+            return Err(CantonError::new(
+                Code::FailedPrecondition,
+                "SYNC_SERVICE_SYNCHRONIZER_DISCONNECTED",
+                "the node is not connected to the synchronizer; connect it before changing its topology",
+            )
+            .into());
+        };
+        request.sender = self.member.clone();
+        let mut client = link.client.clone();
+        let record = client
+            .submit_topology(request)
+            .await
+            .map_err(|status| canton_error_from_status(&status))?
+            .into_inner()
+            .record
+            .ok_or_else(|| {
+                CallError::from(Error::new(
+                    crate::error::ErrorKind::Io,
+                    "the sequencer answered a topology change without its record",
+                ))
+            })?;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let applied = {
+                let mut guard = self.db.lock().await?;
+                guard
+                    .client()?
+                    .query_opt(
+                        "SELECT 1 FROM topology_transaction WHERE store = $1 AND transaction_hash = $2 AND proposal = $3",
+                        &[&record.store, &record.transaction_hash, &record.proposal],
+                    )
+                    .await
+                    .map_err(|e| Error::db("reading the topology store", e))?
+                    .is_some()
+            };
+            if applied || tokio::time::Instant::now() >= deadline {
+                return Ok(record);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// A mediator's connection: handshake and subscribe, retrying while the sequencer is

@@ -89,6 +89,9 @@ pub struct NodeSpec {
     pub participant: Option<String>,
     #[serde(default)]
     pub workload: Workload,
+    /// Participants: serve the repair service (Canton's `enable-repair-commands`).
+    #[serde(default)]
+    pub repair_commands_enabled: bool,
 }
 
 impl NetworkSpec {
@@ -747,6 +750,7 @@ fn plan(spec: &NetworkSpec, postgres: &PostgresTarget) -> Result<Vec<(NodeConfig
             participant: None,
             workload: node.workload.clone(),
             peers: Vec::new(),
+            repair_commands_enabled: node.repair_commands_enabled,
         };
         planned.push((config, database_name));
     }

@@ -4,9 +4,11 @@ mod common;
 mod inspection;
 mod mediator;
 mod participant;
+mod party;
 mod schedule;
 mod sequencer;
 mod topology;
+mod topology_write;
 
 use std::sync::Arc;
 
@@ -31,12 +33,17 @@ pub struct Apis {
 }
 
 pub fn routes(context: &Arc<NodeContext>) -> Apis {
-    match context.config.kind() {
+    let mut apis = match context.config.kind() {
         NodeKind::Participant => participant::routes(context),
         NodeKind::Sequencer => sequencer::routes(context),
         NodeKind::Mediator => mediator::routes(context),
         NodeKind::App => Apis::default(),
-    }
+    };
+    // Every node with an admin API proposes topology and holds keys.
+    apis.admin = apis
+        .admin
+        .map(|routes| topology_write::add_services(context, routes));
+    apis
 }
 
 /// The configs a participant registers on its first start, as a console `connect` would

@@ -44,7 +44,8 @@ pub fn routes(context: &Context) -> Apis {
         connectivity,
     };
     Apis {
-        admin: Some(
+        admin: Some(super::party::add_services(
+            context,
             Routes::new(SynchronizerConnectivityServiceServer::new(api.clone()))
                 .add_service(ParticipantStatusServiceServer::new(api.clone()))
                 .add_service(PruningServiceServer::new(api.clone()))
@@ -57,7 +58,7 @@ pub fn routes(context: &Context) -> Apis {
                 )
                 .add_service(super::topology::read_service(context))
                 .add_service(api_info("admin-api")),
-        ),
+        )),
         ledger: Some(
             Routes::new(StateServiceServer::new(api.clone()))
                 .add_service(ParticipantPruningServiceServer::new(api))

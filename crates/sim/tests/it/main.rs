@@ -7,5 +7,6 @@ mod connectivity;
 mod faults;
 mod health;
 mod network;
+mod party;
 mod support;
 mod topology;
