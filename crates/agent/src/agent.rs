@@ -16,6 +16,7 @@ use sidecar_bus::Names;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::commands::{CommandPath, run_commands};
 use crate::config::AgentConfig;
 use crate::connection::Link;
 use crate::context::Context;
@@ -42,6 +43,7 @@ pub struct Agent {
     metrics: AgentMetrics,
     identity: Identity,
     board: ProbeBoard,
+    commands: Option<CommandPath>,
 }
 
 impl Agent {
@@ -60,7 +62,14 @@ impl Agent {
             metrics,
             identity,
             board,
+            commands: None,
         }
+    }
+
+    /// Enables the signed command path (without it the agent only probes and heartbeats).
+    pub fn with_commands(mut self, commands: CommandPath) -> Self {
+        self.commands = Some(commands);
+        self
     }
 
     pub fn identity(&self) -> &Identity {
@@ -73,7 +82,10 @@ impl Agent {
     }
 
     /// Runs until `shutdown` is cancelled, then stops every task within `shutdown.grace`.
-    pub async fn run(self, shutdown: CancellationToken) -> Result<(), AgentError> {
+    pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), AgentError> {
+        if self.commands.is_none() {
+            tracing::info!("no [trust] section: commands are disabled; heartbeats and probes only");
+        }
         let tasks_stop = shutdown.child_token();
         let mut tasks: JoinSet<&'static str> = JoinSet::new();
         for probe in &self.probes {
@@ -99,7 +111,7 @@ impl Agent {
             link = connecting => match link {
                 Some(link) => {
                     let context = self.context(link, tasks_stop.clone());
-                    spawn_bus_tasks(&mut tasks, &context);
+                    spawn_bus_tasks(&mut tasks, &context, self.commands.take());
                     watch(&mut tasks, &shutdown).await
                 }
                 None => Ok(()),
@@ -140,7 +152,20 @@ impl Agent {
     }
 }
 
-fn spawn_bus_tasks(tasks: &mut JoinSet<&'static str>, context: &Context) {
+fn spawn_bus_tasks(
+    tasks: &mut JoinSet<&'static str>,
+    context: &Context,
+    commands: Option<CommandPath>,
+) {
+    if let Some(commands) = commands {
+        let command_context = context.clone();
+        tasks.spawn(async move {
+            if let Err(error) = run_commands(command_context, commands).await {
+                tracing::error!(%error, "command path stopped; not accepting commands");
+            }
+            "commands"
+        });
+    }
     let heartbeat_context = context.clone();
     tasks.spawn(async move {
         run_heartbeats(heartbeat_context).await;

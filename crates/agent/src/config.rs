@@ -103,6 +103,36 @@ pub struct ProbeSchedules {
     pub database: Schedule,
 }
 
+/// Where the agent finds the trust material for signed commands (`[trust]`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TrustConfig {
+    /// The signed `NetworkConfig` envelope (bytes as published by the network's operators).
+    pub network_config: PathBuf,
+    /// The pinned ed25519 public key that must have signed the network configuration.
+    pub config_key: [u8; 32],
+    /// File holding the 32-byte ed25519 seed of the agent's own ack key.
+    pub ack_key_seed: PathBuf,
+    /// The id of that key in the network configuration.
+    pub ack_key_id: String,
+    /// The organisation whose coordinator this agent obeys.
+    pub organisation: String,
+    /// Bound on clock disagreement between coordinator and agent.
+    pub max_clock_skew: Duration,
+}
+
+/// The command consumer and journal (`[commands]`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CommandsConfig {
+    /// Directory of the journal, on a persistent volume.
+    pub journal_dir: PathBuf,
+    /// How long the server waits for an ack before redelivering a command.
+    pub ack_wait: Duration,
+    /// Deliveries of one command before the server gives up on it (a poison command).
+    pub max_deliver: i64,
+    /// Commands delivered and not yet acked at once.
+    pub max_ack_pending: i64,
+}
+
 /// The whole, validated configuration.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AgentConfig {
@@ -121,6 +151,15 @@ pub struct AgentConfig {
     /// libpq connection string or URL of the node's database, for the reachability probe.
     pub database_url: Option<String>,
     pub probes: ProbeSchedules,
+    /// Signed commands; absent = heartbeats and probes only.
+    pub commands: Option<CommandPath>,
+}
+
+/// Trust material and consumer settings of the command path; present only with `[trust]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CommandPath {
+    pub trust: TrustConfig,
+    pub commands: CommandsConfig,
 }
 
 /// A configuration that cannot be used. The message names the key and what to do.
@@ -321,6 +360,11 @@ fn read(keys: &mut Keys) -> Result<AgentConfig, ConfigError> {
         progress: keys.schedule("progress", Duration::from_secs(5))?,
         database: keys.schedule("database", Duration::from_secs(5))?,
     };
+    let commands = if keys.contains_prefix("trust.") || keys.contains_prefix("commands.") {
+        Some(read_command_path(keys)?)
+    } else {
+        None
+    };
     Ok(AgentConfig {
         network,
         node,
@@ -332,7 +376,50 @@ fn read(keys: &mut Keys) -> Result<AgentConfig, ConfigError> {
         canton,
         database_url,
         probes,
+        commands,
     })
+}
+
+fn read_command_path(keys: &mut Keys) -> Result<CommandPath, ConfigError> {
+    let trust = TrustConfig {
+        network_config: keys.path(
+            "trust.network_config",
+            "the path of the signed network configuration file",
+        )?,
+        config_key: keys.parsed(
+            "trust.config_key",
+            "64 hex digits: the ed25519 public key that signs the network configuration",
+            |s| {
+                let mut key = [0u8; 32];
+                hex::decode_to_slice(s, &mut key).ok().map(|()| key)
+            },
+        )?,
+        ack_key_seed: keys.path(
+            "trust.ack_key_seed",
+            "the path of the file with the agent's 32-byte ed25519 ack key seed",
+        )?,
+        ack_key_id: keys.parsed(
+            "trust.ack_key_id",
+            "the agent's ack key id as listed in the network configuration",
+            |s| Some(s.to_owned()),
+        )?,
+        organisation: keys.parsed(
+            "trust.organisation",
+            "an organisation id: 1-128 of [A-Za-z0-9_-]",
+            |s| sidecar_bus::valid_token(s).then(|| s.to_owned()),
+        )?,
+        max_clock_skew: keys.duration("trust.max_clock_skew", Duration::from_secs(2))?,
+    };
+    let commands = CommandsConfig {
+        journal_dir: keys.path(
+            "commands.journal_dir",
+            "the journal directory on a persistent volume",
+        )?,
+        ack_wait: keys.duration("commands.ack_wait", Duration::from_secs(30))?,
+        max_deliver: keys.count("commands.max_deliver", 20, 1..=10_000)?,
+        max_ack_pending: keys.count("commands.max_ack_pending", 64, 1..=100_000)?,
+    };
+    Ok(CommandPath { trust, commands })
 }
 
 /// Flattened `section.key` → value, consumed as keys are read.
@@ -363,6 +450,16 @@ const KNOWN_KEYS: &[&str] = &[
     "database.url",
     "probes.<name>.period",
     "probes.<name>.timeout",
+    "trust.network_config",
+    "trust.config_key",
+    "trust.ack_key_seed",
+    "trust.ack_key_id",
+    "trust.organisation",
+    "trust.max_clock_skew",
+    "commands.journal_dir",
+    "commands.ack_wait",
+    "commands.max_deliver",
+    "commands.max_ack_pending",
 ];
 
 impl Keys {
@@ -479,6 +576,36 @@ impl Keys {
             default,
             |s| humantime::parse_duration(s).ok().filter(|d| !d.is_zero()),
         )
+    }
+
+    fn path(&mut self, key: &str, expected: &str) -> Result<PathBuf, ConfigError> {
+        self.parsed(key, expected, |s| Some(PathBuf::from(s)))
+    }
+
+    /// A whole number within `range`, written as a TOML integer or (from the environment) text.
+    fn count(
+        &mut self,
+        key: &str,
+        default: i64,
+        range: std::ops::RangeInclusive<i64>,
+    ) -> Result<i64, ConfigError> {
+        let Some(value) = self.values.remove(key) else {
+            return Ok(default);
+        };
+        let number = match &value.kind {
+            ValueKind::I64(n) => Some(*n),
+            ValueKind::U64(n) => i64::try_from(*n).ok(),
+            ValueKind::String(text) if text.trim().is_empty() => return Ok(default),
+            ValueKind::String(text) => text.trim().parse().ok(),
+            _ => None,
+        };
+        number.filter(|n| range.contains(n)).ok_or_else(|| {
+            self.invalid(
+                key,
+                &value,
+                &format!("a whole number from {} to {}", range.start(), range.end()),
+            )
+        })
     }
 
     fn schedule(&mut self, probe: &str, default_period: Duration) -> Result<Schedule, ConfigError> {
@@ -647,6 +774,68 @@ admin_url = "http://127.0.0.1:5002"
             "{error}"
         );
         assert!(matches!(error, ConfigError::MissingFile { .. }));
+    }
+
+    const COMMANDS: &str = r#"
+[trust]
+network_config = "/etc/canton-agent/network.cfg"
+config_key = "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a"
+ack_key_seed = "/etc/canton-agent/ack.seed"
+ack_key_id = "org-a/agent-p1"
+organisation = "org-a"
+[commands]
+journal_dir = "/var/lib/canton-agent/journal"
+max_deliver = 5
+"#;
+
+    #[test]
+    fn the_command_path_is_off_without_trust_and_read_with_it() {
+        assert_eq!(parse(MINIMAL, &[]).unwrap().commands, None);
+        let text = format!("{MINIMAL}{COMMANDS}");
+        let path = parse(&text, &[("CANTON_AGENT__COMMANDS__ACK_WAIT", "5s")])
+            .unwrap()
+            .commands
+            .unwrap();
+        assert_eq!(path.trust.organisation, "org-a");
+        assert_eq!(path.trust.config_key[0], 0xd7);
+        assert_eq!(path.trust.max_clock_skew, Duration::from_secs(2));
+        assert_eq!(path.commands.ack_wait, Duration::from_secs(5));
+        assert_eq!(path.commands.max_deliver, 5);
+        assert_eq!(path.commands.max_ack_pending, 64);
+    }
+
+    #[test]
+    fn command_path_errors_name_the_key() {
+        let text = format!("{MINIMAL}{COMMANDS}");
+        let cases: &[(&str, &str, &str)] = &[
+            (
+                "config_key = \"d75a",
+                "config_key = \"zz5a",
+                "trust.config_key",
+            ),
+            (
+                "organisation = \"org-a\"",
+                "organisation = \"org a\"",
+                "trust.organisation",
+            ),
+            ("max_deliver = 5", "max_deliver = 0", "commands.max_deliver"),
+            (
+                "max_deliver = 5",
+                "max_deliver = \"many\"",
+                "commands.max_deliver",
+            ),
+            (
+                "journal_dir = \"/var/lib/canton-agent/journal\"\n",
+                "",
+                "commands.journal_dir",
+            ),
+            ("ack_key_id = \"org-a/agent-p1\"\n", "", "trust.ack_key_id"),
+        ];
+        for (from, to, key) in cases {
+            assert!(text.contains(from), "{from}");
+            let error = parse(&text.replace(from, to), &[]).unwrap_err();
+            assert_eq!(error.key(), Some(*key), "{error}");
+        }
     }
 
     #[test]

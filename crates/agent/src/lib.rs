@@ -1,12 +1,15 @@
 //! The canton-agent sidecar beside one Canton node (or Postgres-backed app): probes the node,
-//! publishes heartbeats and node state to NATS, and (next) executes signed commands.
+//! publishes heartbeats and node state to NATS, and executes signed commands (see [`commands`]
+//! and the action interface in [`actions`]).
 //!
 //! Structure: [`Agent::run`] spawns one task per [`Probe`], then, once NATS is reached, the
 //! heartbeat ticker and the node-state writer; each task gets a [`Context`] (config, identity,
 //! NATS link, probe board, counters, shutdown token) by value. Probes only write the
 //! [`ProbeBoard`]; the bus tasks only read it, so no probe can block a heartbeat.
 
+pub mod actions;
 mod agent;
+pub mod commands;
 pub mod config;
 mod connection;
 mod context;

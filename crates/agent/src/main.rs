@@ -30,12 +30,35 @@ const EXIT_CONFIG: u8 = 78;
 fn main() -> anyhow::Result<ExitCode> {
     let args = Args::parse();
     let _telemetry = sidecar_telemetry::init(args.log_format);
+    // Crash points exist for the kill-at-every-step tests and are inert unless FAILPOINTS is set.
+    let _crash_points = std::env::var_os("FAILPOINTS").map(|points| {
+        tracing::warn!(
+            ?points,
+            "FAILPOINTS set: this agent kills itself at the named crash points"
+        );
+        fail::FailScenario::setup()
+    });
     let config = match AgentConfig::load(&args.config) {
         Ok(config) => config,
         Err(error) => {
             eprintln!("canton-agent: {error}");
             return Ok(ExitCode::from(EXIT_CONFIG));
         }
+    };
+    let trust = match &config.commands {
+        Some(path) => match canton_agent::commands::TrustMaterial::load(
+            &path.trust,
+            &config.network,
+            &config.node,
+            canton_agent::commands::unix_ms_now(),
+        ) {
+            Ok(trust) => Some(trust),
+            Err(error) => {
+                eprintln!("canton-agent: {error}");
+                return Ok(ExitCode::from(EXIT_CONFIG));
+            }
+        },
+        None => None,
     };
     if args.check_config {
         println!("{config:#?}");
@@ -47,11 +70,14 @@ fn main() -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(run(config))?;
+    runtime.block_on(run(config, trust))?;
     Ok(ExitCode::SUCCESS)
 }
 
-async fn run(config: AgentConfig) -> anyhow::Result<()> {
+async fn run(
+    config: AgentConfig,
+    trust: Option<canton_agent::commands::TrustMaterial>,
+) -> anyhow::Result<()> {
     let mut terminate =
         signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
@@ -67,7 +93,21 @@ async fn run(config: AgentConfig) -> anyhow::Result<()> {
         probes = probes.len(),
         "canton-agent started"
     );
-    let agent = Agent::new(config, probes, metrics);
+    let commands = config.commands.clone();
+    let mut agent = Agent::new(config.clone(), probes, metrics);
+    if let (Some(path), Some(trust)) = (commands, trust) {
+        let registry = canton_agent::actions::standard_registry(
+            &config,
+            agent.board(),
+            agent.identity().clone(),
+        )
+        .context("building the action handlers from the [canton] section")?;
+        agent = agent.with_commands(canton_agent::commands::CommandPath {
+            trust,
+            settings: path.commands,
+            registry,
+        });
+    }
     let stop = shutdown.clone();
     tokio::spawn(async move {
         tokio::select! {

@@ -1,8 +1,11 @@
 //! Counters of one agent, passed to every task as a value (no global registry). They travel in
 //! each heartbeat; a `/metrics` exporter can read the same handles.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use sidecar_trust::RejectionReason;
 
 /// One monotonically increasing counter; clones share the count.
 #[derive(Clone, Debug, Default)]
@@ -31,12 +34,65 @@ pub struct AgentMetrics {
     pub state_write_failures: Counter,
     /// Connections established after the first one.
     pub reconnects: Counter,
-    /// Commands seen by the command path (issue 10 counts here).
+    /// Deliveries seen by the command path (redeliveries included).
     pub commands_received: Counter,
+    /// Refused commands, all reasons; per reason in `rejections`.
     pub commands_rejected: Counter,
+    pub rejections: RejectionCounters,
+    pub commands_done: Counter,
+    pub commands_failed: Counter,
+    pub commands_outcome_unknown: Counter,
+    /// Redeliveries of a command whose action was still running (answered with Progress).
+    pub commands_redelivered_running: Counter,
+    /// Redeliveries of a finished command (the recorded outcome was sent again).
+    pub commands_resent: Counter,
+    /// Commands the server stopped redelivering after `max_deliver` (advisories seen).
+    pub commands_poisoned: Counter,
+    pub acks_published: Counter,
+    pub ack_publish_failures: Counter,
+}
+
+/// Rejections by reason: every `RejectionReason`, plus `lost_journal` and `not_supported`.
+#[derive(Clone, Debug)]
+pub struct RejectionCounters(Arc<BTreeMap<&'static str, Counter>>);
+
+/// Reasons the command path adds to the trust check's.
+pub const AGENT_REJECTION_REASONS: [&str; 2] = ["lost_journal", "not_supported"];
+
+impl Default for RejectionCounters {
+    fn default() -> Self {
+        let labels = RejectionReason::ALL
+            .iter()
+            .map(|reason| reason.as_str())
+            .chain(AGENT_REJECTION_REASONS);
+        Self(Arc::new(
+            labels.map(|label| (label, Counter::default())).collect(),
+        ))
+    }
+}
+
+impl RejectionCounters {
+    /// The count of one reason (0 for a label that is not a reason).
+    pub fn get(&self, label: &str) -> u64 {
+        self.0.get(label).map_or(0, Counter::get)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        self.0
+            .iter()
+            .map(|(label, counter)| (*label, counter.get()))
+    }
 }
 
 impl AgentMetrics {
+    /// Counts one refused command under its reason label.
+    pub fn count_rejection(&self, label: &str) {
+        self.commands_rejected.increment();
+        if let Some(counter) = self.rejections.0.get(label) {
+            counter.increment();
+        }
+    }
+
     /// `(name, value)` of every counter, in a stable order.
     pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
         vec![
@@ -50,6 +106,20 @@ impl AgentMetrics {
             ("reconnects", self.reconnects.get()),
             ("commands_received", self.commands_received.get()),
             ("commands_rejected", self.commands_rejected.get()),
+            ("commands_done", self.commands_done.get()),
+            ("commands_failed", self.commands_failed.get()),
+            (
+                "commands_outcome_unknown",
+                self.commands_outcome_unknown.get(),
+            ),
+            (
+                "commands_redelivered_running",
+                self.commands_redelivered_running.get(),
+            ),
+            ("commands_resent", self.commands_resent.get()),
+            ("commands_poisoned", self.commands_poisoned.get()),
+            ("acks_published", self.acks_published.get()),
+            ("ack_publish_failures", self.ack_publish_failures.get()),
         ]
     }
 }

@@ -157,6 +157,28 @@ impl Names {
         format!("agent_{}", node.flat())
     }
 
+    /// The server's advisory when a command to `node` reached the consumer's `max_deliver`
+    /// without an ack (a poison command).
+    pub fn max_deliveries_advisory(&self, node: &NodeId) -> String {
+        format!(
+            "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{}.{}",
+            self.command_stream(),
+            self.agent_consumer(node)
+        )
+    }
+
+    /// Key of an organisation's leadership lease (per-message TTL) in the leader bucket.
+    /// `organisation` must be a [`valid_token`].
+    pub fn lease_key(&self, organisation: &str) -> String {
+        format!("lease.{organisation}")
+    }
+
+    /// Key of an organisation's leadership epoch in the leader bucket (no TTL, advanced by CAS
+    /// on takeover). Its value is JSON with at least `{"epoch": <u64>}`.
+    pub fn epoch_key(&self, organisation: &str) -> String {
+        format!("epoch.{organisation}")
+    }
+
     /// `cs.<net>.ack.<node>.<run>`: acks and results. `run` must be a [`valid_token`].
     pub fn ack(&self, node: &NodeId, run: &str) -> String {
         format!("cs.{}.ack.{}.{run}", self.net, node.flat())
@@ -245,6 +267,12 @@ mod tests {
         assert_eq!(names.agent_consumer(&replica), "agent_p1_a");
         assert_eq!(names.ack(&replica, "run-7"), "cs.dev-1.ack.p1_a.run-7");
         assert_eq!(names.bucket(Bucket::Runs), "cs_dev_1_runs");
+        assert_eq!(
+            names.max_deliveries_advisory(&replica),
+            "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.CS_DEV-1_CMD.agent_p1_a"
+        );
+        assert_eq!(names.epoch_key("org-a"), "epoch.org-a");
+        assert_eq!(names.lease_key("org-a"), "lease.org-a");
         assert_eq!(replica.logical(), "p1");
         assert_eq!(replica.replica(), Some("a"));
     }

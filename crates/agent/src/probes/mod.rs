@@ -15,6 +15,23 @@ use canton_client::{CantonClient, ClientConfig, EndpointConfig};
 use crate::config::{AgentConfig, NodeKind};
 use crate::probe::Probe;
 
+/// The client of the node's Canton APIs; `None` for apps (no admin API).
+pub fn canton_client(config: &AgentConfig) -> Result<Option<CantonClient>, canton_client::Error> {
+    let Some(canton) = &config.canton else {
+        return Ok(None);
+    };
+    let kind = match config.kind {
+        NodeKind::Participant => canton_client::NodeKind::Participant,
+        NodeKind::Sequencer => canton_client::NodeKind::Sequencer,
+        NodeKind::Mediator => canton_client::NodeKind::Mediator,
+        NodeKind::App => return Ok(None),
+    };
+    let mut client_config = ClientConfig::new(config.node.as_str(), kind, canton.admin_url.clone());
+    client_config.health = canton.grpc_health_url.clone().map(EndpointConfig::new);
+    client_config.ledger = canton.ledger_api_url.clone().map(EndpointConfig::new);
+    CantonClient::new(client_config).map(Some)
+}
+
 /// Every probe the configuration asks for. Canton probes need an admin API; the gRPC health,
 /// HTTP health and ledger-end probes need their endpoint. Without an HTTP health endpoint the
 /// node's health comes from gRPC health and the status `active` flag alone.
@@ -30,18 +47,8 @@ pub fn from_config(config: &AgentConfig) -> Result<Vec<Arc<dyn Probe>>, canton_c
                 schedules.http_health,
             )));
         }
-        let kind = match config.kind {
-            NodeKind::Participant => Some(canton_client::NodeKind::Participant),
-            NodeKind::Sequencer => Some(canton_client::NodeKind::Sequencer),
-            NodeKind::Mediator => Some(canton_client::NodeKind::Mediator),
-            NodeKind::App => None,
-        };
-        if let Some(kind) = kind {
-            let mut client_config =
-                ClientConfig::new(config.node.as_str(), kind, canton.admin_url.clone());
-            client_config.health = canton.grpc_health_url.clone().map(EndpointConfig::new);
-            client_config.ledger = canton.ledger_api_url.clone().map(EndpointConfig::new);
-            let client = CantonClient::new(client_config)?;
+        if let Some(client) = canton_client(config)? {
+            let kind = client.node_kind();
             probes.push(Arc::new(StatusProbe::new(&client, schedules.status)));
             if canton.grpc_health_url.is_some() {
                 probes.push(Arc::new(GrpcHealthProbe::new(

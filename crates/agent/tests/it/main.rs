@@ -3,5 +3,7 @@
 
 mod binary;
 mod bus;
+mod command_support;
+mod commands;
 mod sim;
 mod support;

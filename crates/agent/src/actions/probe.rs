@@ -1,0 +1,116 @@
+//! `probe`: the node's current probe board as the result, read-only. Names select parts:
+//! `snapshot_point` (sequencer time, counter, ledger end), `connected_synchronizers`,
+//! `probes` (each probe's latest status); empty = all.
+
+use std::collections::BTreeMap;
+
+use futures::future::BoxFuture;
+use proto_sidecar::action::Kind;
+use serde_json::{Value, json};
+
+use super::{
+    ActionContext, ActionError, ActionHandler, ActionName, ActionOutput, Command, Idempotency,
+};
+use crate::probe::{ProbeBoard, ProbeOutcome};
+use crate::report::Identity;
+
+const PARTS: [&str; 3] = ["snapshot_point", "connected_synchronizers", "probes"];
+
+pub struct ProbeAction {
+    board: ProbeBoard,
+    identity: Identity,
+}
+
+impl ProbeAction {
+    pub fn new(board: ProbeBoard, identity: Identity) -> Self {
+        Self { board, identity }
+    }
+
+    fn answer(&self, names: &[String]) -> Result<ActionOutput, ActionError> {
+        if let Some(unknown) = names.iter().find(|n| !PARTS.contains(&n.as_str())) {
+            return Err(ActionError::Failed(format!(
+                "{}: unknown probe part {unknown:?}; known: {}",
+                self.identity.node,
+                PARTS.join(", ")
+            )));
+        }
+        let wanted = |part: &str| names.is_empty() || names.iter().any(|n| n == part);
+        let observation = crate::report::observe(&self.identity, &self.board.snapshot());
+        let facts = &observation.assessment.facts;
+        let mut result = BTreeMap::new();
+        result.insert("node", json!(self.identity.node.as_str()));
+        result.insert(
+            "condition",
+            json!(observation.assessment.condition.to_string()),
+        );
+        if wanted("snapshot_point") {
+            result.insert(
+                "snapshot_point",
+                json!({
+                    "sequencer_timestamp_micros": facts.sequencer_timestamp_micros,
+                    "sequencer_counter": facts.sequencer_counter,
+                    "ledger_end": facts.ledger_end,
+                }),
+            );
+        }
+        if wanted("connected_synchronizers") {
+            let synchronizers: Vec<Value> = facts
+                .synchronizers
+                .iter()
+                .flatten()
+                .map(|s| json!({"alias": s.alias, "id": s.id, "healthy": s.healthy}))
+                .collect();
+            result.insert("connected_synchronizers", Value::Array(synchronizers));
+        }
+        if wanted("probes") {
+            let board = self.board.snapshot();
+            let probes: Vec<Value> = board
+                .iter()
+                .map(|(name, record)| {
+                    let status = match record.as_ref().map(|r| &r.outcome) {
+                        None => "pending",
+                        Some(ProbeOutcome::Healthy(_)) => "ok",
+                        Some(_) => "failing",
+                    };
+                    let reason = record
+                        .as_ref()
+                        .and_then(|r| r.outcome.reason(name))
+                        .map(|r| r.to_string());
+                    json!({"name": name, "status": status, "reason": reason})
+                })
+                .collect();
+            result.insert("probes", Value::Array(probes));
+        }
+        Ok(ActionOutput {
+            result: serde_json::to_vec(&result).unwrap_or_default(),
+            detail: format!("{}: probe board read", self.identity.node),
+        })
+    }
+}
+
+impl ActionHandler for ProbeAction {
+    fn kind(&self) -> ActionName {
+        ActionName::Probe
+    }
+
+    fn idempotency(&self) -> Idempotency {
+        Idempotency::Natural
+    }
+
+    fn read_only(&self) -> bool {
+        true
+    }
+
+    fn run(
+        &self,
+        command: Command,
+        _context: ActionContext,
+    ) -> BoxFuture<'static, Result<ActionOutput, ActionError>> {
+        let names = match command.action.and_then(|a| a.kind) {
+            Some(Kind::Probe(probe)) => probe.names,
+            _ => Vec::new(),
+        };
+        let answer = self.answer(&names);
+        Box::pin(async move { answer })
+    }
+}

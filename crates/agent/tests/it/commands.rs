@@ -1,0 +1,551 @@
+//! The command path in this process against a real nats-server and a canton-sim participant:
+//! every rejection executes nothing (the sim's own action log is the witness), a redelivery
+//! during a running action does not run it again, fences depose old epochs, mutating actions on
+//! a node never overlap, and a lost journal refuses commands issued before the restart.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use canton_agent::actions::{
+    ActionContext, ActionError, ActionHandler, ActionName, ActionOutput, Command, Idempotency,
+};
+use canton_sim::{Fault, FaultRule};
+use futures::future::BoxFuture;
+use prost::Message;
+use proto_sidecar as pb;
+use proto_sidecar::action::Kind;
+use sidecar_bus::Bucket;
+use sidecar_trust::{KeyPurpose, SigningIdentity};
+use testkit::{NatsServer, Postgres};
+use tokio::sync::Semaphore;
+
+use crate::command_support::*;
+use crate::support::{config, network, wait_for};
+
+const CONNECTIVITY: &str =
+    "/com.digitalasset.canton.admin.participant.v30.SynchronizerConnectivityService";
+
+struct Setup {
+    _nats: NatsServer,
+    _postgres: Postgres,
+    sims: canton_sim::SimNetwork,
+    net: sidecar_bus::Network,
+    trust: Trust,
+    dir: tempfile::TempDir,
+    acks: Acks,
+    url: String,
+}
+
+async fn setup() -> Setup {
+    show_logs();
+    let nats = NatsServer::shared_or_start().unwrap();
+    let postgres = Postgres::shared_or_start().unwrap();
+    let sims = start_sim(&postgres).await;
+    let net = network(nats.url()).await;
+    let trust = Trust::new(net.names.network().as_str());
+    let acks = Acks::collect(&net, &trust).await;
+    Setup {
+        url: nats.url().to_owned(),
+        _nats: nats,
+        _postgres: postgres,
+        sims,
+        net,
+        trust,
+        dir: tempfile::tempdir().unwrap(),
+        acks,
+    }
+}
+
+impl Setup {
+    fn agent(&self, ack_wait: Duration, extra: Vec<Arc<dyn ActionHandler>>) -> RunningAgent {
+        let mut agent_config = config(&self.url, &self.net, NODE);
+        agent_config.canton = Some(canton_config(&self.sims));
+        let trust_config = self.trust.write(self.dir.path());
+        RunningAgent::start(
+            agent_config,
+            &trust_config,
+            commands_config(&self.dir.path().join("journal"), ack_wait),
+            extra,
+        )
+    }
+
+    async fn send(&self, command: &pb::Command) {
+        publish(&self.net, self.trust.sign(command)).await;
+    }
+
+    async fn reconnect_participant(&self) {
+        let client = participant_client(&self.sims);
+        client.reconnect_all_synchronizers(false).await.unwrap();
+        wait_for("participant reconnected", DEADLINE, || async {
+            client
+                .list_connected_synchronizers()
+                .await
+                .is_ok_and(|list| !list.is_empty())
+        })
+        .await;
+    }
+}
+
+fn fence(trust: &Trust, run: &str, epoch: u64) -> pb::Command {
+    trust.command(run, "fence", Kind::Fence(pb::Fence { epoch }), epoch)
+}
+
+fn probe() -> Kind {
+    Kind::Probe(pb::Probe::default())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heavy_every_rejection_reason_executes_nothing_and_a_valid_command_runs_once() {
+    let s = setup().await;
+    let agent = s.agent(Duration::from_secs(30), Vec::new());
+    let log = ActionLog::from_now(&s.sims).await;
+    let trust = &s.trust;
+    const EPOCH: u64 = 3;
+
+    s.send(&fence(trust, "f1", EPOCH)).await;
+    s.acks
+        .wait("f1/fence/participant1", pb::AckStatus::Done)
+        .await;
+    let journalled = trust.command("rp", "probe", probe(), EPOCH);
+    s.send(&journalled).await;
+    s.acks
+        .wait("rp/probe/participant1", pb::AckStatus::Done)
+        .await;
+    let revoke = trust.command(
+        "rv0",
+        "revoke",
+        Kind::Revoke(pb::Revoke {
+            command_id: "rv/disconnect/participant1".into(),
+            up_to_attempt: 1,
+        }),
+        EPOCH,
+    );
+    s.send(&revoke).await;
+    s.acks
+        .wait("rv0/revoke/participant1", pb::AckStatus::Done)
+        .await;
+
+    let disconnect = |run: &str| trust.command(run, "disconnect", disconnect_all(), EPOCH);
+    let changed = |run: &str, change: &dyn Fn(&mut pb::Command)| {
+        let mut command = disconnect(run);
+        change(&mut command);
+        command
+    };
+    let rogue = SigningIdentity::from_seed("org-a/rogue", KeyPurpose::Coordinator, ORG, [66; 32]);
+    let mut bad_signature = sidecar_trust::sign_command(&trust.coordinator, &disconnect("bs"));
+    bad_signature.signature[5] ^= 1;
+    let mut wrong_org = disconnect("wo");
+    wrong_org.organisation = "org-b".into();
+    let mut replay = journalled.clone();
+    replay.traceparent = "00-other".into();
+
+    // (reason, envelope bytes, the run of the signed Rejected ack, when one is due: the
+    // signature verified and the command names this node)
+    let cases: Vec<(&str, Vec<u8>, Option<&str>)> = vec![
+        ("bad_signature", bad_signature.encode_to_vec(), None),
+        (
+            "unknown_key",
+            sidecar_trust::sign_command(&rogue, &disconnect("uk")).encode_to_vec(),
+            None,
+        ),
+        (
+            "wrong_network",
+            trust.sign(&changed("wn", &|c| c.network = "elsewhere".into())),
+            Some("wn"),
+        ),
+        (
+            "wrong_node",
+            trust.sign(&changed("wd", &|c| {
+                c.node = "participant9".into();
+                c.command_id = "wd/disconnect/participant9".into();
+            })),
+            None,
+        ),
+        (
+            "wrong_organisation",
+            sidecar_trust::sign_command(&trust.other_coordinator, &wrong_org).encode_to_vec(),
+            Some("wo"),
+        ),
+        (
+            "expired",
+            trust.sign(&changed("ex", &|c| {
+                c.issued_at_unix_ms -= 1_200_000;
+                c.expires_at_unix_ms = now_ms() - 600_000;
+            })),
+            Some("ex"),
+        ),
+        (
+            "not_yet_valid",
+            trust.sign(&changed("ny", &|c| {
+                c.issued_at_unix_ms += 600_000;
+                c.expires_at_unix_ms += 600_000;
+            })),
+            Some("ny"),
+        ),
+        (
+            "stale_epoch",
+            trust.sign(&changed("se", &|c| c.epoch = EPOCH - 1)),
+            Some("se"),
+        ),
+        (
+            "future_epoch",
+            trust.sign(&changed("fe", &|c| c.epoch = EPOCH + 5)),
+            Some("fe"),
+        ),
+        (
+            "replay_with_different_body",
+            trust.sign(&replay),
+            Some("rp"),
+        ),
+        ("revoked", trust.sign(&disconnect("rv")), Some("rv")),
+        (
+            "missing_approval",
+            trust.sign(&trust.command(
+                "ma",
+                "restore",
+                Kind::Restore(pb::Restore {
+                    backup_set: "b1".into(),
+                    ..Default::default()
+                }),
+                EPOCH,
+            )),
+            Some("ma"),
+        ),
+        (
+            "malformed",
+            trust.sign(&changed("ml", &|c| c.command_id = "not-an-id".into())),
+            None,
+        ),
+        ("oversized", vec![0u8; 70 * 1024], None),
+        (
+            "invalid_claim",
+            trust.sign(&changed("ic", &|c| {
+                c.claim = Some(pb::Claim {
+                    run: "someone-else".into(),
+                    epoch: EPOCH,
+                    revision: 1,
+                })
+            })),
+            Some("ic"),
+        ),
+        (
+            "not_supported",
+            trust.sign(&trust.command(
+                "ns",
+                "backup",
+                Kind::Backup(pb::Backup {
+                    backup_set: "b1".into(),
+                    ..Default::default()
+                }),
+                EPOCH,
+            )),
+            Some("ns"),
+        ),
+    ];
+    for (reason, raw, _) in &cases {
+        publish(&s.net, raw.clone()).await;
+        wait_for(&format!("rejected as {reason}"), DEADLINE, || async {
+            agent.rejected(reason) == 1
+        })
+        .await;
+    }
+    for (reason, _, ack_run) in &cases {
+        let Some(run) = ack_run else { continue };
+        wait_for(
+            &format!("signed rejection ack for {reason}"),
+            DEADLINE,
+            || async {
+                s.acks.all().iter().any(|seen| {
+                    seen.ack.run == *run && seen.ack.status() == pb::AckStatus::Rejected
+                })
+            },
+        )
+        .await;
+    }
+    let stale = s
+        .acks
+        .all()
+        .into_iter()
+        .find(|seen| seen.ack.run == "se")
+        .unwrap();
+    assert_eq!(stale.ack.reject_reason(), pb::RejectReason::StaleEpoch);
+    assert_eq!(stale.message_id, "se/disconnect/participant1/1/rejected");
+    assert!(
+        log.calls().await.is_empty(),
+        "rejected commands reached the node: {:?}",
+        log.calls().await
+    );
+
+    // A valid command runs exactly once, with its result in the signed Done ack.
+    s.send(&disconnect("ok")).await;
+    let done = s
+        .acks
+        .wait("ok/disconnect/participant1", pb::AckStatus::Done)
+        .await;
+    assert_eq!(done.message_id, "ok/disconnect/participant1/1/done");
+    let result: serde_json::Value = serde_json::from_slice(&done.ack.result).unwrap();
+    assert!(
+        result["synchronizers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["connected"] == false),
+        "{result}"
+    );
+    assert_eq!(log.count("DisconnectAllSynchronizers").await, 1);
+    s.send(&trust.command("ok2", "reconnect", reconnect_all(), EPOCH))
+        .await;
+    s.acks
+        .wait("ok2/reconnect/participant1", pb::AckStatus::Done)
+        .await;
+    assert_eq!(log.count("ReconnectSynchronizers").await, 1);
+    // The probe, the disconnect and the reconnect (fences and revokes are not actions).
+    assert_eq!(agent.metrics.commands_done.get(), 3);
+    // Every delivery was settled: acked, or terminated so it is never redelivered.
+    wait_for("no delivery left unacked", DEADLINE, || async {
+        ack_pending(&s.net).await == 0
+    })
+    .await;
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heavy_a_command_redelivered_while_its_action_runs_is_not_run_again() {
+    let s = setup().await;
+    let agent = s.agent(Duration::from_secs(1), Vec::new());
+    let log = ActionLog::from_now(&s.sims).await;
+    let control = s.sims.node(NODE).unwrap().control();
+    let hang = control
+        .add_fault(&FaultRule {
+            method: format!("{CONNECTIVITY}/DisconnectAllSynchronizers"),
+            fault: Fault::Hang,
+            times: None,
+        })
+        .await
+        .unwrap();
+    let command = s.trust.command("slow", "disconnect", disconnect_all(), 0);
+    s.send(&command).await;
+    wait_for(
+        "two redeliveries while the action hangs",
+        DEADLINE,
+        || async { agent.metrics.commands_redelivered_running.get() >= 2 },
+    )
+    .await;
+    let progress = s
+        .acks
+        .wait(&command.command_id, pb::AckStatus::Progress)
+        .await;
+    assert!(
+        progress.message_id.contains("/1/progress/"),
+        "{}",
+        progress.message_id
+    );
+    control.remove_fault(hang).await.unwrap();
+    s.acks.wait(&command.command_id, pb::AckStatus::Done).await;
+    assert_eq!(log.count("DisconnectAllSynchronizers").await, 1);
+    assert_eq!(agent.metrics.commands_done.get(), 1);
+    s.reconnect_participant().await;
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heavy_the_epoch_is_read_at_start_and_a_fence_deposes_older_epochs() {
+    let s = setup().await;
+    let leader = s.net.kv(Bucket::Leader);
+    leader
+        .create(
+            &s.net.names.epoch_key(ORG),
+            serde_json::to_vec(&serde_json::json!({"epoch": 4, "holder": "c1", "tenure": 1}))
+                .unwrap()
+                .into(),
+        )
+        .await
+        .unwrap();
+    let agent = s.agent(Duration::from_secs(30), Vec::new());
+    let log = ActionLog::from_now(&s.sims).await;
+    let trust = &s.trust;
+
+    s.send(&trust.command("e3", "disconnect", disconnect_all(), 3))
+        .await;
+    wait_for("epoch 3 below the stored 4", DEADLINE, || async {
+        agent.rejected("stale_epoch") == 1
+    })
+    .await;
+    s.send(&trust.command("e4", "probe", probe(), 4)).await;
+    s.acks
+        .wait("e4/probe/participant1", pb::AckStatus::Done)
+        .await;
+
+    s.send(&fence(trust, "f6", 6)).await;
+    s.acks
+        .wait("f6/fence/participant1", pb::AckStatus::Done)
+        .await;
+    s.send(&trust.command("old", "disconnect", disconnect_all(), 4))
+        .await;
+    let deposed = s
+        .acks
+        .wait("old/disconnect/participant1", pb::AckStatus::Rejected)
+        .await;
+    assert_eq!(deposed.ack.reject_reason(), pb::RejectReason::StaleEpoch);
+    assert_eq!(agent.rejected("stale_epoch"), 2);
+    s.send(&trust.command("new", "probe", probe(), 6)).await;
+    let done = s
+        .acks
+        .wait("new/probe/participant1", pb::AckStatus::Done)
+        .await;
+    assert_eq!(done.ack.epoch, 6);
+    assert!(log.calls().await.is_empty(), "{:?}", log.calls().await);
+    agent.stop().await;
+
+    // The fence is journalled: a restart keeps epoch 6 although the bucket says 4.
+    let agent = s.agent(Duration::from_secs(30), Vec::new());
+    s.send(&trust.command("old2", "disconnect", disconnect_all(), 5))
+        .await;
+    wait_for("epoch 5 refused after the restart", DEADLINE, || async {
+        agent.rejected("stale_epoch") == 1
+    })
+    .await;
+    assert!(log.calls().await.is_empty());
+    agent.stop().await;
+}
+
+/// A mutating action that holds until the test releases it, recording overlaps.
+struct Gate {
+    kind: ActionName,
+    active: Arc<AtomicUsize>,
+    most_active: Arc<AtomicUsize>,
+    started: Arc<AtomicUsize>,
+    release: Arc<Semaphore>,
+}
+
+impl ActionHandler for Gate {
+    fn kind(&self) -> ActionName {
+        self.kind
+    }
+
+    fn idempotency(&self) -> Idempotency {
+        Idempotency::Natural
+    }
+
+    fn run(
+        &self,
+        _command: Command,
+        _context: ActionContext,
+    ) -> BoxFuture<'static, Result<ActionOutput, ActionError>> {
+        let (active, most, started, release) = (
+            Arc::clone(&self.active),
+            Arc::clone(&self.most_active),
+            Arc::clone(&self.started),
+            Arc::clone(&self.release),
+        );
+        Box::pin(async move {
+            let now = active.fetch_add(1, Ordering::SeqCst) + 1;
+            most.fetch_max(now, Ordering::SeqCst);
+            started.fetch_add(1, Ordering::SeqCst);
+            let permit = release.acquire().await;
+            drop(permit);
+            active.fetch_sub(1, Ordering::SeqCst);
+            Ok(ActionOutput::default())
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heavy_mutating_actions_on_a_node_never_overlap_while_probes_run_alongside() {
+    let s = setup().await;
+    let active = Arc::new(AtomicUsize::new(0));
+    let most_active = Arc::new(AtomicUsize::new(0));
+    let started = Arc::new(AtomicUsize::new(0));
+    let release = Arc::new(Semaphore::new(0));
+    let gates: Vec<Arc<dyn ActionHandler>> = [ActionName::Stop, ActionName::Start]
+        .into_iter()
+        .map(|kind| {
+            Arc::new(Gate {
+                kind,
+                active: Arc::clone(&active),
+                most_active: Arc::clone(&most_active),
+                started: Arc::clone(&started),
+                release: Arc::clone(&release),
+            }) as Arc<dyn ActionHandler>
+        })
+        .collect();
+    let agent = s.agent(Duration::from_secs(30), gates);
+    let trust = &s.trust;
+    s.send(&trust.command("g1", "stop", Kind::Stop(pb::Stop::default()), 0))
+        .await;
+    s.send(&trust.command("g2", "start", Kind::Start(pb::Start::default()), 0))
+        .await;
+    s.send(&trust.command("g3", "probe", probe(), 0)).await;
+    wait_for("first gated action started", DEADLINE, || async {
+        started.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    // The probe was delivered after both gated commands and finished while the first holds
+    // the node: the second has been dispatched and waits its turn.
+    s.acks
+        .wait("g3/probe/participant1", pb::AckStatus::Done)
+        .await;
+    assert_eq!(started.load(Ordering::SeqCst), 1);
+    release.add_permits(2);
+    s.acks
+        .wait("g1/stop/participant1", pb::AckStatus::Done)
+        .await;
+    s.acks
+        .wait("g2/start/participant1", pb::AckStatus::Done)
+        .await;
+    assert_eq!(started.load(Ordering::SeqCst), 2);
+    assert_eq!(most_active.load(Ordering::SeqCst), 1);
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heavy_a_lost_journal_refuses_commands_issued_before_the_restart() {
+    let s = setup().await;
+    let log = ActionLog::from_now(&s.sims).await;
+    let trust = &s.trust;
+    let agent = s.agent(Duration::from_secs(30), Vec::new());
+    s.send(&trust.command("before", "disconnect", disconnect_all(), 0))
+        .await;
+    s.acks
+        .wait("before/disconnect/participant1", pb::AckStatus::Done)
+        .await;
+    agent.stop().await;
+    std::fs::remove_dir_all(s.dir.path().join("journal")).unwrap();
+
+    let issued_before_restart = trust.command("early", "reconnect", reconnect_all(), 0);
+    s.send(&issued_before_restart).await;
+    let agent = s.agent(Duration::from_secs(30), Vec::new());
+    let refused = s
+        .acks
+        .wait("early/reconnect/participant1", pb::AckStatus::Rejected)
+        .await;
+    assert_eq!(refused.ack.reject_reason(), pb::RejectReason::LostJournal);
+    assert_eq!(agent.rejected("lost_journal"), 1);
+    assert_eq!(log.count("ReconnectSynchronizers").await, 0);
+    wait_for("refused command terminated", DEADLINE, || async {
+        ack_pending(&s.net).await == 0
+    })
+    .await;
+
+    // Issued after the refusal above, so after the restart.
+    let mut issued_after = trust.command("late", "reconnect", reconnect_all(), 0);
+    issued_after.issued_at_unix_ms = now_ms();
+    s.send(&issued_after).await;
+    s.acks
+        .wait("late/reconnect/participant1", pb::AckStatus::Done)
+        .await;
+    assert_eq!(log.count("ReconnectSynchronizers").await, 1);
+    agent.stop().await;
+
+    // The loss is journalled: a later start still refuses what was issued before it.
+    let agent = s.agent(Duration::from_secs(30), Vec::new());
+    let mut stale = trust.command("early2", "disconnect", disconnect_all(), 0);
+    stale.issued_at_unix_ms = issued_before_restart.issued_at_unix_ms;
+    s.send(&stale).await;
+    s.acks
+        .wait("early2/disconnect/participant1", pb::AckStatus::Rejected)
+        .await;
+    assert_eq!(log.count("DisconnectAllSynchronizers").await, 1);
+    agent.stop().await;
+}
