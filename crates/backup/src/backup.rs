@@ -22,7 +22,7 @@ pub const UPLOAD_PLACEHOLDERS: &[&str] = &["node", "set", "command_id", "dump", 
 /// Placeholders of a snapshot command (`[backup] snapshot_command`).
 pub const SNAPSHOT_PLACEHOLDERS: &[&str] = &["node", "set", "command_id", "artefact"];
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BackupConfig {
     /// `[backup] root`: sets live in `<root>/<set>/`.
     pub root: PathBuf,
@@ -68,7 +68,7 @@ pub struct BackupJob<'a> {
 }
 
 /// A snapshot-style backup: a command instead of pg_dump.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SnapshotSpec {
     /// Gets `{artefact}` (also `SIDECAR_BACKUP_ARTEFACT`): a path it may write a file to that
     /// describes or holds the snapshot; that file is checksummed and published as

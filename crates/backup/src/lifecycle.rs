@@ -26,7 +26,7 @@ const STOPPED_WORDS: &[&str] = &[
     "stopped", "inactive", "false", "down", "exited", "dead", "failed",
 ];
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LifecycleConfig {
     /// `[lifecycle] stop`.
     pub stop: CommandTemplate,
