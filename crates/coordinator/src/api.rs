@@ -155,7 +155,15 @@ impl Api {
         driver
             .apply(run, vec![Input::Event(event)])
             .await
-            .map_err(status_of)
+            .map_err(|error| self.failed(error))
+    }
+
+    /// The status for a driver error; a failpoint stops the whole coordinator.
+    fn failed(&self, error: DriverError) -> Status {
+        if error.kind == DriverErrorKind::Crashed {
+            self.shared.crash(&error.detail);
+        }
+        status_of(error)
     }
 
     async fn summary_with_results(&self, record: &RunRecord) -> pb::RunSummary {
@@ -221,7 +229,7 @@ impl CoordinatorService for Api {
                     "nodes": built.nodes, "parameters": params, "outcome": outcome}),
             )
             .await;
-        let (record, existing) = started.map_err(status_of)?;
+        let (record, existing) = started.map_err(|error| self.failed(error))?;
         Ok(Response::new(pb::StartRunResponse {
             run: Some(summary(&record)),
             existing,

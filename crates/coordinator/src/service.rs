@@ -107,7 +107,7 @@ impl Shared {
         }
     }
 
-    fn crash(&self, detail: &str) {
+    pub(crate) fn crash(&self, detail: &str) {
         tracing::error!(detail, "failpoint fired: stopping everything");
         self.crashed.cancel();
     }

@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod driver;
+mod kills;
 mod leadership;
 mod registry;
 mod simulation;
