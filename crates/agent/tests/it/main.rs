@@ -3,7 +3,9 @@
 
 mod binary;
 mod bus;
+mod children;
 mod command_support;
 mod commands;
+mod crashes;
 mod sim;
 mod support;
