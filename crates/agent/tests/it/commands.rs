@@ -549,3 +549,258 @@ async fn heavy_a_lost_journal_refuses_commands_issued_before_the_restart() {
     assert_eq!(log.count("DisconnectAllSynchronizers").await, 1);
     agent.stop().await;
 }
+
+/// A handler of a chosen idempotency class that counts its runs and answers `already_done`
+/// as told.
+struct Recording {
+    kind: ActionName,
+    idempotency: Idempotency,
+    done_already: bool,
+    runs: Arc<AtomicUsize>,
+}
+
+impl ActionHandler for Recording {
+    fn kind(&self) -> ActionName {
+        self.kind
+    }
+
+    fn idempotency(&self) -> Idempotency {
+        self.idempotency
+    }
+
+    fn already_done(
+        &self,
+        _command: &Command,
+    ) -> BoxFuture<'static, Result<Option<ActionOutput>, ActionError>> {
+        let answer = self.done_already.then(|| ActionOutput {
+            result: b"{\"found\":true}".to_vec(),
+            detail: "found in place".into(),
+        });
+        Box::pin(async move { Ok(answer) })
+    }
+
+    fn run(
+        &self,
+        _command: Command,
+        _context: ActionContext,
+    ) -> BoxFuture<'static, Result<ActionOutput, ActionError>> {
+        self.runs.fetch_add(1, Ordering::SeqCst);
+        Box::pin(async { Ok(ActionOutput::default()) })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heavy_an_attempt_interrupted_by_an_earlier_boot_follows_its_idempotency_class() {
+    use canton_agent::commands::{FileJournal, Journal, Record};
+    let s = setup().await;
+    let trust = &s.trust;
+    // (action, class, already done?, expected ack, expected runs)
+    let cases = [
+        (
+            ActionName::ImportPartyAcs,
+            Idempotency::Unguardable,
+            true,
+            pb::AckStatus::OutcomeUnknown,
+            0,
+        ),
+        (
+            ActionName::Backup,
+            Idempotency::Guarded,
+            true,
+            pb::AckStatus::Done,
+            0,
+        ),
+        (
+            ActionName::Verify,
+            Idempotency::Guarded,
+            false,
+            pb::AckStatus::Done,
+            1,
+        ),
+        (
+            ActionName::SetPruningSchedule,
+            Idempotency::Natural,
+            false,
+            pb::AckStatus::Done,
+            1,
+        ),
+    ];
+    let kinds = [
+        Kind::ImportPartyAcs(pb::ImportPartyAcs::default()),
+        Kind::Backup(pb::Backup::default()),
+        Kind::Verify(pb::Verify::default()),
+        Kind::SetPruningSchedule(pb::SetPruningSchedule::default()),
+    ];
+    let mut handlers: Vec<Arc<dyn ActionHandler>> = Vec::new();
+    let mut runs = Vec::new();
+    let mut commands = Vec::new();
+    {
+        let mut journal = FileJournal::open(&s.dir.path().join("journal"))
+            .unwrap()
+            .journal;
+        for ((action, class, done_already, _, _), kind) in cases.iter().zip(kinds) {
+            let counter = Arc::new(AtomicUsize::new(0));
+            handlers.push(Arc::new(Recording {
+                kind: *action,
+                idempotency: *class,
+                done_already: *done_already,
+                runs: Arc::clone(&counter),
+            }));
+            runs.push(counter);
+            let mut command = trust.command("int", action.as_str(), kind, 0);
+            if *action == ActionName::ImportPartyAcs {
+                // Destructive by default: it carries an operator's approval.
+                let approval = pb::OperatorApproval {
+                    network: command.network.clone(),
+                    organisation: ORG.into(),
+                    run: command.run.clone(),
+                    step: command.step.clone(),
+                    nodes: vec![NODE.into()],
+                    operator: "alice".into(),
+                    approved_at_unix_ms: now_ms() - 1_000,
+                    expires_at_unix_ms: now_ms() + 600_000,
+                    comment: String::new(),
+                };
+                command.approval = Some(sidecar_trust::sign_approval(&trust.operator, &approval));
+            }
+            journal
+                .append(&Record::Started {
+                    command_id: command.command_id.clone(),
+                    attempt: 1,
+                    body_hash: sidecar_trust::body_hash(&command.encode_to_vec()),
+                    boot_id: "an-earlier-boot".into(),
+                    action: action.to_string(),
+                    expires_at_unix_ms: command.expires_at_unix_ms,
+                    at_unix_ms: now_ms() - 5_000,
+                })
+                .unwrap();
+            commands.push(command);
+        }
+    }
+    let agent = s.agent(Duration::from_secs(30), handlers);
+    for (command, ((_, _, _, status, expected_runs), runs)) in
+        commands.iter().zip(cases.iter().zip(&runs))
+    {
+        s.send(command).await;
+        let ack = s.acks.wait(&command.command_id, *status).await;
+        assert_eq!(
+            runs.load(Ordering::SeqCst),
+            *expected_runs,
+            "{}",
+            command.command_id
+        );
+        if *status == pb::AckStatus::OutcomeUnknown {
+            assert!(
+                ack.ack.detail.contains("operator") || ack.ack.detail.contains("mark it done"),
+                "{}",
+                ack.ack.detail
+            );
+            assert_eq!(
+                ack.message_id,
+                format!("{}/1/outcome_unknown", command.command_id)
+            );
+        }
+    }
+    assert_eq!(agent.metrics.commands_outcome_unknown.get(), 1);
+    agent.stop().await;
+}
+
+/// A long action that journals a child process group and reports progress as it goes.
+struct Long {
+    runs: Arc<AtomicUsize>,
+    child_pgid: Arc<std::sync::Mutex<Option<i32>>>,
+}
+
+impl ActionHandler for Long {
+    fn kind(&self) -> ActionName {
+        ActionName::Backup
+    }
+
+    fn idempotency(&self) -> Idempotency {
+        Idempotency::Guarded
+    }
+
+    fn run(
+        &self,
+        _command: Command,
+        context: ActionContext,
+    ) -> BoxFuture<'static, Result<ActionOutput, ActionError>> {
+        let runs = Arc::clone(&self.runs);
+        let child_pgid = Arc::clone(&self.child_pgid);
+        Box::pin(async move {
+            runs.fetch_add(1, Ordering::SeqCst);
+            let mut child = tokio::process::Command::new("sleep")
+                .arg("300")
+                .process_group(0)
+                .spawn()
+                .map_err(|e| ActionError::Failed(e.to_string()))?;
+            let pid = i32::try_from(child.id().unwrap_or_default()).unwrap_or_default();
+            context.record_child(pid).await?;
+            *child_pgid.lock().unwrap() = Some(pid);
+            for step in 0..25u64 {
+                context.progress(canton_agent::actions::Progress {
+                    done: step,
+                    total: 25,
+                    unit: "steps".into(),
+                    message: String::new(),
+                });
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            child
+                .kill()
+                .await
+                .map_err(|e| ActionError::Failed(e.to_string()))?;
+            Ok(ActionOutput {
+                result: b"{}".to_vec(),
+                detail: "long action done".into(),
+            })
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heavy_a_long_action_reports_progress_keeps_its_delivery_and_journals_its_child() {
+    use canton_agent::commands::{FileJournal, Record};
+    let s = setup().await;
+    let runs = Arc::new(AtomicUsize::new(0));
+    let child_pgid = Arc::new(std::sync::Mutex::new(None));
+    let handler = Arc::new(Long {
+        runs: Arc::clone(&runs),
+        child_pgid: Arc::clone(&child_pgid),
+    });
+    // Five seconds of work against a 3 s ack_wait: progress keeps the delivery alive.
+    let agent = s.agent(Duration::from_secs(3), vec![handler]);
+    let command = s
+        .trust
+        .command("long", "backup", Kind::Backup(pb::Backup::default()), 0);
+    s.send(&command).await;
+    let progress = s
+        .acks
+        .wait(&command.command_id, pb::AckStatus::Progress)
+        .await;
+    assert_eq!(progress.ack.progress.as_ref().unwrap().total, 25);
+    s.acks.wait(&command.command_id, pb::AckStatus::Done).await;
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    assert_eq!(agent.metrics.commands_redelivered_running.get(), 0);
+    let progress_acks = s
+        .acks
+        .of(&command.command_id)
+        .iter()
+        .filter(|seen| seen.ack.status() == pb::AckStatus::Progress)
+        .count();
+    // Rate-limited to one a second over five seconds of reports every 200 ms.
+    assert!(
+        (2..=7).contains(&progress_acks),
+        "{progress_acks} progress acks"
+    );
+    agent.stop().await;
+
+    let pgid = child_pgid.lock().unwrap().unwrap();
+    let records = FileJournal::open(&s.dir.path().join("journal"))
+        .unwrap()
+        .records;
+    assert!(
+        records.iter().any(|r| matches!(r, Record::Child { pgid: p, command_id, .. } if *p == pgid && *command_id == command.command_id)),
+        "{records:?}"
+    );
+}
