@@ -52,6 +52,17 @@ impl Agent {
             network: config.network.clone(),
             node: config.node.clone(),
             kind: config.kind,
+            organisation: config
+                .commands
+                .as_ref()
+                .map(|path| path.trust.organisation.clone())
+                .unwrap_or_default(),
+            participant: config.participant.as_ref().map(|p| p.as_str().to_owned()),
+            ack_key_id: config
+                .commands
+                .as_ref()
+                .map(|path| path.trust.ack_key_id.clone())
+                .unwrap_or_default(),
             boot_id: uuid::Uuid::now_v7().to_string(),
             agent_version: env!("CARGO_PKG_VERSION").to_owned(),
         };

@@ -150,6 +150,9 @@ pub struct AgentConfig {
     pub canton: Option<CantonConfig>,
     /// libpq connection string or URL of the node's database, for the reachability probe.
     pub database_url: Option<String>,
+    /// For an app: the participant node it reads from (the backup runbook dumps the app
+    /// before it, the restore runbook starts it after it).
+    pub participant: Option<NodeId>,
     pub probes: ProbeSchedules,
     /// Signed commands; absent = heartbeats and probes only.
     pub commands: Option<CommandPath>,
@@ -351,6 +354,25 @@ fn read(keys: &mut Keys) -> Result<AgentConfig, ConfigError> {
         None
     };
     let database_url = keys.optional_string("database.url")?;
+    let participant = match keys.optional_string("participant")? {
+        None => None,
+        Some(_) if kind != NodeKind::App => {
+            return Err(ConfigError::Invalid {
+                key: "participant".to_owned(),
+                value: format!("set for a {kind}"),
+                origin: keys.origin("participant"),
+                expected:
+                    "`participant` only for kind = \"app\" (the participant the app reads from)"
+                        .to_owned(),
+            });
+        }
+        Some(id) => Some(NodeId::new(id.as_str()).map_err(|_| ConfigError::Invalid {
+            key: "participant".to_owned(),
+            value: id.clone(),
+            origin: keys.origin("participant"),
+            expected: "a node id, 1-63 of [a-z0-9-]".to_owned(),
+        })?),
+    };
 
     let probes = ProbeSchedules {
         status: keys.schedule("status", Duration::from_secs(2))?,
@@ -375,6 +397,7 @@ fn read(keys: &mut Keys) -> Result<AgentConfig, ConfigError> {
         shutdown_grace,
         canton,
         database_url,
+        participant,
         probes,
         commands,
     })
@@ -448,6 +471,7 @@ const KNOWN_KEYS: &[&str] = &[
     "canton.http_health_url",
     "canton.ledger_api_url",
     "database.url",
+    "participant",
     "probes.<name>.period",
     "probes.<name>.timeout",
     "trust.network_config",
@@ -708,6 +732,25 @@ admin_url = "http://127.0.0.1:5002"
         assert_eq!(config.probes.status.period, Duration::from_millis(500));
         assert_eq!(config.probes.status.timeout, Duration::from_millis(500));
         assert_eq!(config.node.as_str(), "p1.b");
+    }
+
+    #[test]
+    fn participant_is_only_for_apps() {
+        let error = parse(MINIMAL, &[("CANTON_AGENT__PARTICIPANT", "p2")]).unwrap_err();
+        assert_eq!(error.key(), Some("participant"));
+        assert!(error.to_string().contains("only for kind"), "{error}");
+        let app = parse(
+            MINIMAL,
+            &[
+                ("CANTON_AGENT__KIND", "app"),
+                ("CANTON_AGENT__PARTICIPANT", "p2"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            app.participant.map(|p| p.as_str().to_owned()),
+            Some("p2".into())
+        );
     }
 
     #[test]

@@ -16,6 +16,12 @@ pub struct Identity {
     pub network: NetworkId,
     pub node: NodeId,
     pub kind: NodeKind,
+    /// The organisation whose coordinator the agent obeys; empty without a command path.
+    pub organisation: String,
+    /// For an app: the participant it reads from.
+    pub participant: Option<String>,
+    /// The key that signs this agent's acks; empty without a command path.
+    pub ack_key_id: String,
     /// Fresh per process start, so a restart is visible even when sequence numbers repeat.
     pub boot_id: String,
     pub agent_version: String,

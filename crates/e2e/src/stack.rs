@@ -247,7 +247,7 @@ impl Stack {
             sims.nodes()
                 .iter()
                 .map(|node| {
-                    let config = agent_config(self, node, options);
+                    let config = agent_config(self, node, sims.spec(), options);
                     (node.id().to_owned(), config)
                 })
                 .collect::<Vec<_>>()
@@ -387,8 +387,31 @@ async fn start_sims(
     }
 }
 
+/// The participant an app reads from: named in the topology, else its first participant (as
+/// the sim's own planning does).
+fn app_participant(spec: &NetworkSpec, node: &SimNode) -> Option<String> {
+    if node.kind() != NodeKind::App {
+        return None;
+    }
+    spec.nodes
+        .iter()
+        .find(|n| n.id == node.id())
+        .and_then(|n| n.participant.clone())
+        .or_else(|| {
+            spec.nodes
+                .iter()
+                .find(|n| n.kind == NodeKind::Participant)
+                .map(|n| n.id.clone())
+        })
+}
+
 /// The TOML an operator would write for the agent beside `node`.
-fn agent_config(stack: &Stack, node: &SimNode, options: &StackOptions<'_>) -> String {
+fn agent_config(
+    stack: &Stack,
+    node: &SimNode,
+    spec: &NetworkSpec,
+    options: &StackOptions<'_>,
+) -> String {
     let kind = match node.kind() {
         NodeKind::Participant => "participant",
         NodeKind::Sequencer => "sequencer",
@@ -396,11 +419,14 @@ fn agent_config(stack: &Stack, node: &SimNode, options: &StackOptions<'_>) -> St
         NodeKind::App => "app",
     };
     let mut toml = format!(
-        "network = {network:?}\nnode = {node:?}\nkind = {kind:?}\n\n\
+        "network = {network:?}\nnode = {node:?}\nkind = {kind:?}\n{participant}\n\
          [nats]\nurl = {url:?}\n\n[heartbeat]\ninterval = {interval:?}\n\n\
          [database]\nurl = {database:?}\n",
         network = stack.names().network().as_str(),
         node = node.id(),
+        participant = app_participant(spec, node)
+            .map(|p| format!("participant = {p:?}\n"))
+            .unwrap_or_default(),
         url = stack.nats.url(),
         interval = humantime::format_duration(options.heartbeat_interval).to_string(),
         database = node.database(),

@@ -46,6 +46,7 @@ pub fn config(url: &str, net: &Network, node: &str) -> AgentConfig {
         shutdown_grace: Duration::from_secs(3),
         canton: None,
         database_url: None,
+        participant: None,
         commands: None,
         probes: ProbeSchedules {
             status: every,

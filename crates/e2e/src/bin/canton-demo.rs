@@ -31,7 +31,7 @@ async fn demo() -> anyhow::Result<()> {
     let mut stack = Stack::start(&StackOptions {
         topology: TOPOLOGY,
         heartbeat_interval: Duration::from_millis(500),
-        commands: false,
+        commands: true,
     })
     .await?;
     println!(
@@ -85,6 +85,10 @@ async fn demo() -> anyhow::Result<()> {
         .await?;
     println!("  leader after {:.1}s", took.as_secs_f64());
     ops(&stack, &["nodes"])?;
+
+    step("synchronized disconnect and reconnect of every participant");
+    ops(&stack, &["run", "disconnect", "--wait"])?;
+    ops(&stack, &["run", "reconnect", "--wait"])?;
 
     step("shutdown");
     let unclean = stack.shutdown().await?;
