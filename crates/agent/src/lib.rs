@@ -27,5 +27,5 @@ pub use config::{AgentConfig, ConfigError, NodeKind, Schedule};
 pub use connection::Link;
 pub use context::Context;
 pub use health::NodeCondition;
-pub use metrics::{AgentMetrics, Counter};
+pub use metrics::{AgentMetrics, Counter, Gauge};
 pub use probe::{Facts, Probe, ProbeBoard, ProbeOutcome, Reason, ReasonKind};

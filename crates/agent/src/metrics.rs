@@ -21,6 +21,20 @@ impl Counter {
     }
 }
 
+/// A value that is set, not counted; clones share it.
+#[derive(Clone, Debug, Default)]
+pub struct Gauge(Arc<AtomicU64>);
+
+impl Gauge {
+    pub fn set(&self, value: u64) {
+        self.0.store(value, Ordering::Relaxed);
+    }
+
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
 /// Every counter the agent keeps.
 #[derive(Clone, Debug, Default)]
 pub struct AgentMetrics {
@@ -50,6 +64,10 @@ pub struct AgentMetrics {
     pub commands_poisoned: Counter,
     pub acks_published: Counter,
     pub ack_publish_failures: Counter,
+    /// First deliveries stamped by the server later than this agent's clock plus the skew bound.
+    pub clock_skew_warnings: Counter,
+    /// The highest leadership epoch confirmed (read at start-up or raised by a fence).
+    pub confirmed_epoch: Gauge,
 }
 
 /// Rejections by reason: every `RejectionReason`, plus `lost_journal` and `not_supported`.
@@ -120,6 +138,8 @@ impl AgentMetrics {
             ("commands_poisoned", self.commands_poisoned.get()),
             ("acks_published", self.acks_published.get()),
             ("ack_publish_failures", self.ack_publish_failures.get()),
+            ("clock_skew_warnings", self.clock_skew_warnings.get()),
+            ("confirmed_epoch", self.confirmed_epoch.get()),
         ]
     }
 }

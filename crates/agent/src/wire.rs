@@ -29,7 +29,7 @@ pub fn encode_heartbeat(heartbeat: &Heartbeat) -> Bytes {
         boot_id: id.boot_id.clone(),
         sent_at_unix_ms: unix_ms(heartbeat.sent_at),
         interval_ms: millis(heartbeat.interval),
-        confirmed_epoch: 0,
+        confirmed_epoch: counter(&heartbeat.counters, "confirmed_epoch"),
         condition: condition(heartbeat.condition).into(),
         reasons: reasons(&heartbeat.reasons),
         progress: Some(progress(&heartbeat.facts)),
@@ -66,7 +66,7 @@ pub fn encode_node_state(state: &NodeState) -> Bytes {
             })
             .collect(),
         last_snapshot: None,
-        confirmed_epoch: 0,
+        confirmed_epoch: counter(&state.counters, "confirmed_epoch"),
         participant: id.participant.clone().unwrap_or_default(),
         counters: Some(counters(&state.counters)),
         ack_key_id: id.ack_key_id.clone(),
@@ -175,13 +175,16 @@ fn progress(facts: &Facts) -> pb::NodeProgress {
     }
 }
 
+/// One named value of the agent's metrics snapshot (0 when absent).
+fn counter(counters: &[(String, u64)], name: &str) -> u64 {
+    counters
+        .iter()
+        .find(|(n, _)| n == name)
+        .map_or(0, |(_, v)| *v)
+}
+
 fn counters(counters: &[(String, u64)]) -> pb::Counters {
-    let get = |name: &str| {
-        counters
-            .iter()
-            .find(|(n, _)| n == name)
-            .map_or(0, |(_, v)| *v)
-    };
+    let get = |name: &str| counter(counters, name);
     pb::Counters {
         commands_received: get("commands_received"),
         commands_rejected: get("commands_rejected"),

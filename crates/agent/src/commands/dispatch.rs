@@ -116,6 +116,7 @@ impl Dispatcher {
 
     pub async fn dispatch(&self, message: jetstream::Message) {
         let shared = &self.shared;
+        shared.check_clock(&message);
         // `split` moves the reply subject into the acker; acks are made from a copy of it.
         let delivery = Delivery::new(message.reply.clone());
         let (message, _) = message.split();
@@ -154,8 +155,33 @@ impl Dispatcher {
 }
 
 impl Shared {
+    /// A first delivery cannot have been stored after we received it: a server timestamp
+    /// ahead of our clock by more than the skew bound means one of the clocks is off, and the
+    /// expiry checks with it.
+    fn check_clock(&self, message: &jetstream::Message) {
+        let Ok(info) = message.info() else {
+            return;
+        };
+        if info.delivered != 1 {
+            return;
+        }
+        let published_ms =
+            i64::try_from(info.published.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX);
+        let ahead_ms = published_ms.saturating_sub(unix_ms_now());
+        if ahead_ms > self.trust.max_clock_skew_ms {
+            self.context.metrics.clock_skew_warnings.increment();
+            tracing::warn!(
+                ahead_ms,
+                bound_ms = self.trust.max_clock_skew_ms,
+                "the NATS server's clock is ahead of this agent's by more than the skew bound; check time sync on both hosts"
+            );
+        }
+    }
+
     fn confirmed_epoch(&self) -> u64 {
-        self.log.read(JournalState::highest_epoch)
+        let epoch = self.log.read(JournalState::highest_epoch);
+        self.context.metrics.confirmed_epoch.set(epoch);
+        epoch
     }
 
     /// Counts, logs and answers a refused command; terminates its delivery.
@@ -207,6 +233,15 @@ impl Shared {
 
     async fn accept(self: Arc<Self>, checked: CheckedCommand, delivery: Arc<Delivery>) {
         let command = checked.command;
+        if !sidecar_bus::valid_token(&command.run) {
+            // No ack subject can name this run, so nothing run for it could be reported.
+            let detail = format!(
+                "command {} rejected: run id {:?} is not 1-128 of [A-Za-z0-9_-]; nothing was executed and no ack can be sent",
+                command.command_id, command.run
+            );
+            self.refuse("malformed", RejectReason::Malformed, detail, None, delivery);
+            return;
+        }
         let target = AckTarget::of(&command);
         match command.action.as_ref().and_then(|a| a.kind.as_ref()) {
             Some(Kind::Fence(fence)) => {
@@ -214,6 +249,10 @@ impl Shared {
                 if epoch > self.confirmed_epoch() && !self.journal(Record::Epoch { epoch }).await {
                     return;
                 }
+                self.context
+                    .metrics
+                    .confirmed_epoch
+                    .set(self.confirmed_epoch());
                 tracing::info!(epoch, "fence: epoch confirmed");
                 let body = AckBody::Done {
                     result: Vec::new(),

@@ -241,6 +241,10 @@ pub async fn run_commands(context: Context, path: CommandPath) -> Result<(), Com
     if kv_epoch > log.read(JournalState::highest_epoch) {
         log.append(Record::Epoch { epoch: kv_epoch }).await?;
     }
+    context
+        .metrics
+        .confirmed_epoch
+        .set(log.read(JournalState::highest_epoch));
     let Some(mut consumer) = bind_consumer(&context, &path.settings).await else {
         return Ok(());
     };

@@ -350,8 +350,41 @@ async fn heavy_a_command_redelivered_while_its_action_runs_is_not_run_again() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heavy_a_command_past_max_deliver_is_reported_as_poison() {
+    let s = setup().await;
+    let mut agent_config = config(&s.url, &s.net, NODE);
+    agent_config.canton = Some(canton_config(&s.sims));
+    let trust_config = s.trust.write(s.dir.path());
+    let mut settings = commands_config(&s.dir.path().join("journal"), Duration::from_secs(1));
+    settings.max_deliver = 2;
+    let agent = RunningAgent::start(agent_config, &trust_config, settings, Vec::new());
+    let control = s.sims.node(NODE).unwrap().control();
+    let hang = control
+        .add_fault(&FaultRule {
+            method: format!("{CONNECTIVITY}/DisconnectAllSynchronizers"),
+            fault: Fault::Hang,
+            times: None,
+        })
+        .await
+        .unwrap();
+    let command = s.trust.command("poison", "disconnect", disconnect_all(), 0);
+    s.send(&command).await;
+    wait_for("max deliveries advisory", DEADLINE, || async {
+        agent.metrics.commands_poisoned.get() == 1
+    })
+    .await;
+    assert_eq!(agent.metrics.commands_redelivered_running.get(), 1);
+    control.remove_fault(hang).await.unwrap();
+    // The action still finishes and reports; the server just stopped redelivering it.
+    s.acks.wait(&command.command_id, pb::AckStatus::Done).await;
+    s.reconnect_participant().await;
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn heavy_the_epoch_is_read_at_start_and_a_fence_deposes_older_epochs() {
     let s = setup().await;
+    let heartbeats = crate::support::Heartbeats::collect(&s.net, NODE).await;
     let leader = s.net.kv(Bucket::Leader);
     leader
         .create(
@@ -395,6 +428,10 @@ async fn heavy_the_epoch_is_read_at_start_and_a_fence_deposes_older_epochs() {
         .wait("new/probe/participant1", pb::AckStatus::Done)
         .await;
     assert_eq!(done.ack.epoch, 6);
+    wait_for("heartbeats carry the confirmed epoch", DEADLINE, || async {
+        heartbeats.last().is_some_and(|h| h.confirmed_epoch == 6)
+    })
+    .await;
     assert!(log.calls().await.is_empty(), "{:?}", log.calls().await);
     agent.stop().await;
 
