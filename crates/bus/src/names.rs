@@ -179,6 +179,12 @@ impl Names {
         format!("epoch.{organisation}")
     }
 
+    /// Key of a node's claim in the claims bucket: the node id as the run names it. Its value
+    /// is JSON with at least `{"run": <run id>, "organisation": <org>}`.
+    pub fn claim_key(&self, node: &str) -> String {
+        node.to_owned()
+    }
+
     /// `cs.<net>.ack.<node>.<run>`: acks and results. `run` must be a [`valid_token`].
     pub fn ack(&self, node: &NodeId, run: &str) -> String {
         format!("cs.{}.ack.{}.{run}", self.net, node.flat())

@@ -415,6 +415,29 @@ impl Shared {
                 turn = Arc::clone(&self.node_lock).lock_owned() => Some(turn),
             }
         };
+        if !handler.read_only() {
+            match self.verify_claim(&command).await {
+                ClaimVerdict::Holds => {}
+                ClaimVerdict::Refused(detail) => {
+                    lock(&self.running).remove(&key);
+                    let reason = sidecar_trust::RejectionReason::InvalidClaim;
+                    Arc::clone(&self).refuse(
+                        reason.as_str(),
+                        reason.to_proto(),
+                        detail,
+                        Some(command),
+                        delivery,
+                    );
+                    return;
+                }
+                ClaimVerdict::Unknown(error) => {
+                    lock(&self.running).remove(&key);
+                    tracing::warn!(command = %key.0, %error, "cannot read the node's claim; the command is retried");
+                    self.retry_later(&delivery).await;
+                    return;
+                }
+            }
+        }
         let outcome = self
             .attempt(&command, body_hash, &handler, &delivery, recovering)
             .await;
@@ -474,6 +497,59 @@ impl Shared {
         crash_points::here(crash_points::AFTER_DONE);
         self.finish(AckTarget::of(&command), body, delivery, Some(key))
             .await;
+    }
+
+    /// A command carrying a claim runs only while the claims bucket shows that claim held by
+    /// the command's run for this organisation (the run may have finished, or another taken
+    /// the node, since the command was signed).
+    async fn verify_claim(&self, command: &proto_sidecar::Command) -> ClaimVerdict {
+        let Some(claim) = &command.claim else {
+            return ClaimVerdict::Holds;
+        };
+        let node = self.context.identity.node.logical();
+        let bucket = self.context.names.bucket(sidecar_bus::Bucket::Claims);
+        let key = self.context.names.claim_key(node);
+        let stored = match self.context.jetstream.get_key_value(&bucket).await {
+            Ok(store) => store.get(&key).await.map_err(|e| e.to_string()),
+            Err(error) => Err(error.to_string()),
+        };
+        let refused = |detail: String| {
+            ClaimVerdict::Refused(format!(
+                "command {} rejected (invalid_claim): {detail}; nothing was executed",
+                command.command_id
+            ))
+        };
+        match stored {
+            Err(error) => ClaimVerdict::Unknown(format!("claims bucket {bucket}: {error}")),
+            Ok(None) => refused(format!(
+                "node {node} is not claimed (run {} holds no claim in {bucket}); claim the node before sending mutating commands",
+                claim.run
+            )),
+            Ok(Some(value)) => match serde_json::from_slice::<ClaimValue>(&value) {
+                Err(error) => refused(format!("the claim of node {node} does not decode: {error}")),
+                Ok(held)
+                    if held.run != claim.run || held.organisation != self.trust.organisation =>
+                {
+                    refused(format!(
+                        "node {node} is claimed by run {:?} of {:?}, not by run {:?}",
+                        held.run, held.organisation, claim.run
+                    ))
+                }
+                Ok(_) => ClaimVerdict::Holds,
+            },
+        }
+    }
+
+    /// Asks the server to deliver the command again a little later.
+    async fn retry_later(&self, delivery: &Delivery) {
+        let reply = lock(&delivery.reply).clone();
+        let acker = Acker::new(self.context.jetstream.clone(), reply);
+        if let Err(error) = acker
+            .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+            .await
+        {
+            tracing::debug!(%error, "nak not sent; the command comes back after ack_wait");
+        }
     }
 
     /// Decides and runs one attempt; `None` = leave it Started and unacked (stopping, or the
@@ -598,6 +674,20 @@ impl Shared {
             tracing::debug!(%error, "in-progress signal not sent");
         }
     }
+}
+
+enum ClaimVerdict {
+    Holds,
+    Refused(String),
+    Unknown(String),
+}
+
+/// The claim record the coordinator keeps per node (other fields are ignored).
+#[derive(serde::Deserialize)]
+struct ClaimValue {
+    run: String,
+    #[serde(default)]
+    organisation: String,
 }
 
 /// The command path's side of [`ActionContext`].

@@ -841,3 +841,59 @@ async fn heavy_a_long_action_reports_progress_keeps_its_delivery_and_journals_it
         "{records:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heavy_a_mutating_command_runs_only_while_its_run_holds_the_node_claim() {
+    let s = setup().await;
+    let agent = s.agent(Duration::from_secs(30), Vec::new());
+    let log = ActionLog::from_now(&s.sims).await;
+    let claims = s.net.kv(Bucket::Claims);
+    let claimed = |run: &str, step: &str, kind: Kind| {
+        let mut command = s.trust.command(run, step, kind, 0);
+        command.claim = Some(pb::Claim {
+            run: run.into(),
+            epoch: 0,
+            revision: 0,
+        });
+        command
+    };
+    let claim_value = |run: &str| {
+        serde_json::to_vec(&serde_json::json!({"run": run, "epoch": 0, "organisation": ORG}))
+            .unwrap()
+            .into()
+    };
+
+    // No claim in the bucket.
+    let unclaimed = claimed("c1", "disconnect", disconnect_all());
+    s.send(&unclaimed).await;
+    let refused = s
+        .acks
+        .wait(&unclaimed.command_id, pb::AckStatus::Rejected)
+        .await;
+    assert_eq!(refused.ack.reject_reason(), pb::RejectReason::InvalidClaim);
+
+    // Held by another run.
+    let revision = claims
+        .create(&s.net.names.claim_key(NODE), claim_value("someone"))
+        .await
+        .unwrap();
+    let other = claimed("c2", "disconnect", disconnect_all());
+    s.send(&other).await;
+    s.acks
+        .wait(&other.command_id, pb::AckStatus::Rejected)
+        .await;
+    assert_eq!(agent.rejected("invalid_claim"), 2);
+    assert!(log.calls().await.is_empty(), "{:?}", log.calls().await);
+
+    // Held by the command's run.
+    claims
+        .update(&s.net.names.claim_key(NODE), claim_value("c3"), revision)
+        .await
+        .unwrap();
+    let holder = claimed("c3", "disconnect", disconnect_all());
+    s.send(&holder).await;
+    s.acks.wait(&holder.command_id, pb::AckStatus::Done).await;
+    assert_eq!(log.count("DisconnectAllSynchronizers").await, 1);
+    s.reconnect_participant().await;
+    agent.stop().await;
+}
