@@ -313,19 +313,29 @@ kind = "participant"
 
 /// A small sim network whose participant is connected to its synchronizer.
 pub async fn start_sim(postgres: &Postgres) -> SimNetwork {
-    let sims = SimNetwork::start(
-        &NetworkSpec::from_toml(&format!(
-            "name = \"{}\"\n{TOPOLOGY}",
-            testkit::unique_id("agentcmd")
-        ))
-        .unwrap(),
-        LaunchOptions {
-            postgres: PostgresTarget::of(postgres),
-            binary: &binary_path("canton-sim").unwrap(),
-            work_dir: None,
-        },
-    )
-    .unwrap();
+    // Nodes pick free ports before binding them; a test running alongside can take one in
+    // between, so a failed start is tried again with fresh ports.
+    let mut attempt = 0;
+    let sims = loop {
+        attempt += 1;
+        let started = SimNetwork::start(
+            &NetworkSpec::from_toml(&format!(
+                "name = \"{}\"\n{TOPOLOGY}",
+                testkit::unique_id("agentcmd")
+            ))
+            .unwrap(),
+            LaunchOptions {
+                postgres: PostgresTarget::of(postgres),
+                binary: &binary_path("canton-sim").unwrap(),
+                work_dir: None,
+            },
+        );
+        match started {
+            Ok(sims) => break sims,
+            Err(error) if attempt < 3 => eprintln!("sim network start {attempt} failed: {error}"),
+            Err(error) => panic!("sim network did not start: {error}"),
+        }
+    };
     let client = participant_client(&sims);
     crate::support::wait_for("participant connected", DEADLINE, || async {
         client
