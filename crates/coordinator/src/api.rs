@@ -13,6 +13,7 @@ use sidecar_bus::Bucket;
 use sidecar_core::{Decision, Event, NodeRun, NodeStatus, RunStatus, StepKind, StepStatus};
 use tonic::{Request, Response, Status};
 
+use crate::backup_sets;
 use crate::catalogue::{self, Built};
 use crate::driver::ports::RunStore;
 use crate::driver::record::{RunRecord, result_key, run_key};
@@ -137,6 +138,9 @@ impl Api {
         params: &BTreeMap<String, String>,
         run_id: &str,
     ) -> Result<Built, Status> {
+        if runbook == "restore" {
+            return self.build_restore(params).await;
+        }
         let inventory = self.shared.inventory().await;
         catalogue::build(
             &catalogue::Request {
@@ -148,6 +152,148 @@ impl Api {
             &inventory,
         )
         .map_err(|e| Status::invalid_argument(e.to_string()))
+    }
+
+    /// A restore runs only from a recorded set that satisfies the ordering rule, and a set
+    /// with a sequencer only when every member of the synchronizer is ours (otherwise the
+    /// other organisations' members would be forced back: that is network DR).
+    async fn build_restore(&self, params: &BTreeMap<String, String>) -> Result<Built, Status> {
+        let backup_set = params.get("backup_set").ok_or_else(|| {
+            Status::invalid_argument(
+                "restore needs --param backup_set=<set> (the backup run id unless the backup named one)",
+            )
+        })?;
+        let record = self.backup_set(backup_set).await?;
+        if record.verdict.is_none() {
+            return Err(Status::failed_precondition(record.summary()));
+        }
+        if record
+            .points
+            .iter()
+            .any(|p| p.kind == sidecar_core::NodeKind::Sequencer)
+        {
+            let foreign: Vec<String> = self
+                .shared
+                .node_states()
+                .await
+                .into_iter()
+                .filter(|state| {
+                    !state.organisation.is_empty()
+                        && state.organisation != self.shared.organisation
+                        && matches!(
+                            state.kind(),
+                            pb::NodeKind::Participant | pb::NodeKind::Mediator
+                        )
+                })
+                .map(|state| format!("{} ({})", state.node, state.organisation))
+                .collect();
+            if !foreign.is_empty() {
+                return Err(Status::failed_precondition(format!(
+                    "restoring the sequencer of set {backup_set} would force back members of other \
+                     organisations: {}; use network disaster recovery instead",
+                    foreign.join(", ")
+                )));
+            }
+        }
+        let nodes: Vec<sidecar_core::NodeRef> = record
+            .points
+            .iter()
+            .map(|p| sidecar_core::NodeRef::new(&p.node, p.kind))
+            .collect();
+        let mut built_nodes: Vec<String> = nodes.iter().map(|n| n.id.clone()).collect();
+        built_nodes.sort();
+        Ok(Built {
+            runbook: sidecar_core::runbooks::restore(backup_set, &nodes),
+            nodes: built_nodes,
+            claims_nodes: true,
+            warnings: vec![record.summary()],
+        })
+    }
+
+    /// The set's record, made from its backup run's manifests the first time it is asked for.
+    async fn backup_set(&self, backup_set: &str) -> Result<backup_sets::SetRecord, Status> {
+        let kv = self.shared.network.kv(Bucket::Runs);
+        let key = backup_sets::set_key(backup_set);
+        let unavailable = |e: sidecar_bus::Error<sidecar_bus::KvErrorKind>| {
+            Status::unavailable(format!("reading the runs bucket: {e}"))
+        };
+        if let Some(stored) = kv.get(&key).await.map_err(unavailable)? {
+            return serde_json::from_slice(&stored.value)
+                .map_err(|e| Status::internal(format!("set record {key} does not parse: {e}")));
+        }
+        let run = self.backup_run_of(backup_set).await?;
+        let mut points = Vec::new();
+        for step in backup_sets::DUMP_STEPS {
+            let Some(state) = run.state.steps.iter().find(|s| s.id == step) else {
+                continue;
+            };
+            for node in state.nodes.keys() {
+                let result = kv
+                    .get(&result_key(run.run_id(), step, node))
+                    .await
+                    .map_err(unavailable)?
+                    .ok_or_else(|| {
+                        Status::failed_precondition(format!(
+                            "backup run {} has no manifest from {node}; take the backup again",
+                            run.run_id()
+                        ))
+                    })?;
+                points.push(
+                    backup_sets::point_of(node, backup_set, &result.value)
+                        .map_err(|e| Status::failed_precondition(e.to_string()))?,
+                );
+            }
+        }
+        let record = backup_sets::assess(
+            backup_set,
+            run.run_id(),
+            &self.shared.organisation,
+            points,
+            crate::driver::ports::Clock::now_ms(&crate::driver::ports::SystemClock),
+        );
+        let bytes = serde_json::to_vec(&record)
+            .map_err(|e| Status::internal(format!("encoding the set record: {e}")))?;
+        // Created once; a concurrent request that recorded it first wrote the same verdict.
+        if let Err(error) = kv.create(&key, bytes.into()).await {
+            tracing::debug!(%error, key, "set record already recorded");
+        }
+        Ok(record)
+    }
+
+    /// The succeeded backup run that wrote `backup_set`.
+    async fn backup_run_of(&self, backup_set: &str) -> Result<RunRecord, Status> {
+        let mut candidates = vec![backup_set.to_owned()];
+        candidates.extend(self.store.run_keys().await.unwrap_or_default());
+        for key in candidates {
+            let Ok(Some(stored)) = self.store.load(&run_key(&key)).await else {
+                continue;
+            };
+            let Ok(record) = RunRecord::decode(&stored.value) else {
+                continue;
+            };
+            let set = record
+                .parameters
+                .get("backup_set")
+                .cloned()
+                .unwrap_or_else(|| record.run_id().to_owned());
+            if record.state.runbook.name == "backup"
+                && set == backup_set
+                && record.organisation == self.shared.organisation
+            {
+                if record.state.status != RunStatus::Succeeded {
+                    return Err(Status::failed_precondition(format!(
+                        "backup run {} of set {backup_set} is {:?}, not succeeded",
+                        record.run_id(),
+                        record.state.status
+                    )));
+                }
+                return Ok(record);
+            }
+        }
+        Err(Status::not_found(format!(
+            "no backup run of organisation {} wrote set {backup_set}; `canton-ops runs` lists them",
+            self.shared.organisation
+        )))
     }
 
     async fn change(&self, run: &str, event: Event) -> Result<RunRecord, Status> {

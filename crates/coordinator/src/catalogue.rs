@@ -10,7 +10,8 @@ use proto_sidecar::NodeState;
 use sidecar_core::{ActionKind, ActionSpec, Millis, NodeKind, NodeRef, Runbook};
 
 /// Runbook names the catalogue knows.
-pub const RUNBOOKS: [&str; 3] = ["backup", "disconnect", "reconnect"];
+/// (`restore` is built by the API from a recorded backup set, see `backup_sets`.)
+pub const RUNBOOKS: [&str; 4] = ["backup", "disconnect", "reconnect", "restore"];
 
 /// A request the catalogue cannot turn into a runbook; nothing was started.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

@@ -2,6 +2,7 @@
 //! and the coordinator API.
 
 pub mod api;
+pub mod backup_sets;
 pub mod catalogue;
 pub mod config;
 pub mod driver;
