@@ -897,3 +897,123 @@ async fn heavy_a_mutating_command_runs_only_while_its_run_holds_the_node_claim()
     s.reconnect_participant().await;
     agent.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heavy_connectivity_actions_change_one_synchronizer_and_keep_the_rest_of_its_config() {
+    let s = setup().await;
+    let agent = s.agent(Duration::from_secs(30), Vec::new());
+    let log = ActionLog::from_now(&s.sims).await;
+    let client = participant_client(&s.sims);
+    let registered = client.list_registered_synchronizers().await.unwrap();
+    let original = registered[0].clone();
+    let alias = original.alias.clone();
+    let trust = &s.trust;
+    let run = |name: &str, kind: Kind| trust.command(name, "connectivity", kind, 0);
+
+    let manual = run(
+        "m1",
+        Kind::SetManualConnect(pb::SetManualConnect {
+            synchronizer_alias: alias.clone(),
+            manual_connect: true,
+        }),
+    );
+    s.send(&manual).await;
+    s.acks.wait(&manual.command_id, pb::AckStatus::Done).await;
+    let after = client.list_registered_synchronizers().await.unwrap();
+    assert!(after[0].manual_connect);
+    assert_eq!(
+        after[0].sequencer_urls, original.sequencer_urls,
+        "the rest of the config is kept"
+    );
+    assert_eq!(after[0].priority, original.priority);
+
+    let one = run(
+        "d1",
+        Kind::Disconnect(pb::Disconnect {
+            synchronizer_alias: alias.clone(),
+        }),
+    );
+    s.send(&one).await;
+    let done = s.acks.wait(&one.command_id, pb::AckStatus::Done).await;
+    let result: serde_json::Value = serde_json::from_slice(&done.ack.result).unwrap();
+    assert_eq!(result["synchronizers"][0]["connected"], false, "{result}");
+
+    // Reconnect-all skips a manual-connect synchronizer.
+    let all = run("r1", reconnect_all());
+    s.send(&all).await;
+    s.acks.wait(&all.command_id, pb::AckStatus::Done).await;
+    assert!(
+        client
+            .list_connected_synchronizers()
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    let named = run(
+        "r2",
+        Kind::Reconnect(pb::Reconnect {
+            synchronizer_alias: alias.clone(),
+        }),
+    );
+    s.send(&named).await;
+    s.acks.wait(&named.command_id, pb::AckStatus::Done).await;
+    assert_eq!(
+        client.list_connected_synchronizers().await.unwrap().len(),
+        1
+    );
+
+    // Connecting a registered alias reconnects it rather than registering it twice.
+    let connect = run(
+        "c1",
+        Kind::Connect(pb::Connect {
+            synchronizer_alias: alias.clone(),
+            sequencer_urls: original.sequencer_urls.clone(),
+            manual_connect: true,
+        }),
+    );
+    s.send(&connect).await;
+    s.acks.wait(&connect.command_id, pb::AckStatus::Done).await;
+
+    let back = run(
+        "m2",
+        Kind::SetManualConnect(pb::SetManualConnect {
+            synchronizer_alias: alias.clone(),
+            manual_connect: false,
+        }),
+    );
+    s.send(&back).await;
+    s.acks.wait(&back.command_id, pb::AckStatus::Done).await;
+    assert!(!client.list_registered_synchronizers().await.unwrap()[0].manual_connect);
+
+    let unknown = run(
+        "u1",
+        Kind::Disconnect(pb::Disconnect {
+            synchronizer_alias: "no-such-alias".into(),
+        }),
+    );
+    s.send(&unknown).await;
+    let failed = s
+        .acks
+        .wait(&unknown.command_id, pb::AckStatus::Failed)
+        .await;
+    assert!(
+        failed.ack.detail.contains("participant1"),
+        "{}",
+        failed.ack.detail
+    );
+
+    assert_eq!(
+        log.calls().await,
+        [
+            "ModifySynchronizer",
+            "DisconnectSynchronizer",
+            "ReconnectSynchronizers",
+            "ReconnectSynchronizer",
+            "ReconnectSynchronizer",
+            "ModifySynchronizer",
+            "DisconnectSynchronizer",
+        ]
+    );
+    agent.stop().await;
+}
