@@ -46,13 +46,18 @@ pub struct Inventory {
 }
 
 impl Inventory {
+    /// The organisation's nodes among `states`: those naming the organisation, and those
+    /// naming none whose node the signed network configuration lists for it (`configured`).
     pub fn from_states<'a>(
         organisation: &str,
+        configured: &[String],
         states: impl IntoIterator<Item = &'a NodeState>,
     ) -> Self {
         let mut nodes: BTreeMap<String, InventoryNode> = BTreeMap::new();
         for state in states {
-            if state.organisation != organisation {
+            let ours = state.organisation == organisation
+                || state.organisation.is_empty() && configured.contains(&state.node);
+            if !ours {
                 continue;
             }
             let Some(kind) = node_kind(state.kind()) else {

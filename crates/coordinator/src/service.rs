@@ -87,7 +87,7 @@ impl Shared {
 
     pub async fn inventory(&self) -> Inventory {
         let states = self.node_states().await;
-        Inventory::from_states(&self.organisation, &states)
+        Inventory::from_states(&self.organisation, &self.configured_nodes, &states)
     }
 
     /// Appends a state-changing call to the audit stream.
@@ -383,7 +383,9 @@ fn handle_driver_error(shared: &Shared, error: &crate::driver::DriverError) -> b
 async fn fence(shared: &Shared, epoch: u64) {
     let mut targets: BTreeSet<String> = shared.configured_nodes.iter().cloned().collect();
     for state in shared.node_states().await {
-        if state.organisation == shared.organisation {
+        let ours = state.organisation == shared.organisation
+            || state.organisation.is_empty() && shared.configured_nodes.contains(&state.node);
+        if ours {
             let id = if state.replica.is_empty() {
                 state.node.clone()
             } else {

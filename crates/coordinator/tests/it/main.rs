@@ -1,6 +1,7 @@
 //! The coordinator against a real nats-server.
 #![allow(clippy::unwrap_used)]
 
+mod agents;
 mod driver;
 mod kills;
 mod leadership;

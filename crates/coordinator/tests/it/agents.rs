@@ -1,0 +1,291 @@
+//! The coordinator with a real canton-agent (command path, journal, signed acks) beside a
+//! canton-sim participant: synchronized disconnect and reconnect through the API, witnessed by
+//! the participant's own connection list and action log.
+
+use std::time::{Duration, Instant};
+
+use canton_agent::config::{
+    AgentConfig, CantonConfig, CommandsConfig, NatsConfig, NodeKind, ProbeSchedules, Schedule,
+    TrustConfig,
+};
+use canton_agent::{Agent, AgentMetrics};
+use canton_sim::network::LaunchOptions;
+use canton_sim::{NetworkSpec, PostgresTarget, SimNetwork};
+use proto_sidecar as pb;
+use sidecar_bus::NodeId;
+use testkit::{NatsServer, Postgres, binary_path};
+use tokio_util::sync::CancellationToken;
+
+use crate::support::{
+    OPERATOR_TOKEN, TestNode, agent_key, client, config, config_key, finished, now_ms,
+    wait_driving, wait_for_run,
+};
+
+const PARTICIPANT: &str = "participant1";
+
+fn topology() -> String {
+    format!(
+        "name = \"{}\"\n[[node]]\nid = \"sequencer1\"\nkind = \"sequencer\"\n[[node]]\nid = \"mediator1\"\nkind = \"mediator\"\n[[node]]\nid = \"{PARTICIPANT}\"\nkind = \"participant\"\n",
+        testkit::unique_id("coordsim")
+    )
+}
+
+fn participant(sims: &SimNetwork) -> canton_client::CantonClient {
+    let endpoints = sims.node(PARTICIPANT).unwrap().endpoints();
+    canton_client::CantonClient::new(canton_client::ClientConfig::new(
+        PARTICIPANT,
+        canton_client::NodeKind::Participant,
+        format!("http://{}", endpoints.admin.unwrap()),
+    ))
+    .unwrap()
+}
+
+async fn connected(client: &canton_client::CantonClient) -> Option<usize> {
+    client
+        .list_connected_synchronizers()
+        .await
+        .ok()
+        .map(|l| l.len())
+}
+
+async fn wait_connected(
+    client: &canton_client::CantonClient,
+    what: &str,
+    want: impl Fn(usize) -> bool,
+) {
+    let started = Instant::now();
+    loop {
+        if connected(client).await.is_some_and(&want) {
+            eprintln!("{what} after {:?}", started.elapsed());
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "{what}: not within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn schedule(ms: u64) -> Schedule {
+    Schedule {
+        period: Duration::from_millis(ms),
+        timeout: Duration::from_millis(ms),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heavy_synchronized_disconnect_and_reconnect_through_a_real_agent_on_canton_sim() {
+    let nats = NatsServer::shared_or_start().unwrap();
+    let postgres = Postgres::shared_or_start().unwrap();
+    // Sim nodes bind ports picked beforehand; a parallel test may take one first, so the
+    // network is started again (with fresh ports) when a node loses that race.
+    let sim_binary = binary_path("canton-sim").unwrap();
+    let mut attempts = 0;
+    let sims = loop {
+        attempts += 1;
+        match SimNetwork::start(
+            &NetworkSpec::from_toml(&topology()).unwrap(),
+            LaunchOptions {
+                postgres: PostgresTarget::of(&postgres),
+                binary: &sim_binary,
+                work_dir: None,
+            },
+        ) {
+            Ok(sims) => break sims,
+            Err(error) if attempts < 3 => eprintln!("sim network start failed, again: {error}"),
+            Err(error) => panic!("sim network did not start: {error}"),
+        }
+    };
+    let canton = participant(&sims);
+    wait_connected(&canton, "participant connected", |n| n > 0).await;
+
+    let names = crate::fresh_names();
+    let network = crate::network(nats.url(), names.clone()).await;
+    let nodes = vec![TestNode {
+        id: PARTICIPANT,
+        kind: pb::NodeKind::Participant,
+        participant: "",
+    }];
+    let coordinator_config = config(&names, nats.url(), &nodes);
+
+    // The agent, with the same signed network configuration and its own ack key.
+    let dir = tempfile::tempdir().unwrap();
+    let ack = agent_key(PARTICIPANT, 20);
+    std::fs::write(
+        dir.path().join("network.cfg"),
+        &coordinator_config.network_config,
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("ack.seed"), ack.seed()).unwrap();
+    let trust = TrustConfig {
+        network_config: dir.path().join("network.cfg"),
+        config_key: config_key().trusted_key(None, None).public.to_bytes(),
+        ack_key_seed: dir.path().join("ack.seed"),
+        ack_key_id: ack.key_id().to_owned(),
+        organisation: crate::support::ORG.to_owned(),
+        max_clock_skew: Duration::from_secs(2),
+    };
+    let every = schedule(300);
+    let agent_config = AgentConfig {
+        network: names.network().clone(),
+        node: NodeId::new(PARTICIPANT).unwrap(),
+        kind: NodeKind::Participant,
+        nats: NatsConfig {
+            url: nats.url().to_owned(),
+            credentials: None,
+            ping_interval: Duration::from_millis(500),
+            connect_timeout: Duration::from_secs(2),
+            max_reconnect_delay: Duration::from_millis(500),
+        },
+        heartbeat_interval: Duration::from_millis(200),
+        state_refresh: Duration::from_secs(30),
+        shutdown_grace: Duration::from_secs(3),
+        canton: Some(CantonConfig {
+            admin_url: format!(
+                "http://{}",
+                sims.node(PARTICIPANT).unwrap().endpoints().admin.unwrap()
+            ),
+            grpc_health_url: None,
+            grpc_health_service: String::new(),
+            http_health_url: None,
+            ledger_api_url: None,
+        }),
+        database_url: None,
+        participant: None,
+        commands: None,
+        probes: ProbeSchedules {
+            status: every,
+            grpc_health: every,
+            http_health: every,
+            synchronizers: every,
+            progress: every,
+            database: every,
+        },
+    };
+    let material = canton_agent::commands::TrustMaterial::load(
+        &trust,
+        &agent_config.network,
+        &agent_config.node,
+        now_ms(),
+    )
+    .unwrap();
+    let agent = Agent::new(agent_config.clone(), Vec::new(), AgentMetrics::default());
+    let registry = canton_agent::actions::standard_registry(
+        &agent_config,
+        agent.board(),
+        agent.identity().clone(),
+    )
+    .unwrap();
+    let agent = agent.with_commands(canton_agent::commands::CommandPath {
+        trust: material,
+        settings: CommandsConfig {
+            journal_dir: dir.path().join("journal"),
+            ack_wait: Duration::from_secs(30),
+            max_deliver: 20,
+            max_ack_pending: 64,
+        },
+        registry,
+    });
+    let shutdown = CancellationToken::new();
+    let agent_task = tokio::spawn(agent.run(shutdown.clone()));
+
+    // The agent's node state makes the participant part of the inventory.
+    let started = Instant::now();
+    while network
+        .kv(sidecar_bus::Bucket::Nodes)
+        .get(PARTICIPANT)
+        .await
+        .unwrap()
+        .is_none()
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no node state from the agent"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let coordinator = canton_coordinator::service::Coordinator::start(coordinator_config)
+        .await
+        .unwrap();
+    let epoch = wait_driving(&coordinator).await;
+    let fences = coordinator
+        .shared
+        .fences
+        .lock()
+        .unwrap()
+        .get(&epoch)
+        .cloned();
+    assert!(
+        fences.is_some_and(|acked| acked.contains(PARTICIPANT)),
+        "the agent confirmed the fence"
+    );
+    let mut ops = client(coordinator.api_addr, OPERATOR_TOKEN).await;
+
+    for (runbook, want_connected) in [("disconnect", false), ("reconnect", true)] {
+        let run_id = ops
+            .start_run(pb::StartRunRequest {
+                runbook: runbook.into(),
+                nodes: vec![],
+                parameters: vec![pb::Parameter {
+                    key: "deadline".into(),
+                    value: "30s".into(),
+                }],
+                request_id: format!("real-{runbook}"),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .run
+            .unwrap()
+            .run_id;
+        let run = wait_for_run(
+            &mut ops,
+            &run_id,
+            &format!("{runbook} through the agent"),
+            finished,
+        )
+        .await;
+        assert_eq!(run.status(), pb::RunStatus::Succeeded, "{run:#?}");
+        let node = &run.steps[0].nodes[0];
+        assert_eq!(node.node, PARTICIPANT);
+        assert_eq!(node.attempt, 1);
+        wait_connected(&canton, &format!("participant after {runbook}"), |n| {
+            (n > 0) == want_connected
+        })
+        .await;
+    }
+    // The participant's own log: one disconnect and one reconnect call, nothing repeated.
+    let actions = sims
+        .node(PARTICIPANT)
+        .unwrap()
+        .control()
+        .actions(0)
+        .await
+        .unwrap();
+    let methods: Vec<String> = actions
+        .iter()
+        .map(|a| a.method.rsplit('/').next().unwrap_or_default().to_owned())
+        .filter(|m| m.contains("isconnect") || m.contains("econnect"))
+        .collect();
+    eprintln!("participant calls: {methods:?}");
+    assert_eq!(
+        methods
+            .iter()
+            .filter(|m| m.starts_with("Disconnect"))
+            .count(),
+        1,
+        "{methods:?}"
+    );
+    assert_eq!(
+        methods
+            .iter()
+            .filter(|m| m.starts_with("Reconnect"))
+            .count(),
+        1,
+        "{methods:?}"
+    );
+
+    shutdown.cancel();
+    agent_task.await.unwrap().unwrap();
+}
