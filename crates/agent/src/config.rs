@@ -156,6 +156,40 @@ pub struct AgentConfig {
     pub probes: ProbeSchedules,
     /// Signed commands; absent = heartbeats and probes only.
     pub commands: Option<CommandPath>,
+    /// `backup`, `restore` and `verify` actions; absent = none.
+    pub backup: Option<BackupSettings>,
+    /// `stop` and `start` actions through hook commands; absent = none.
+    pub lifecycle: Option<sidecar_backup::LifecycleConfig>,
+}
+
+/// Backups of the node's database (`[backup]`); the database is `database.url`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackupSettings {
+    /// Absolute directory holding backup sets (`<root>/<set>/<node>.dump`).
+    pub root: PathBuf,
+    /// The node's database (`database.url`), dumped and restored as the node's role.
+    pub database_url: String,
+    /// Searched for `pg_dump`/`pg_restore` of the server's major version before
+    /// `/usr/lib/postgresql/<major>/bin`.
+    pub pg_bin_dir: Option<PathBuf>,
+    /// A SELECT returning (sequencer_ts_micros, ledger_offset); default per node kind.
+    pub snapshot_point_query: Option<String>,
+    /// Command run after a backup's manifest is written.
+    pub upload: Option<sidecar_backup::CommandTemplate>,
+    pub progress_interval: Duration,
+    /// Database a restore connects to while it drops and recreates the node's.
+    pub maintenance_database: String,
+    /// For an app: the participant it reads from (named in its manifests).
+    pub participant: Option<String>,
+    pub method: BackupMethod,
+}
+
+/// How `[backup]` takes a backup.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BackupMethod {
+    PgDump,
+    /// `backup.snapshot_command` (volume snapshot, pgBackRest …) instead of pg_dump.
+    Snapshot(sidecar_backup::SnapshotSpec),
 }
 
 /// Trust material and consumer settings of the command path; present only with `[trust]`.
@@ -387,6 +421,16 @@ fn read(keys: &mut Keys) -> Result<AgentConfig, ConfigError> {
     } else {
         None
     };
+    let backup = if keys.contains_prefix("backup.") {
+        Some(read_backup(keys, kind, database_url.as_deref())?)
+    } else {
+        None
+    };
+    let lifecycle = if keys.contains_prefix("lifecycle.") {
+        Some(read_lifecycle(keys)?)
+    } else {
+        None
+    };
     Ok(AgentConfig {
         network,
         node,
@@ -400,6 +444,153 @@ fn read(keys: &mut Keys) -> Result<AgentConfig, ConfigError> {
         participant,
         probes,
         commands,
+        backup,
+        lifecycle,
+    })
+}
+
+const COMMAND_EXPECTED: &str =
+    "a command as a list of strings, e.g. [\"systemctl\", \"stop\", \"canton-{node}\"]";
+
+fn read_backup(
+    keys: &mut Keys,
+    kind: NodeKind,
+    database_url: Option<&str>,
+) -> Result<BackupSettings, ConfigError> {
+    let root = keys.parsed(
+        "backup.root",
+        "an absolute directory path where backup sets are written",
+        |s| Some(PathBuf::from(s)).filter(|p| p.is_absolute()),
+    )?;
+    let database_url = database_url
+        .map(str::to_owned)
+        .ok_or_else(|| ConfigError::Missing {
+            key: "database.url".to_owned(),
+            origin: Origin::Nowhere,
+            expected: "the node's database connection string, which [backup] dumps and restores"
+                .to_owned(),
+        })?;
+    if let Err(error) = sidecar_backup::Database::new(&database_url) {
+        return Err(ConfigError::Invalid {
+            key: "database.url".to_owned(),
+            // It may hold a password.
+            value: "(not shown)".to_owned(),
+            origin: keys.origin("database.url"),
+            expected: error.context().to_owned(),
+        });
+    }
+    let pg_bin_dir = keys.optional_parsed(
+        "backup.pg_bin_dir",
+        "an absolute directory holding pg_dump and pg_restore",
+        |s| Some(PathBuf::from(s)).filter(|p| p.is_absolute()),
+    )?;
+    let snapshot_point_query = keys.optional_string("backup.snapshot_point_query")?;
+    if kind == NodeKind::App && snapshot_point_query.is_none() {
+        return Err(ConfigError::Missing {
+            key: "backup.snapshot_point_query".to_owned(),
+            origin: Origin::Nowhere,
+            expected: "for an app: a SELECT on the app's database returning (sequencer_ts_micros, ledger_offset) as bigint, either NULL".to_owned(),
+        });
+    }
+    let upload = keys.command("backup.upload", sidecar_backup::UPLOAD_PLACEHOLDERS)?;
+    let progress_interval = keys.duration("backup.progress_interval", Duration::from_secs(2))?;
+    let maintenance_database = keys.parsed_or(
+        "backup.maintenance_database",
+        "a database name",
+        "postgres".to_owned(),
+        |s| Some(s.to_owned()),
+    )?;
+    let participant = keys.optional_string("backup.participant")?;
+    let snapshot = keys.parsed_or("backup.method", "pg_dump or snapshot", false, |s| match s {
+        "pg_dump" => Some(false),
+        "snapshot" => Some(true),
+        _ => None,
+    })?;
+    let components_value = keys.values.get("backup.snapshot_components").cloned();
+    let components = keys
+        .strings("backup.snapshot_components", "a list of component names")?
+        .unwrap_or_default();
+    let command_value = keys.values.get("backup.snapshot_command").cloned();
+    let command = keys.command(
+        "backup.snapshot_command",
+        sidecar_backup::SNAPSHOT_PLACEHOLDERS,
+    )?;
+    let method = match (snapshot, command) {
+        (true, Some(command)) => BackupMethod::Snapshot(sidecar_backup::SnapshotSpec {
+            command,
+            components,
+        }),
+        (true, None) => {
+            return Err(ConfigError::Missing {
+                key: "backup.snapshot_command".to_owned(),
+                origin: Origin::Nowhere,
+                expected: format!("with backup.method = \"snapshot\": {COMMAND_EXPECTED}"),
+            });
+        }
+        (false, command) => {
+            let stray = command
+                .map(|_| ("backup.snapshot_command", command_value))
+                .or_else(|| {
+                    (!components.is_empty())
+                        .then_some(("backup.snapshot_components", components_value))
+                });
+            if let Some((key, Some(value))) = stray {
+                return Err(keys.invalid(
+                    key,
+                    &value,
+                    "nothing unless backup.method = \"snapshot\"",
+                ));
+            }
+            BackupMethod::PgDump
+        }
+    };
+    Ok(BackupSettings {
+        root,
+        database_url,
+        pg_bin_dir,
+        snapshot_point_query,
+        upload,
+        progress_interval,
+        maintenance_database,
+        participant,
+        method,
+    })
+}
+
+fn read_lifecycle(keys: &mut Keys) -> Result<sidecar_backup::LifecycleConfig, ConfigError> {
+    let hook = |keys: &mut Keys, key: &str, placeholders: &[&str]| {
+        keys.command(key, placeholders)?
+            .ok_or_else(|| ConfigError::Missing {
+                key: key.to_owned(),
+                origin: Origin::Nowhere,
+                expected: format!("{COMMAND_EXPECTED}; [lifecycle] needs stop, start and status"),
+            })
+    };
+    let stop = hook(keys, "lifecycle.stop", sidecar_backup::STOP_PLACEHOLDERS)?;
+    let start = hook(keys, "lifecycle.start", sidecar_backup::START_PLACEHOLDERS)?;
+    let status = hook(
+        keys,
+        "lifecycle.status",
+        sidecar_backup::STATUS_PLACEHOLDERS,
+    )?;
+    let wait = keys.duration("lifecycle.wait", Duration::from_secs(120))?;
+    let poll_value = keys.values.get("lifecycle.poll").cloned();
+    let poll = keys.duration("lifecycle.poll", Duration::from_millis(500))?;
+    if poll > wait
+        && let Some(value) = poll_value
+    {
+        return Err(keys.invalid(
+            "lifecycle.poll",
+            &value,
+            "a duration no longer than lifecycle.wait",
+        ));
+    }
+    Ok(sidecar_backup::LifecycleConfig {
+        stop,
+        start,
+        status,
+        wait,
+        poll,
     })
 }
 
@@ -484,6 +675,21 @@ const KNOWN_KEYS: &[&str] = &[
     "commands.ack_wait",
     "commands.max_deliver",
     "commands.max_ack_pending",
+    "backup.root",
+    "backup.pg_bin_dir",
+    "backup.snapshot_point_query",
+    "backup.upload",
+    "backup.progress_interval",
+    "backup.maintenance_database",
+    "backup.participant",
+    "backup.method",
+    "backup.snapshot_command",
+    "backup.snapshot_components",
+    "lifecycle.stop",
+    "lifecycle.start",
+    "lifecycle.status",
+    "lifecycle.wait",
+    "lifecycle.poll",
 ];
 
 impl Keys {
@@ -602,6 +808,45 @@ impl Keys {
         )
     }
 
+    /// A list of strings: a TOML array, or (from the environment) a JSON array.
+    fn strings(&mut self, key: &str, expected: &str) -> Result<Option<Vec<String>>, ConfigError> {
+        let Some(value) = self.values.remove(key) else {
+            return Ok(None);
+        };
+        let items = match &value.kind {
+            ValueKind::Array(items) => items
+                .iter()
+                .map(|item| match &item.kind {
+                    ValueKind::String(text) => Some(text.clone()),
+                    _ => None,
+                })
+                .collect::<Option<Vec<_>>>(),
+            ValueKind::String(text) if text.trim().is_empty() => return Ok(None),
+            ValueKind::String(text) => serde_json::from_str::<Vec<String>>(text).ok(),
+            _ => None,
+        };
+        items
+            .map(Some)
+            .ok_or_else(|| self.invalid(key, &value, expected))
+    }
+
+    /// A hook command (argv list) whose placeholders are among `placeholders`.
+    fn command(
+        &mut self,
+        key: &str,
+        placeholders: &[&str],
+    ) -> Result<Option<sidecar_backup::CommandTemplate>, ConfigError> {
+        let Some(value) = self.values.get(key).cloned() else {
+            return Ok(None);
+        };
+        let Some(argv) = self.strings(key, COMMAND_EXPECTED)? else {
+            return Ok(None);
+        };
+        sidecar_backup::CommandTemplate::new(&format!("`{key}`"), argv, placeholders)
+            .map(Some)
+            .map_err(|error| self.invalid(key, &value, error.context()))
+    }
+
     fn path(&mut self, key: &str, expected: &str) -> Result<PathBuf, ConfigError> {
         self.parsed(key, expected, |s| Some(PathBuf::from(s)))
     }
@@ -696,6 +941,119 @@ admin_url = "http://127.0.0.1:5002"
             Path::new("/etc/agent.toml"),
             env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
         )
+    }
+
+    const BACKUP: &str = r#"
+[database]
+url = "host=127.0.0.1 port=5432 user=canton dbname=p1"
+[backup]
+root = "/var/lib/canton-agent/backups"
+upload = ["rclone", "copy", "{dump}", "remote:{set}/"]
+[lifecycle]
+stop = ["systemctl", "stop", "canton-{node}"]
+start = ["systemctl", "start", "canton-{node}"]
+status = ["systemctl", "is-active", "canton-{node}"]
+wait = "30s"
+"#;
+
+    #[test]
+    fn backup_and_lifecycle_sections_are_read_with_defaults() {
+        let text = format!("{MINIMAL}{BACKUP}");
+        let config = parse(
+            &text,
+            &[(
+                "CANTON_AGENT__LIFECYCLE__STOP",
+                r#"["docker", "stop", "{node}"]"#,
+            )],
+        )
+        .unwrap();
+        let backup = config.backup.unwrap();
+        assert_eq!(backup.root, Path::new("/var/lib/canton-agent/backups"));
+        assert_eq!(
+            backup.database_url,
+            "host=127.0.0.1 port=5432 user=canton dbname=p1"
+        );
+        assert_eq!(backup.method, BackupMethod::PgDump);
+        assert_eq!(backup.maintenance_database, "postgres");
+        assert_eq!(backup.progress_interval, Duration::from_secs(2));
+        assert_eq!(backup.upload.unwrap().argv()[0], "rclone");
+        let lifecycle = config.lifecycle.unwrap();
+        assert_eq!(lifecycle.stop.argv(), ["docker", "stop", "{node}"]);
+        assert_eq!(lifecycle.wait, Duration::from_secs(30));
+        assert_eq!(lifecycle.poll, Duration::from_millis(500));
+        assert_eq!(parse(MINIMAL, &[]).unwrap().backup, None);
+    }
+
+    #[test]
+    fn backup_and_lifecycle_errors_name_the_key() {
+        let text = format!("{MINIMAL}{BACKUP}");
+        let cases: &[(&str, &str, &str)] = &[
+            (
+                "root = \"/var/lib/canton-agent/backups\"",
+                "root = \"backups\"",
+                "backup.root",
+            ),
+            (
+                "url = \"host=127.0.0.1 port=5432 user=canton dbname=p1\"\n",
+                "",
+                "database.url",
+            ),
+            (
+                "dbname=p1\"",
+                "dbname=p1 application_name=x\"",
+                "database.url",
+            ),
+            (
+                "\"canton-{node}\"]\nstart",
+                "\"canton-{nod}\"]\nstart",
+                "lifecycle.stop",
+            ),
+            (
+                "status = [\"systemctl\", \"is-active\", \"canton-{node}\"]\n",
+                "",
+                "lifecycle.status",
+            ),
+            ("upload = [", "upload = \"rclone\"\nx = [", "backup.upload"),
+            (
+                "wait = \"30s\"",
+                "wait = \"30s\"\npoll = \"1m\"",
+                "lifecycle.poll",
+            ),
+            (
+                "[backup]\n",
+                "[backup]\nmethod = \"snapshot\"\n",
+                "backup.snapshot_command",
+            ),
+            (
+                "[backup]\n",
+                "[backup]\nsnapshot_command = [\"snap\", \"{artefact}\"]\n",
+                "backup.snapshot_command",
+            ),
+            (
+                "[backup]\n",
+                "[backup]\nmethod = \"zfs\"\n",
+                "backup.method",
+            ),
+        ];
+        for (from, to, key) in cases {
+            assert!(text.contains(from), "{from}");
+            let error = parse(&text.replace(from, to), &[]).unwrap_err();
+            assert_eq!(error.key(), Some(*key), "{error}");
+        }
+        let app = text
+            .replace("kind = \"participant\"", "kind = \"app\"")
+            .replace("[canton]\nadmin_url = \"http://127.0.0.1:5002\"\n", "");
+        let error = parse(&app, &[]).unwrap_err();
+        assert_eq!(error.key(), Some("backup.snapshot_point_query"), "{error}");
+        let snapshot = text.replace(
+            "[backup]\n",
+            "[backup]\nmethod = \"snapshot\"\nsnapshot_command = [\"snap\", \"{node}\", \"{artefact}\"]\nsnapshot_components = [\"p1\", \"app1\"]\n",
+        );
+        let BackupMethod::Snapshot(spec) = parse(&snapshot, &[]).unwrap().backup.unwrap().method
+        else {
+            panic!("snapshot method expected");
+        };
+        assert_eq!(spec.components, ["p1", "app1"]);
     }
 
     #[test]

@@ -101,7 +101,7 @@ async fn run(
             agent.board(),
             agent.identity().clone(),
         )
-        .context("building the action handlers from the [canton] section")?;
+        .context("building the action handlers")?;
         agent = agent.with_commands(canton_agent::commands::CommandPath {
             trust,
             settings: path.commands,

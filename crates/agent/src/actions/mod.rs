@@ -13,6 +13,7 @@
 //! first and run again only when it says no; `Unguardable` ones are never run again (the
 //! outcome becomes `OutcomeUnknown` for an operator to decide).
 
+mod backup;
 mod connectivity;
 mod probe;
 
@@ -22,6 +23,7 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 
+pub use backup::{AGENT_APPLICATION_NAME, BackupAction, LifecycleAction, backup_handlers};
 pub use connectivity::ConnectivityAction;
 pub use probe::ProbeAction;
 pub use proto_sidecar::Command;
@@ -180,13 +182,23 @@ impl ActionRegistry {
     }
 }
 
+/// Why the standard handlers could not be built from the configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("building the Canton client from the [canton] section: {0}")]
+    Canton(#[from] canton_client::Error),
+    #[error("building the backup and lifecycle actions from [backup]/[lifecycle]: {0}")]
+    Backup(#[from] sidecar_backup::Error),
+}
+
 /// The handlers this build has for the configured node: `probe` everywhere, connectivity on
-/// participants. Other crates add theirs with [`ActionRegistry::register`].
+/// participants, backup/restore/verify with `[backup]`, stop/start with `[lifecycle]`. Other
+/// crates add theirs with [`ActionRegistry::register`].
 pub fn standard_registry(
     config: &crate::AgentConfig,
     board: crate::ProbeBoard,
     identity: crate::report::Identity,
-) -> Result<ActionRegistry, canton_client::Error> {
+) -> Result<ActionRegistry, RegistryError> {
     let mut registry = ActionRegistry::new();
     let mut handlers: Vec<Arc<dyn ActionHandler>> =
         vec![Arc::new(ProbeAction::new(board, identity))];
@@ -197,6 +209,7 @@ pub fn standard_registry(
             handlers.push(Arc::new(action));
         }
     }
+    handlers.extend(backup_handlers(config)?);
     for handler in handlers {
         // Each built-in handler names a distinct action.
         let _ = registry.register(handler);

@@ -44,7 +44,15 @@ impl Probe for DatabaseProbe {
         Box::pin(async move {
             let mut slot = slot.lock().await;
             if slot.as_ref().is_none_or(Client::is_closed) {
-                match tokio_postgres::connect(&conninfo, NoTls).await {
+                let mut config = match conninfo.parse::<tokio_postgres::Config>() {
+                    Ok(config) => config,
+                    Err(error) => return failure(&error),
+                };
+                // Named, so a restore can tell the agent's own connection from the node's.
+                if config.get_application_name().is_none() {
+                    config.application_name(crate::actions::AGENT_APPLICATION_NAME);
+                }
+                match config.connect(NoTls).await {
                     Ok((client, connection)) => {
                         tokio::spawn(async move {
                             if let Err(error) = connection.await {

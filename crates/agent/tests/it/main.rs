@@ -1,6 +1,7 @@
 //! The agent against a real nats-server (and canton-sim where Canton behaviour is claimed).
 #![allow(clippy::unwrap_used)]
 
+mod backups;
 mod binary;
 mod bus;
 mod children;

@@ -48,6 +48,8 @@ pub fn config(url: &str, net: &Network, node: &str) -> AgentConfig {
         database_url: None,
         participant: None,
         commands: None,
+        backup: None,
+        lifecycle: None,
         probes: ProbeSchedules {
             status: every,
             grpc_health: every,
