@@ -79,7 +79,7 @@ fn start_network(pg: &Postgres, binary: &Path) -> SimNetwork {
             Ok(net) => return net,
             Err(error)
                 if attempt < ATTEMPTS
-                    && format!("{error:#}").contains("Address already in use") =>
+                    && format!("{error:?}").contains("Address already in use") =>
             {
                 eprintln!("attempt {attempt} lost a port race: {error:#}");
             }
