@@ -203,15 +203,20 @@ async fn pause(context: &Context, pause: Option<Duration>) -> bool {
 pub async fn run_commands(context: Context, path: CommandPath) -> Result<(), CommandPathError> {
     let boot_started = unix_ms_now();
     let dir = path.settings.journal_dir.clone();
-    let opened = tokio::task::spawn_blocking(move || FileJournal::open(&dir))
-        .await
-        .map_err(|e| JournalError::Io {
-            path: path.settings.journal_dir.clone(),
-            action: "opening (the reader thread failed)",
-            source: std::io::Error::other(e.to_string()),
-        })??;
-    let journal_was_empty = opened.created;
-    let log = CommandLog::new(Box::new(opened.journal), &opened.records, boot_started)?;
+    // Opening replays and may compact (fsyncs): off the runtime like every journal write.
+    let opened = tokio::task::spawn_blocking(move || {
+        let opened = FileJournal::open(&dir)?;
+        let was_empty = opened.created;
+        let log = CommandLog::new(Box::new(opened.journal), &opened.records, boot_started)?;
+        Ok::<_, JournalError>((log, was_empty))
+    })
+    .await
+    .map_err(|e| JournalError::Io {
+        path: path.settings.journal_dir.clone(),
+        action: "opening (the reader thread failed)",
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    let (log, journal_was_empty) = opened?;
     log.append(Record::Boot {
         boot_id: context.identity.boot_id.clone(),
         started_at_unix_ms: boot_started,

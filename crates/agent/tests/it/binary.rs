@@ -72,6 +72,19 @@ fn bad_configs_exit_78_naming_key_value_and_expectation() {
             vec![],
             vec!["canton.admin_url", "missing", "http://"],
         ),
+        (
+            format!(
+                "{good}[trust]\nnetwork_config = \"/nonexistent/network.cfg\"\nconfig_key = \"{}\"\nack_key_seed = \"/nonexistent/ack.seed\"\nack_key_id = \"k\"\norganisation = \"org-a\"\n[commands]\njournal_dir = \"/tmp/j\"\n",
+                "ab".repeat(32)
+            ),
+            vec![],
+            vec!["trust.network_config", "/nonexistent/network.cfg"],
+        ),
+        (
+            format!("{good}[commands]\njournal_dir = \"/tmp/j\"\n"),
+            vec![],
+            vec!["trust.network_config", "missing"],
+        ),
     ];
     for (text, env, expected) in cases {
         let path = write_config(&dir, &text);
