@@ -86,6 +86,9 @@ pub struct Ports {
     /// The sim's control endpoint (fault injection, action log).
     #[serde(default)]
     pub control: u16,
+    /// Apps: the Splice admin HTTP API (`/api/sv/…`, `/api/validator/…`).
+    #[serde(default)]
+    pub http: u16,
 }
 
 /// A synchronizer a participant registers the first time it starts.
@@ -209,6 +212,12 @@ pub struct NodeConfig {
     /// Apps only: the participant's ledger API the app reads from.
     #[serde(default)]
     pub participant: Option<String>,
+    /// Apps only: the participant's admin API (identities, snapshots).
+    #[serde(default)]
+    pub participant_admin: Option<String>,
+    /// Apps only: how often the app reads the participant's ledger end.
+    #[serde(default = "default_poll_ms")]
+    pub poll_interval_ms: u64,
     /// Participants only.
     #[serde(default)]
     pub workload: Workload,
@@ -220,6 +229,10 @@ pub struct NodeConfig {
     /// `features.enable-repair-commands`); without it the service is not bound.
     #[serde(default)]
     pub repair_commands_enabled: bool,
+}
+
+fn default_poll_ms() -> u64 {
+    200
 }
 
 fn default_organisation() -> String {
@@ -301,6 +314,16 @@ impl NodeConfig {
             return bad(format!(
                 "bootstrap_synchronizers is for participants, not a {kind}"
             ));
+        }
+        if kind == NodeKind::App && (self.participant.is_none() || self.participant_admin.is_none())
+        {
+            return bad(
+                "an app needs `participant = \"http://host:ledger-port\"` and `participant_admin = \"http://host:admin-port\"`"
+                    .to_owned(),
+            );
+        }
+        if kind == NodeKind::App && self.poll_interval_ms == 0 {
+            return bad("poll_interval_ms must be at least 1".to_owned());
         }
         if kind == NodeKind::Mediator && self.sequencer.is_none() {
             return bad("a mediator needs `sequencer = \"http://host:port\"`".to_owned());

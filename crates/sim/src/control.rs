@@ -83,6 +83,7 @@ pub fn router(state: ControlState) -> axum::Router {
         .route("/control/actions", get(actions))
         .route("/control/workload", post(set_workload))
         .route("/control/sequencer/prune", post(prune_sequencer))
+        .route("/control/app", get(app_state))
         .with_state(state)
 }
 
@@ -160,6 +161,18 @@ async fn prune_sequencer(
         .prune(body.before_micros)
         .await
         .map(|events| Json(Pruned { events }))
+        .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+}
+
+async fn app_state(
+    State(state): State<ControlState>,
+) -> std::result::Result<Json<crate::app::AppState>, (StatusCode, String)> {
+    if state.info.kind != "app" {
+        return Err((StatusCode::NOT_FOUND, "not an app".to_owned()));
+    }
+    crate::app::state(&state.db)
+        .await
+        .map(Json)
         .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
 }
 
@@ -241,6 +254,11 @@ impl ControlClient {
             )
             .await?;
         Ok(pruned.events)
+    }
+
+    /// An app's processed offset and its participant's ledger end at the last poll.
+    pub async fn app_state(&self) -> Result<crate::app::AppState> {
+        self.json("GET", "/control/app", None).await
     }
 
     /// The action log after sequence number `after` (0 = all).

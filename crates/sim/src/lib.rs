@@ -3,6 +3,7 @@
 //! whole topology of them and hands out [`network::SimNode`] handles.
 
 pub mod acs;
+pub mod app;
 pub mod config;
 pub mod connectivity;
 pub mod control;

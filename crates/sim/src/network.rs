@@ -92,6 +92,9 @@ pub struct NodeSpec {
     /// Participants: serve the repair service (Canton's `enable-repair-commands`).
     #[serde(default)]
     pub repair_commands_enabled: bool,
+    /// Apps: how often the app reads its participant's ledger end (default 200 ms).
+    #[serde(default)]
+    pub poll_interval_ms: Option<u64>,
 }
 
 impl NetworkSpec {
@@ -272,6 +275,9 @@ pub struct NodeEndpoints {
     pub grpc_health: SocketAddr,
     pub http_health: Option<SocketAddr>,
     pub control: SocketAddr,
+    /// Apps: the Splice admin HTTP API.
+    #[serde(default)]
+    pub http: Option<SocketAddr>,
     pub pid: Option<u32>,
     pub log: PathBuf,
     pub config: PathBuf,
@@ -530,6 +536,12 @@ impl SimNode {
             .map(|p| self.addr(p))
     }
 
+    /// The app's Splice admin HTTP API.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        let configured = (self.kind() == NodeKind::App).then_some(self.config.ports.http);
+        self.bound(|p| p.http, configured).map(|p| self.addr(p))
+    }
+
     pub fn control_addr(&self) -> SocketAddr {
         self.addr(self.bound(|p| p.control, self.config.ports.control))
     }
@@ -554,6 +566,7 @@ impl SimNode {
             grpc_health: self.grpc_health_addr(),
             http_health: self.http_health_addr(),
             control: self.control_addr(),
+            http: self.http_addr(),
             pid: self.pid(),
             log: self.log_path.clone(),
             config: self.config_path.clone(),
@@ -720,6 +733,11 @@ fn plan(spec: &NetworkSpec, postgres: &PostgresTarget) -> Result<Vec<(NodeConfig
                 None
             },
             control: free_port()?,
+            http: if node.kind == NodeKind::App {
+                free_port()?
+            } else {
+                0
+            },
         };
         let config = NodeConfig {
             id: node.id.clone(),
@@ -748,6 +766,8 @@ fn plan(spec: &NetworkSpec, postgres: &PostgresTarget) -> Result<Vec<(NodeConfig
             bootstrap_synchronizers: Vec::new(),
             sequencer: None,
             participant: None,
+            participant_admin: None,
+            poll_interval_ms: node.poll_interval_ms.unwrap_or(200),
             workload: node.workload.clone(),
             peers: Vec::new(),
             repair_commands_enabled: node.repair_commands_enabled,
@@ -758,10 +778,16 @@ fn plan(spec: &NetworkSpec, postgres: &PostgresTarget) -> Result<Vec<(NodeConfig
         .iter()
         .find(|(c, _)| c.kind() == NodeKind::Sequencer)
         .map(|(c, _)| format!("http://127.0.0.1:{}", c.ports.public));
-    let participants: Vec<(String, String)> = planned
+    let participants: Vec<(String, String, String)> = planned
         .iter()
         .filter(|(c, _)| c.kind() == NodeKind::Participant)
-        .map(|(c, _)| (c.id.clone(), format!("http://127.0.0.1:{}", c.ports.ledger)))
+        .map(|(c, _)| {
+            (
+                c.id.clone(),
+                format!("http://127.0.0.1:{}", c.ports.ledger),
+                format!("http://127.0.0.1:{}", c.ports.admin),
+            )
+        })
         .collect();
     let participant_members: Vec<String> = planned
         .iter()
@@ -787,10 +813,11 @@ fn plan(spec: &NetworkSpec, postgres: &PostgresTarget) -> Result<Vec<(NodeConfig
             }
             NodeKind::Mediator => config.sequencer = sequencer_url.clone(),
             NodeKind::App => {
-                config.participant = participants
+                let target = participants
                     .iter()
-                    .find(|(id, _)| node.participant.as_deref().is_none_or(|p| p == id))
-                    .map(|(_, url)| url.clone());
+                    .find(|(id, _, _)| node.participant.as_deref().is_none_or(|p| p == id));
+                config.participant = target.map(|(_, ledger, _)| ledger.clone());
+                config.participant_admin = target.map(|(_, _, admin)| admin.clone());
             }
             NodeKind::Sequencer => {}
         }

@@ -38,6 +38,8 @@ pub struct BoundPorts {
     pub grpc_health: u16,
     pub http_health: Option<u16>,
     pub control: u16,
+    #[serde(default)]
+    pub http: Option<u16>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -173,6 +175,10 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> Result<()> 
         None => None,
     };
     let control_listener = bind(&address, config.ports.control, "control").await?;
+    let app_http = match kind {
+        NodeKind::App => Some(bind(&address, config.ports.http, "Splice HTTP API").await?),
+        _ => None,
+    };
     let ports = BoundPorts {
         admin: admin.as_ref().map(port_of),
         ledger: ledger.as_ref().map(port_of),
@@ -180,6 +186,7 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> Result<()> 
         grpc_health: port_of(&grpc_health),
         http_health: http_health.as_ref().map(port_of),
         control: port_of(&control_listener),
+        http: app_http.as_ref().map(port_of),
     };
 
     let faults = Faults::new();
@@ -352,6 +359,24 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> Result<()> 
             router,
             shutdown.clone(),
         ));
+    }
+    if let (Some(listener), Some(ledger), Some(participant_admin)) = (
+        app_http,
+        config.participant.clone(),
+        config.participant_admin.clone(),
+    ) {
+        crate::app::spawn_follower(
+            Arc::clone(&db),
+            ledger,
+            Duration::from_millis(config.poll_interval_ms),
+            shutdown.clone(),
+        );
+        let router = crate::app::router(crate::app::AppApi {
+            db: Arc::clone(&db),
+            participant_admin,
+            faults: Arc::clone(&faults),
+        });
+        servers.push(spawn_http("app-http", listener, router, shutdown.clone()));
     }
     let control_router = control::router(ControlState {
         info: NodeInfo {

@@ -456,24 +456,30 @@ impl Sequencer {
             )
             .into());
         }
-        let mut guard = self.db.lock().await?;
-        let client = guard.client()?;
-        client
-            .execute(
-                "INSERT INTO sequencer_member (member, registered_at_micros) VALUES ($1, $2)
-                 ON CONFLICT (member) DO NOTHING",
-                &[&member, &now_micros()],
-            )
-            .await
-            .map_err(|e| Error::db("registering a member", e))?;
-        let enabled: bool = client
-            .query_one(
-                "SELECT enabled FROM sequencer_member WHERE member = $1",
-                &[&member],
-            )
-            .await
-            .map_err(|e| Error::db("reading a member", e))?
-            .get(0);
+        let (registered, enabled) = {
+            let mut guard = self.db.lock().await?;
+            let client = guard.client()?;
+            let registered = client
+                .execute(
+                    "INSERT INTO sequencer_member (member, registered_at_micros) VALUES ($1, $2)
+                     ON CONFLICT (member) DO NOTHING",
+                    &[&member, &now_micros()],
+                )
+                .await
+                .map_err(|e| Error::db("registering a member", e))?;
+            let enabled: bool = client
+                .query_one(
+                    "SELECT enabled FROM sequencer_member WHERE member = $1",
+                    &[&member],
+                )
+                .await
+                .map_err(|e| Error::db("reading a member", e))?
+                .get(0);
+            (registered == 1, enabled)
+        };
+        if registered && let Err(e) = self.onboard(member).await {
+            tracing::warn!(%member, error = %e, "cannot add a new member to the topology");
+        }
         if !enabled {
             return Err(CantonError::new(
                 tonic::Code::PermissionDenied,
@@ -487,6 +493,80 @@ impl Sequencer {
 }
 
 impl Sequencer {
+    /// Topology of a member's first registration: a mediator joins mediator group 0, a
+    /// participant gets its trust certificate and submission permission.
+    async fn onboard(&self, member: &str) -> Result<(), CallError> {
+        use proto_canton::protocol::v30 as protocol;
+        use proto_canton::protocol::v30::topology_mapping::Mapping;
+        let store = self.identity.synchronizer_id.clone();
+        let owner = topology::namespace_of(&store).to_owned();
+        let Some((code, uid)) = member.split_once("::") else {
+            return Ok(());
+        };
+        let mappings = match code {
+            "MED" => {
+                let current = {
+                    let mut guard = self.db.lock().await?;
+                    topology::current(
+                        guard.client()?,
+                        &store,
+                        "mediator_synchronizer_state",
+                        &format!("{store}/0"),
+                    )
+                    .await?
+                };
+                let mut state = match current.as_ref().map(topology::mapping_of).transpose()? {
+                    Some(protocol::TopologyMapping {
+                        mapping: Some(Mapping::MediatorSynchronizerState(state)),
+                    }) => state,
+                    _ => protocol::MediatorSynchronizerState {
+                        synchronizer_id: store.clone(),
+                        group: 0,
+                        threshold: 1,
+                        active: Vec::new(),
+                        observers: Vec::new(),
+                    },
+                };
+                if state.active.iter().any(|m| m == member) {
+                    return Ok(());
+                }
+                state.active.push(member.to_owned());
+                vec![Mapping::MediatorSynchronizerState(state)]
+            }
+            "PAR" => vec![
+                Mapping::SynchronizerTrustCertificate(protocol::SynchronizerTrustCertificate {
+                    participant_uid: uid.to_owned(),
+                    synchronizer_id: store.clone(),
+                    feature_flags: Vec::new(),
+                }),
+                Mapping::ParticipantPermission(protocol::ParticipantSynchronizerPermission {
+                    synchronizer_id: store.clone(),
+                    participant_uid: uid.to_owned(),
+                    permission: protocol::enums::ParticipantPermission::Submission as i32,
+                    limits: None,
+                    login_after: None,
+                }),
+            ],
+            _ => Vec::new(),
+        };
+        for mapping in mappings {
+            self.submit_topology(&SubmitTopologyRequest {
+                sender: member.to_owned(),
+                operation: topology::ADD_REPLACE,
+                serial: 0,
+                mapping: protocol::TopologyMapping {
+                    mapping: Some(mapping),
+                }
+                .encode_to_vec(),
+                signed_by: vec![owner.clone(), topology::namespace_of(uid).to_owned()],
+                must_fully_authorize: true,
+                force_flags: Vec::new(),
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
     /// Feeds one subscription until the member goes away.
     async fn serve_subscription(
         &self,

@@ -417,21 +417,6 @@ pub async fn decide(
         Some(record) => Some(mapping_of(record)?),
         None => None,
     };
-    if let (Some(new), Some(old)) = (
-        tolerance_micros(&change.mapping),
-        previous.as_ref().and_then(tolerance_micros),
-    ) && new > old
-        && !change.force_flags.contains(&FORCE_TOLERANCE_INCREASE)
-    {
-        return Err(CantonError::new(
-            Code::FailedPrecondition,
-            ids::TOLERANCE_INCREASE,
-            format!(
-                "increasing the ledger time record time tolerance from {old} µs to {new} µs can be dangerous; pass FORCE_FLAG_LEDGER_TIME_RECORD_TIME_TOLERANCE_INCREASE to do it"
-            ),
-        )
-        .into());
-    }
     let encoded = change.mapping.encode_to_vec();
     let hash = transaction_hash(change.operation, serial, &encoded);
     let existing = tx
@@ -454,6 +439,21 @@ pub async fn decide(
             ids::UNAUTHORIZED,
             format!(
                 "{code} {key} serial {serial} is not fully authorized: missing signatures of {missing:?}; propose it without must_fully_authorize and have them authorize it"
+            ),
+        )
+        .into());
+    }
+    if let (Some(new), Some(old)) = (
+        tolerance_micros(&change.mapping),
+        previous.as_ref().and_then(tolerance_micros),
+    ) && new > old
+        && !change.force_flags.contains(&FORCE_TOLERANCE_INCREASE)
+    {
+        return Err(CantonError::new(
+            Code::FailedPrecondition,
+            ids::TOLERANCE_INCREASE,
+            format!(
+                "increasing the ledger time record time tolerance from {old} µs to {new} µs can be dangerous; pass FORCE_FLAG_LEDGER_TIME_RECORD_TIME_TOLERANCE_INCREASE to do it"
             ),
         )
         .into());

@@ -1,5 +1,5 @@
 //! Participant party management (`PartyManagementService`: offline party replication) and the
-//! repair service (`ParticipantRepairService`, bound only with repair commands enabled).
+//! repair service (`ParticipantRepairService`; its changes only with repair commands enabled).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,6 +36,8 @@ pub mod ids {
     pub const PRUNED: &str = "PARTICIPANT_PRUNED_DATA_ACCESSED";
     pub const OFFSET_OUT_OF_RANGE: &str = "OFFSET_OUT_OF_RANGE";
     pub const IGNORE_EVENTS: &str = "REPAIR_IGNORE_EVENTS_ERROR";
+    /// Canton gates repair commands in its console; the sim refuses them on the wire.
+    pub const REPAIR_DISABLED: &str = "REPAIR_COMMANDS_DISABLED";
 }
 
 const CHUNK: usize = 64 * 1024;
@@ -58,12 +60,9 @@ pub fn add_services(context: &Context, routes: tonic::service::Routes) -> tonic:
         connectivity,
         member,
     };
-    let routes = routes.add_service(PartyManagementServiceServer::new(api.clone()));
-    if context.config.repair_commands_enabled {
-        routes.add_service(ParticipantRepairServiceServer::new(api))
-    } else {
-        routes
-    }
+    routes
+        .add_service(PartyManagementServiceServer::new(api.clone()))
+        .add_service(ParticipantRepairServiceServer::new(api))
 }
 
 fn invalid(cause: String) -> CallError {
@@ -75,6 +74,19 @@ fn micros_of(duration: Option<&prost_types::Duration>) -> i64 {
 }
 
 impl PartyApi {
+    /// Repair changes need `repair_commands_enabled` (Canton's `enable-repair-commands`).
+    fn require_repair(&self, call: &str) -> Result<(), CallError> {
+        if self.context.config.repair_commands_enabled {
+            return Ok(());
+        }
+        Err(CantonError::new(
+            Code::FailedPrecondition,
+            ids::REPAIR_DISABLED,
+            format!("{call} is a repair command and repair commands are not enabled on {}; set repair_commands_enabled", self.context.config.id),
+        )
+        .into())
+    }
+
     fn uid(&self) -> String {
         self.context.config.uid()
     }
@@ -692,6 +704,7 @@ impl ParticipantRepairService for PartyApi {
                 request.target_synchronizer_connection_config,
                 "target_synchronizer_connection_config",
             )?;
+            self.require_repair("MigrateSynchronizer")?;
             self.require_disconnected("MigrateSynchronizer").await?;
             self.connectivity
                 .migrate(&request.source_synchronizer_alias, target, &method)
@@ -774,6 +787,11 @@ impl PartyApi {
         force: bool,
         ignore: bool,
     ) -> Result<(), CallError> {
+        self.require_repair(if ignore {
+            "IgnoreEvents"
+        } else {
+            "UnignoreEvents"
+        })?;
         if physical.is_empty() {
             return Err(missing("physical_synchronizer_id").into());
         }

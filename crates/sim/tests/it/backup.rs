@@ -28,7 +28,7 @@ kind = "participant"
 workload = { rate_per_second = 20.0 }
 "#;
 
-fn dump(net: &Net, node: &str, dir: &Path, label: &str) -> PathBuf {
+pub fn dump(net: &Net, node: &str, dir: &Path, label: &str) -> PathBuf {
     let node = net.net.node(node).unwrap();
     let file = dir.join(format!("{label}.dump"));
     let status = Command::new(testkit::pg_bin("pg_dump").unwrap())
@@ -42,7 +42,7 @@ fn dump(net: &Net, node: &str, dir: &Path, label: &str) -> PathBuf {
 }
 
 /// Replaces the (stopped) node's database with the dump.
-fn restore(net: &Net, node: &str, file: &Path) {
+pub fn restore(net: &Net, node: &str, file: &Path) {
     let db = net.net.node(node).unwrap().database_name().to_owned();
     net.pg
         .psql("postgres", &format!("DROP DATABASE \"{db}\" WITH (FORCE)"))

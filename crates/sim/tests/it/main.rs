@@ -1,6 +1,7 @@
 //! canton-sim against real PostgreSQL and real node processes.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod app;
 mod backup;
 mod cli;
 mod connectivity;

@@ -412,3 +412,111 @@ async fn heavy_party_moves_between_participants_with_its_contracts_and_onboardin
     assert!(item.participants.iter().all(|p| p.onboarding.is_none()));
     assert_eq!(current[0].context.as_ref().unwrap().serial, 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repair_commands_need_the_flag_and_a_disconnected_participant() {
+    let net = start(
+        r#"
+[[node]]
+id = "sequencer1"
+kind = "sequencer"
+
+[[node]]
+id = "participant1"
+kind = "participant"
+
+[[node]]
+id = "participant2"
+kind = "participant"
+repair_commands_enabled = true
+"#,
+    );
+    let p1 = net.net.node("participant1").unwrap();
+    let p2 = net.net.node("participant2").unwrap();
+    wait_connected(p1, "global").await;
+    wait_connected(p2, "global").await;
+    let physical = sql(
+        &net,
+        p2,
+        "SELECT physical_synchronizer_id FROM participant_synchronizer",
+    );
+    let (plain, repairable) = (
+        client(p1, NodeKind::Participant),
+        client(p2, NodeKind::Participant),
+    );
+    let refused = |result: canton_client::Result<()>| result.unwrap_err().to_string();
+
+    let disabled = refused(plain.ignore_events(&physical, 1000, 1001, false).await);
+    assert!(disabled.contains("REPAIR_COMMANDS_DISABLED"), "{disabled}");
+    let online = refused(repairable.ignore_events(&physical, 1000, 1001, false).await);
+    assert!(
+        online.contains("SYNC_SERVICE_SYNCHRONIZERS_MUST_BE_OFFLINE"),
+        "{online}"
+    );
+
+    repairable.disconnect_synchronizer("global").await.unwrap();
+    let processed: i64 = sql(&net, p2, "SELECT last_counter FROM member_cursor")
+        .parse()
+        .unwrap();
+    let past = refused(
+        repairable
+            .ignore_events(&physical, processed, processed + 2, false)
+            .await,
+    );
+    assert!(past.contains("REPAIR_IGNORE_EVENTS_ERROR"), "{past}");
+    repairable
+        .ignore_events(&physical, processed + 1, processed + 2, false)
+        .await
+        .unwrap();
+    assert_eq!(
+        sql(&net, p2, "SELECT count(*) FROM participant_ignored_event"),
+        "2"
+    );
+    repairable
+        .unignore_events(&physical, processed + 2, processed + 5, false)
+        .await
+        .unwrap();
+    assert_eq!(
+        sql(&net, p2, "SELECT count(*) FROM participant_ignored_event"),
+        "1"
+    );
+
+    // The ignored counter is stepped over when the participant reconnects.
+    assert!(
+        repairable
+            .reconnect_synchronizer("global", false)
+            .await
+            .unwrap()
+    );
+    eventually(
+        "participant2 moves past the ignored event",
+        Duration::from_secs(30),
+        || {
+            let cursor: i64 = sql(&net, p2, "SELECT last_counter FROM member_cursor")
+                .parse()
+                .unwrap_or(-1);
+            async move { (cursor > processed + 2).then_some(()) }
+        },
+    )
+    .await;
+
+    let outcomes: Vec<(String, String)> = p2
+        .control()
+        .actions(0)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|a| a.method.contains("ParticipantRepairService"))
+        .map(|a| (a.method.rsplit('/').next().unwrap().to_owned(), a.outcome))
+        .collect();
+    let expected: Vec<(String, String)> = [
+        ("IgnoreEvents", "SYNC_SERVICE_SYNCHRONIZERS_MUST_BE_OFFLINE"),
+        ("IgnoreEvents", "REPAIR_IGNORE_EVENTS_ERROR"),
+        ("IgnoreEvents", "OK"),
+        ("UnignoreEvents", "OK"),
+    ]
+    .iter()
+    .map(|(m, o)| ((*m).to_owned(), (*o).to_owned()))
+    .collect();
+    assert_eq!(outcomes, expected);
+}
