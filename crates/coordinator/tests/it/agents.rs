@@ -154,6 +154,8 @@ async fn heavy_synchronized_disconnect_and_reconnect_through_a_real_agent_on_can
         database_url: None,
         participant: None,
         commands: None,
+        backup: None,
+        lifecycle: None,
         probes: ProbeSchedules {
             status: every,
             grpc_health: every,
