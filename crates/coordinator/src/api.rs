@@ -296,6 +296,60 @@ impl Api {
         )))
     }
 
+    /// Checks an operator's signed approval of `step` of `run` the way agents will, so a bad
+    /// one is refused here instead of failing the step on every node.
+    fn verified_approval(
+        &self,
+        signed: &pb::SignedEnvelope,
+        run: &str,
+        step: &str,
+        state: &sidecar_core::RunState,
+    ) -> Result<pb::OperatorApproval, Status> {
+        let refused =
+            |detail: String| Status::permission_denied(format!("approval refused: {detail}"));
+        let key = sidecar_trust::verify_envelope(
+            signed,
+            sidecar_trust::Domain::Approval,
+            &self.shared.keys,
+            sidecar_trust::KeyPurpose::Operator,
+            crate::driver::ports::Clock::now_ms(&crate::driver::ports::SystemClock),
+        )
+        .map_err(|rejection| refused(rejection.to_string()))?;
+        let approval = <pb::OperatorApproval as prost::Message>::decode(signed.body.as_slice())
+            .map_err(|e| refused(format!("the approval body does not decode: {e}")))?;
+        if key.organisation != self.shared.organisation
+            || approval.organisation != self.shared.organisation
+            || approval.network != self.shared.names().network().as_str()
+            || approval.run != run
+            || approval.step != step
+        {
+            return Err(refused(format!(
+                "it approves {}/{} run {} step {}, signed by {} of {}; expected run {run} step {step}",
+                approval.network,
+                approval.organisation,
+                approval.run,
+                approval.step,
+                key.key_id,
+                key.organisation
+            )));
+        }
+        let missing: Vec<String> = state
+            .runbook
+            .steps
+            .iter()
+            .filter(|def| def.id == step)
+            .flat_map(|def| def.nodes().iter().map(|n| n.id.clone()))
+            .filter(|node| !approval.nodes.contains(node))
+            .collect();
+        if !missing.is_empty() {
+            return Err(refused(format!(
+                "it does not name {} of step {step}",
+                missing.join(", ")
+            )));
+        }
+        Ok(approval)
+    }
+
     async fn change(&self, run: &str, event: Event) -> Result<RunRecord, Status> {
         let mut driver = self.shared.driver.lock().await;
         driver
@@ -568,15 +622,33 @@ impl CoordinatorService for Api {
                 missing.join(", ")
             )));
         }
-        let changed = self
-            .change(
-                &request.run_id,
-                Event::Approval {
-                    step: request.step.clone(),
-                    nodes: request.nodes.clone(),
-                },
-            )
-            .await;
+        let mut inputs = Vec::new();
+        for gated in destructive_steps_gated_by(state, &request.step) {
+            let Some(signed) = &request.signed_approval else {
+                return Err(Status::failed_precondition(format!(
+                    "step {gated} of run {} is destructive ({}); agents run it only with an \
+                     operator's signed approval: approve with --operator-key <seed> --key-id <id>",
+                    request.run_id,
+                    step_action(state, &gated)
+                )));
+            };
+            let approval = self.verified_approval(signed, &request.run_id, &gated, state)?;
+            inputs.push(Input::SignedApproval {
+                step: approval.step,
+                envelope: prost::Message::encode_to_vec(signed),
+            });
+        }
+        inputs.push(Input::Event(Event::Approval {
+            step: request.step.clone(),
+            nodes: request.nodes.clone(),
+        }));
+        let changed = {
+            let mut driver = self.shared.driver.lock().await;
+            driver
+                .apply(&request.run_id, inputs)
+                .await
+                .map_err(|error| self.failed(error))
+        };
         self.shared
             .audit(
                 "approve",
@@ -977,4 +1049,57 @@ pub fn diff(previous: &RunRecord, next: &RunRecord, revision: u64) -> Vec<pb::Ru
         event.seq = revision * 1000 + index as u64;
     }
     events
+}
+
+/// The destructive action steps an approval step gates: those after it, up to the next
+/// approval step.
+pub fn destructive_steps_gated_by(
+    state: &sidecar_core::RunState,
+    approval_step: &str,
+) -> Vec<String> {
+    state
+        .runbook
+        .steps
+        .iter()
+        .skip_while(|def| def.id != approval_step)
+        .skip(1)
+        .take_while(|def| !matches!(def.kind, StepKind::Approval { .. }))
+        .filter(|def| {
+            def.sent_action()
+                .and_then(|action| sidecar_trust::ActionName::parse(action.kind.name()))
+                .is_some_and(sidecar_trust::ActionName::destructive_by_default)
+                && !def.nodes().is_empty()
+        })
+        .map(|def| def.id.clone())
+        .collect()
+}
+
+fn step_action(state: &sidecar_core::RunState, step: &str) -> &'static str {
+    state
+        .runbook
+        .steps
+        .iter()
+        .find(|def| def.id == step)
+        .and_then(|def| def.sent_action())
+        .map_or("", |action| action.kind.name())
+}
+
+#[cfg(test)]
+mod tests {
+    use sidecar_core::{NodeKind, NodeRef, runbooks, start_run};
+
+    use super::destructive_steps_gated_by;
+
+    #[test]
+    fn the_restore_approval_gates_the_restore_step_only() {
+        let nodes = [
+            NodeRef::new("p1", NodeKind::Participant),
+            NodeRef::new("s1", NodeKind::Sequencer),
+        ];
+        let state = start_run("r1", runbooks::restore("bs1", &nodes), 1, 1_000);
+        assert_eq!(destructive_steps_gated_by(&state, "approve"), ["restore"]);
+        assert!(destructive_steps_gated_by(&state, "nowhere").is_empty());
+        let backup = start_run("r2", runbooks::backup("bs1", &nodes), 1, 1_000);
+        assert!(destructive_steps_gated_by(&backup, "apps").is_empty());
+    }
 }

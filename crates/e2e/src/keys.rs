@@ -1,6 +1,6 @@
 //! Key material of one network, as an operator would provision it: a config key that signs the
 //! network configuration, a coordinator and an operator key per organisation, an ack key per
-//! agent. Seeds are written as raw 32-byte files readable only by their owner.
+//! agent. Seeds are written in hex (as `canton-ops keys gen` does), readable only by their owner.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -106,7 +106,9 @@ impl NetworkKeys {
             dir: dir.to_owned(),
         };
         for identity in provisioned.all() {
-            write_private(&provisioned.seed_path(identity.key_id()), &identity.seed())?;
+            // Hex, as `canton-ops keys gen` writes seeds.
+            let seed = format!("{}\n", hex::encode(identity.seed()));
+            write_private(&provisioned.seed_path(identity.key_id()), seed.as_bytes())?;
         }
         Ok(provisioned)
     }
@@ -192,7 +194,10 @@ mod tests {
         assert_eq!(agent.node.as_deref(), Some("participant1"));
         assert_eq!(agent.organisation, "alpha");
         let seed = std::fs::read(keys.seed_path("alpha-coordinator-1")).expect("seed file");
-        assert_eq!(seed, keys.coordinator("alpha").expect("key").seed());
+        assert_eq!(
+            sidecar_trust::parse_seed(&seed),
+            Some(keys.coordinator("alpha").expect("key").seed())
+        );
         // Another network's agents must not accept it.
         assert!(verify_network_config(&raw, &roots, "other", None, 0).is_err());
     }

@@ -120,6 +120,79 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// An operator's signature over an approval, which agents require before destructive
+/// actions (restore, ACS import, repairs). The approval is for one destructive step of the
+/// run (`--for-step`) and names every node it affects.
+#[derive(clap::Args, Debug)]
+pub struct ApprovalSignature {
+    /// The operator's ed25519 seed file (hex, as `keys gen` writes it, or 32 raw bytes).
+    #[arg(long, requires_all = ["key_id", "for_step", "network", "organisation"])]
+    pub operator_key: Option<PathBuf>,
+    /// The operator key's id in the network configuration.
+    #[arg(long)]
+    pub key_id: Option<String>,
+    /// The destructive step the approval lets agents run (the coordinator's refusal names it).
+    #[arg(long)]
+    pub for_step: Option<String>,
+    #[arg(long, env = "CANTON_OPS_NETWORK")]
+    pub network: Option<String>,
+    #[arg(long, env = "CANTON_OPS_ORGANISATION")]
+    pub organisation: Option<String>,
+    /// How long agents accept the approval.
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    pub valid_for: std::time::Duration,
+}
+
+impl ApprovalSignature {
+    /// The signed `OperatorApproval`, when an operator key was given.
+    fn sign(
+        &self,
+        run: &str,
+        nodes: &[String],
+        comment: &str,
+    ) -> Result<Option<pb::SignedEnvelope>, OpsError> {
+        let (Some(path), Some(key_id), Some(step), Some(network), Some(organisation)) = (
+            &self.operator_key,
+            &self.key_id,
+            &self.for_step,
+            &self.network,
+            &self.organisation,
+        ) else {
+            return Ok(None);
+        };
+        let stored = std::fs::read(path)
+            .map_err(|e| OpsError::Usage(format!("--operator-key {}: {e}", path.display())))?;
+        let seed = sidecar_trust::parse_seed(&stored).ok_or_else(|| {
+            OpsError::Usage(format!(
+                "--operator-key {}: not an ed25519 seed (64 hex digits or 32 raw bytes)",
+                path.display()
+            ))
+        })?;
+        let operator = sidecar_trust::SigningIdentity::from_seed(
+            key_id.as_str(),
+            sidecar_trust::KeyPurpose::Operator,
+            organisation.as_str(),
+            seed,
+        );
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        let valid_for = i64::try_from(self.valid_for.as_millis()).unwrap_or(i64::MAX);
+        let approval = pb::OperatorApproval {
+            network: network.clone(),
+            organisation: organisation.clone(),
+            run: run.to_owned(),
+            step: step.clone(),
+            nodes: nodes.to_vec(),
+            operator: key_id.clone(),
+            approved_at_unix_ms: now,
+            expires_at_unix_ms: now.saturating_add(valid_for),
+            comment: comment.to_owned(),
+        };
+        Ok(Some(sidecar_trust::sign_approval(&operator, &approval)))
+    }
+}
+
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// The organisation's nodes with their health.
@@ -147,6 +220,8 @@ pub enum Command {
         nodes: Vec<String>,
         #[arg(long, default_value = "")]
         comment: String,
+        #[command(flatten)]
+        signature: ApprovalSignature,
     },
     /// Cancels a run (in-flight commands settle, completed steps are compensated).
     Cancel {
@@ -316,14 +391,16 @@ pub async fn run(cli: Cli) -> Result<u8, OpsError> {
             step,
             nodes,
             comment,
+            signature,
         } => {
+            let signed_approval = signature.sign(run, nodes, comment)?;
             let response = client
                 .approve(pb::ApproveRequest {
                     run_id: run.clone(),
                     step: step.clone(),
                     nodes: nodes.clone(),
                     comment: comment.clone(),
-                    signed_approval: None,
+                    signed_approval,
                 })
                 .await?
                 .into_inner();

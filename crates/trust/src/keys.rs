@@ -317,3 +317,30 @@ impl SigningIdentity {
         self.signing.sign(message)
     }
 }
+
+/// A stored ed25519 seed: 32 raw bytes, or 64 hex digits (what `canton-ops keys gen` writes),
+/// surrounding whitespace ignored. `None` for anything else.
+pub fn parse_seed(stored: &[u8]) -> Option<[u8; 32]> {
+    if let Ok(raw) = <[u8; 32]>::try_from(stored) {
+        return Some(raw);
+    }
+    let text = std::str::from_utf8(stored).ok()?;
+    let bytes = hex::decode(text.trim()).ok()?;
+    <[u8; 32]>::try_from(bytes.as_slice()).ok()
+}
+
+#[cfg(test)]
+mod seed_tests {
+    use super::parse_seed;
+
+    #[test]
+    fn seeds_are_read_raw_or_as_hex() {
+        let raw = [7u8; 32];
+        assert_eq!(parse_seed(&raw), Some(raw));
+        let text = format!("{}\n", hex::encode(raw));
+        assert_eq!(parse_seed(text.as_bytes()), Some(raw));
+        assert_eq!(parse_seed(b"abc"), None);
+        assert_eq!(parse_seed(&[1u8; 31]), None);
+        assert_eq!(parse_seed(hex::encode([1u8; 33]).as_bytes()), None);
+    }
+}

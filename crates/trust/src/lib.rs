@@ -34,7 +34,7 @@ pub use envelope::{
     BodyHash, Domain, MAX_ENVELOPE_BYTES, body_hash, decode_envelope, sign_envelope, signing_input,
     verify_envelope,
 };
-pub use keys::{KeyError, KeyPurpose, KeyRing, SigningIdentity, TrustedKey};
+pub use keys::{KeyError, KeyPurpose, KeyRing, SigningIdentity, TrustedKey, parse_seed};
 pub use policy::{AgentPolicy, PolicyError, PolicyRule};
 pub use proposal::{
     ProposalBook, ProposalError, VerifiedProposalMessage, canonicalize_proposal, is_canonical,

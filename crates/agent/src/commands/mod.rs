@@ -51,7 +51,7 @@ pub enum TrustError {
         path: std::path::PathBuf,
         source: std::io::Error,
     },
-    #[error("`trust.ack_key_seed` = {}: {len} bytes, expected exactly 32 (a raw ed25519 seed)", path.display())]
+    #[error("`trust.ack_key_seed` = {}: {len} bytes, expected an ed25519 seed: 32 raw bytes or 64 hex digits", path.display())]
     SeedLength {
         path: std::path::PathBuf,
         len: usize,
@@ -122,13 +122,10 @@ impl TrustMaterial {
                 .map_err(config_error)?;
 
         let seed = read("trust.ack_key_seed", &config.ack_key_seed)?;
-        let seed: [u8; 32] = seed
-            .as_slice()
-            .try_into()
-            .map_err(|_| TrustError::SeedLength {
-                path: config.ack_key_seed.clone(),
-                len: seed.len(),
-            })?;
+        let seed = sidecar_trust::parse_seed(&seed).ok_or_else(|| TrustError::SeedLength {
+            path: config.ack_key_seed.clone(),
+            len: seed.len(),
+        })?;
         let ack_key = SigningIdentity::from_seed(
             config.ack_key_id.clone(),
             KeyPurpose::Agent,

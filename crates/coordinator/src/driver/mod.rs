@@ -150,6 +150,12 @@ pub struct AgentAnswer {
 pub enum Input {
     Event(Event),
     Ack(Box<AgentAnswer>),
+    /// An operator's signed approval (encoded envelope) of the destructive step `step`,
+    /// attached to that step's commands; recorded in the same write as the approval event.
+    SignedApproval {
+        step: String,
+        envelope: Vec<u8>,
+    },
 }
 
 #[derive(Clone)]
@@ -331,6 +337,7 @@ impl Driver {
             resends: BTreeMap::new(),
             progress: BTreeMap::new(),
             answers: BTreeMap::new(),
+            approvals: BTreeMap::new(),
             created_at: now,
             updated_at: now,
             finished_at: None,
@@ -515,6 +522,10 @@ impl Driver {
         for input in inputs {
             let event = match input {
                 Input::Event(event) => event.clone(),
+                Input::SignedApproval { step, envelope } => {
+                    next.approvals.insert(step.clone(), envelope.clone());
+                    continue;
+                }
                 Input::Ack(answer) => {
                     let Some(event) = self.ack_event(&mut next, answer).await? else {
                         continue;
@@ -821,6 +832,9 @@ impl Driver {
         })?;
         if let Some(claim) = &mut command.claim {
             claim.revision = record.claims.get(&outgoing.node.id).copied().unwrap_or(0);
+        }
+        if let Some(envelope) = record.approvals.get(&outgoing.step) {
+            command.approval = proto_sidecar::SignedEnvelope::decode(envelope.as_slice()).ok();
         }
         let message_id = wire::message_id(
             &outgoing.command_id,

@@ -46,6 +46,9 @@ pub struct RunRecord {
     pub progress: BTreeMap<String, ProgressMark>,
     /// Detail an agent gave with its final answer, by command id.
     pub answers: BTreeMap<String, String>,
+    /// Signed operator approvals (encoded envelopes) by the step whose commands carry them.
+    #[serde(default)]
+    pub approvals: BTreeMap<String, Vec<u8>>,
     pub created_at: Millis,
     pub updated_at: Millis,
     pub finished_at: Option<Millis>,
