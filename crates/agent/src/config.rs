@@ -422,7 +422,7 @@ fn read(keys: &mut Keys) -> Result<AgentConfig, ConfigError> {
         None
     };
     let backup = if keys.contains_prefix("backup.") {
-        Some(read_backup(keys, kind, database_url.as_deref())?)
+        Some(read_backup(keys, database_url.as_deref())?)
     } else {
         None
     };
@@ -452,11 +452,7 @@ fn read(keys: &mut Keys) -> Result<AgentConfig, ConfigError> {
 const COMMAND_EXPECTED: &str =
     "a command as a list of strings, e.g. [\"systemctl\", \"stop\", \"canton-{node}\"]";
 
-fn read_backup(
-    keys: &mut Keys,
-    kind: NodeKind,
-    database_url: Option<&str>,
-) -> Result<BackupSettings, ConfigError> {
+fn read_backup(keys: &mut Keys, database_url: Option<&str>) -> Result<BackupSettings, ConfigError> {
     let root = keys.parsed(
         "backup.root",
         "an absolute directory path where backup sets are written",
@@ -485,13 +481,6 @@ fn read_backup(
         |s| Some(PathBuf::from(s)).filter(|p| p.is_absolute()),
     )?;
     let snapshot_point_query = keys.optional_string("backup.snapshot_point_query")?;
-    if kind == NodeKind::App && snapshot_point_query.is_none() {
-        return Err(ConfigError::Missing {
-            key: "backup.snapshot_point_query".to_owned(),
-            origin: Origin::Nowhere,
-            expected: "for an app: a SELECT on the app's database returning (sequencer_ts_micros, ledger_offset) as bigint, either NULL".to_owned(),
-        });
-    }
     let upload = keys.command("backup.upload", sidecar_backup::UPLOAD_PLACEHOLDERS)?;
     let progress_interval = keys.duration("backup.progress_interval", Duration::from_secs(2))?;
     let maintenance_database = keys.parsed_or(
@@ -1040,10 +1029,8 @@ wait = "30s"
             let error = parse(&text.replace(from, to), &[]).unwrap_err();
             assert_eq!(error.key(), Some(*key), "{error}");
         }
-        let app = text
-            .replace("kind = \"participant\"", "kind = \"app\"")
-            .replace("[canton]\nadmin_url = \"http://127.0.0.1:5002\"\n", "");
-        let error = parse(&app, &[]).unwrap_err();
+        let empty_query = text.replace("[backup]\n", "[backup]\nsnapshot_point_query = 7\n");
+        let error = parse(&empty_query, &[]).unwrap_err();
         assert_eq!(error.key(), Some("backup.snapshot_point_query"), "{error}");
         let snapshot = text.replace(
             "[backup]\n",

@@ -68,9 +68,8 @@ pub trait SnapshotPointSource: Send + Sync {
 }
 
 /// Default snapshot-point queries for canton-sim's schema, per node kind. Each returns one row
-/// of two `bigint` columns: (sequencer time in µs, ledger offset), either may be NULL.
-/// Apps have none: an app's processed offset lives in the app's own schema, so it must be
-/// configured (`[backup] snapshot_point_query`).
+/// of two `bigint` columns: (sequencer time in µs, ledger offset), either may be NULL. An app
+/// has no sequencer time; its point is the participant offset it processed.
 pub fn default_point_query(kind: NodeKind) -> Option<&'static str> {
     match kind {
         NodeKind::Participant => Some(
@@ -83,7 +82,7 @@ pub fn default_point_query(kind: NodeKind) -> Option<&'static str> {
         NodeKind::Sequencer => {
             Some("SELECT (SELECT max(ts_micros) FROM sequencer_event), NULL::bigint")
         }
-        NodeKind::App => None,
+        NodeKind::App => Some("SELECT NULL::bigint, (SELECT processed_offset FROM app_state)"),
     }
 }
 

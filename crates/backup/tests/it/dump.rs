@@ -330,10 +330,11 @@ async fn snapshot_point_queries_are_checked_and_errors_name_the_key() {
         .await
         .unwrap_err();
     assert!(error.to_string().contains("bigint"), "{error}");
-    let app = SqlPointSource::for_kind(database.clone(), NodeKind::App, None)
-        .err()
-        .unwrap();
-    assert!(app.to_string().contains("snapshot_point_query"), "{app}");
+    let empty = SqlPointSource::new(database.clone(), " ").err().unwrap();
+    assert!(
+        empty.to_string().contains("snapshot_point_query"),
+        "{empty}"
+    );
     assert!(
         Database::new("host=localhost").is_err(),
         "a connection string must name the database"

@@ -33,6 +33,11 @@ workload = { rate_per_second = 20.0 }
 id = "participant2"
 kind = "participant"
 workload = { rate_per_second = 20.0 }
+
+[[node]]
+id = "app1"
+kind = "app"
+participant = "participant1"
 "#;
 
 /// Kills the process in the pid file when the test ends (the start hook's node is nobody's child).
@@ -58,6 +63,88 @@ fn number(pg: &Postgres, db: &str, sql: &str) -> i64 {
 
 fn quote(path: &Path) -> String {
     format!("'{}'", path.display())
+}
+
+/// The app's dump, restored into a database that did not exist, holds a processed offset inside
+/// its manifest's interval.
+async fn app_backup_restores_into_a_fresh_database(
+    pg: &Postgres,
+    net: &SimNetwork,
+    backups: &Backups,
+) {
+    let app = net.node("app1").unwrap();
+    let database = Database::new(app.database()).unwrap();
+    let processed = || {
+        number(
+            pg,
+            app.database_name(),
+            "SELECT processed_offset FROM app_state",
+        )
+    };
+    eventually(
+        "app1 processed some offsets",
+        Duration::from_secs(60),
+        || {
+            let moving = processed() > 0;
+            async move { moving.then_some(()) }
+        },
+    )
+    .await;
+    let point = SqlPointSource::for_kind(database.clone(), NodeKind::App, None).unwrap();
+    let node = NodeRef {
+        id: "app1".to_owned(),
+        kind: NodeKind::App,
+        organisation: "org1".to_owned(),
+        participant: Some("participant1".to_owned()),
+    };
+    let cancel = CancellationToken::new();
+    let manifest = backups
+        .backup(
+            &BackupJob {
+                set: "set-1",
+                node: &node,
+                command_id: "run-1/backup/app1",
+                database: &database,
+                point: &point,
+            },
+            &NoObserver,
+            &cancel,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        manifest.sequencer_time_micros, None,
+        "an app has no sequencer time"
+    );
+    assert_eq!(manifest.participant.as_deref(), Some("participant1"));
+    let offsets = manifest.ledger_offset.unwrap();
+
+    let copy_name = format!("{}_copy", app.database_name());
+    let copy = database.with_name(&copy_name);
+    let outcome = backups
+        .restore(
+            &RestoreJob {
+                set: "set-1",
+                node: &node,
+                command_id: "run-2/restore/app1",
+                database: &copy,
+                own_applications: &[],
+            },
+            &NoConnections::to_database(&copy, "postgres"),
+            &NoObserver,
+            &cancel,
+        )
+        .await
+        .unwrap();
+    assert!(
+        matches!(outcome, RestoreOutcome::Restored(_)),
+        "{outcome:?}"
+    );
+    let restored = number(pg, &copy_name, "SELECT processed_offset FROM app_state");
+    assert!(
+        offsets.contains(restored),
+        "{offsets:?} brackets the restored offset {restored}"
+    );
 }
 
 /// Starts [`NETWORK`]; ports are picked free and then bound by the node processes, so a parallel
@@ -136,6 +223,7 @@ async fn heavy_backup_of_a_participant_restores_and_the_node_catches_up() {
     );
     let sequencer_time = manifest.sequencer_time_micros.unwrap();
     let offsets = manifest.ledger_offset.unwrap();
+    app_backup_restores_into_a_fresh_database(&pg, &net, &backups).await;
     eventually(
         "more traffic after the backup",
         Duration::from_secs(60),
