@@ -439,6 +439,10 @@ impl Driver {
         };
         let mut conflicts = 0;
         loop {
+            if cached.record.state.status.is_finished() {
+                // Late answers (duplicates, revoke acks) change nothing in a finished run.
+                return Ok(cached.record);
+            }
             let now = self.clock.now_ms();
             let (mut record, effects) = self.fold(&cached.record, &inputs, now).await?;
             self.stamp(&mut record, &effects, now, epoch);

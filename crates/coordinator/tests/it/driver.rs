@@ -277,3 +277,72 @@ async fn a_failing_member_is_retried_under_its_command_id_and_no_sequencer_is_du
     assert_eq!(record["run"], run_id.as_str());
     assert_eq!(record["outcome"], "started");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_outcome_waits_for_the_operator_and_mark_done_continues_the_run() {
+    let server = NatsServer::shared_or_start().unwrap();
+    let harness = Harness::new(server.url(), demo_nodes()).await;
+    harness.responder.set("p2", Behaviour::Unknown);
+    let coordinator = harness.coordinator().await;
+    let mut ops = client(coordinator.api_addr, OPERATOR_TOKEN).await;
+    let run_id = ops
+        .start_run(start("backup", "unknown", &[]))
+        .await
+        .unwrap()
+        .into_inner()
+        .run
+        .unwrap()
+        .run_id;
+    let waiting = wait_for_run(&mut ops, &run_id, "run waits for a decision", |run| {
+        run.status() == pb::RunStatus::AwaitingDecision
+    })
+    .await;
+    let members = step(&waiting, "members");
+    assert_eq!(members.status(), pb::StepStatus::AwaitingDecision);
+    // Nothing after the barrier runs while the operator has not decided.
+    assert!(
+        !harness
+            .responder
+            .executed()
+            .iter()
+            .any(|e| e.command_id.contains("/sequencers/"))
+    );
+    // A decision for a node that is not waiting is refused.
+    let refused = ops
+        .resume(pb::ResumeRequest {
+            run_id: run_id.clone(),
+            step: "members".into(),
+            node: "p1".into(),
+            decision: pb::Decision::MarkDone.into(),
+            comment: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+    harness.responder.set("p2", Behaviour::Answer);
+    ops.resume(pb::ResumeRequest {
+        run_id: run_id.clone(),
+        step: "members".into(),
+        node: "p2".into(),
+        decision: pb::Decision::MarkDone.into(),
+        comment: "checked the dump by hand".into(),
+    })
+    .await
+    .unwrap();
+    let run = wait_for_run(
+        &mut ops,
+        &run_id,
+        "run finished after the decision",
+        finished,
+    )
+    .await;
+    assert_eq!(run.status(), pb::RunStatus::Succeeded, "{run:#?}");
+    // p2's dump ran once: the decision did not send it again.
+    let p2_dumps = harness
+        .responder
+        .executed()
+        .iter()
+        .filter(|e| e.command_id == format!("{run_id}/members/p2"))
+        .count();
+    assert_eq!(p2_dumps, 1);
+}

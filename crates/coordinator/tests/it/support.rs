@@ -159,6 +159,8 @@ pub enum Behaviour {
     Silent,
     /// Answers run commands with Failed.
     Fail,
+    /// Answers run commands with OutcomeUnknown (as after a crash mid-action).
+    Unknown,
 }
 
 /// One execution the responder performed.
@@ -353,6 +355,11 @@ fn handle(
     });
     match mode {
         Behaviour::Silent => None,
+        Behaviour::Unknown => {
+            ack.status = pb::AckStatus::OutcomeUnknown.into();
+            ack.detail = format!("{node} cannot tell whether it applied");
+            Some(ack)
+        }
         Behaviour::Fail => {
             ack.status = pb::AckStatus::Failed.into();
             ack.detail = format!("{node} refuses in this test");
