@@ -99,13 +99,13 @@ pub enum AckError {
 
 /// Signs and publishes this agent's acks.
 pub struct AckPublisher {
-    pub jetstream: jetstream::Context,
-    pub names: Names,
-    pub node: NodeId,
-    pub key: SigningIdentity,
-    pub boot_id: String,
-    pub metrics: AgentMetrics,
-    pub shutdown: CancellationToken,
+    jetstream: jetstream::Context,
+    names: Names,
+    node: NodeId,
+    key: SigningIdentity,
+    boot_id: String,
+    metrics: AgentMetrics,
+    shutdown: CancellationToken,
     progress_sequence: AtomicU64,
 }
 
