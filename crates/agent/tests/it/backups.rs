@@ -6,6 +6,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use canton_agent::config::{BackupMethod, BackupSettings};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
 use proto_sidecar as pb;
 use proto_sidecar::action::Kind;
 use sha2::{Digest, Sha256};
@@ -215,4 +217,143 @@ async fn heavy_backup_verify_stop_restore_and_start_as_signed_commands() {
     })
     .await;
     agent.stop().await;
+}
+
+/// The process group of the `pg_dump` writing below `root` (its command line names the file).
+fn pg_dump_group_below(root: &Path) -> Option<u32> {
+    let root = root.display().to_string();
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .find_map(|entry| {
+            let pid = entry.file_name().to_str()?.parse::<u32>().ok()?;
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            if !cmdline.contains("pg_dump") || !cmdline.contains(&root) {
+                return None;
+            }
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            // Field 5 (process group) is the third after the `(comm)` field.
+            stat[stat.rfind(')')? + 1..]
+                .split_whitespace()
+                .nth(2)?
+                .parse()
+                .ok()
+        })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heavy_an_agent_killed_mid_dump_leaves_no_dump_and_its_restart_dumps_once() {
+    use std::os::unix::process::ExitStatusExt;
+
+    let nats = NatsServer::shared_or_start().unwrap();
+    let postgres = Postgres::shared_or_start().unwrap();
+    let sims = start_sim(&postgres).await;
+    let participant = sims.node(NODE).unwrap();
+    let net = network(nats.url()).await;
+    let trust = Trust::new(net.names.network().as_str());
+    let acks = Acks::collect(&net, &trust).await;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("backups");
+    let config = dir.path().join("agent.toml");
+    let toml = crate::crashes::agent_toml(
+        nats.url(),
+        net.names.network().as_str(),
+        &canton_config(&sims).admin_url,
+        dir.path(),
+        &trust,
+    );
+    std::fs::write(
+        &config,
+        format!(
+            "{toml}[database]\nurl = {:?}\n[backup]\nroot = {:?}\n",
+            participant.database(),
+            root.display().to_string()
+        ),
+    )
+    .unwrap();
+    // pg_dump locks every table first; a table locked elsewhere holds it mid-dump, with its
+    // work file created, while the node (which never reads that table) keeps running.
+    let db = participant.database_name();
+    postgres.psql(db, "CREATE TABLE blocker (x int)").unwrap();
+    let (locker, connection) =
+        tokio_postgres::connect(participant.database(), tokio_postgres::NoTls)
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    locker
+        .batch_execute("BEGIN; LOCK TABLE blocker IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+
+    let first_log = dir.path().join("first.log");
+    let mut first = crate::crashes::spawn(&config, &first_log, None);
+    let backup = trust.command(
+        "crash",
+        "members",
+        Kind::Backup(pb::Backup {
+            backup_set: "set-1".into(),
+            ..Default::default()
+        }),
+        0,
+    );
+    publish(&net, trust.sign(&backup)).await;
+    let waiting = format!(
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = '{}' AND wait_event_type = 'Lock'",
+        backup.command_id
+    );
+    wait_for("pg_dump waits for the locked table", DEADLINE, || async {
+        postgres.psql("postgres", &waiting).unwrap() == "1"
+    })
+    .await;
+    let orphan = pg_dump_group_below(&root).expect("the pg_dump is running");
+
+    kill(
+        Pid::from_raw(i32::try_from(first.id()).unwrap()),
+        Signal::SIGKILL,
+    )
+    .unwrap();
+    let status = crate::crashes::wait_exit(&mut first, &first_log).await;
+    assert_eq!(status.signal(), Some(Signal::SIGKILL as i32));
+    let set = root.join("set-1");
+    let names = || {
+        let mut names: Vec<String> = std::fs::read_dir(&set)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    assert!(
+        names().iter().all(|name| name.starts_with('.')),
+        "only hidden work files: {:?}",
+        names()
+    );
+    assert!(
+        sidecar_backup::process_group_alive(orphan),
+        "pg_dump outlived the agent"
+    );
+
+    let second_log = dir.path().join("second.log");
+    let mut second = crate::crashes::spawn(&config, &second_log, None);
+    wait_for(
+        "the restarted agent killed the orphaned pg_dump",
+        DEADLINE,
+        || async { !sidecar_backup::process_group_alive(orphan) },
+    )
+    .await;
+    locker.batch_execute("COMMIT").await.unwrap();
+    let done = acks.wait(&backup.command_id, pb::AckStatus::Done).await;
+    let manifest: sidecar_backup::Manifest = serde_json::from_slice(&done.ack.result).unwrap();
+    assert_eq!(manifest.command_id, backup.command_id);
+    assert_eq!(names(), ["participant1.dump", "participant1.manifest.json"]);
+    let dump = std::fs::read(set.join("participant1.dump")).unwrap();
+    assert_eq!(manifest.sha256, hex::encode(Sha256::digest(&dump)));
+    kill(
+        Pid::from_raw(i32::try_from(second.id()).unwrap()),
+        Signal::SIGTERM,
+    )
+    .unwrap();
+    crate::crashes::wait_exit(&mut second, &second_log).await;
 }

@@ -18,7 +18,13 @@ use crate::support::{network, wait_for};
 
 const AGENT: &str = env!("CARGO_BIN_EXE_canton-agent");
 
-fn agent_toml(url: &str, net: &str, admin_url: &str, dir: &Path, trust: &Trust) -> String {
+pub(crate) fn agent_toml(
+    url: &str,
+    net: &str,
+    admin_url: &str,
+    dir: &Path,
+    trust: &Trust,
+) -> String {
     let t = trust.write(dir);
     format!(
         r#"network = "{net}"
@@ -50,7 +56,7 @@ ack_wait = "2s"
     )
 }
 
-fn spawn(config: &Path, log: &Path, failpoints: Option<&str>) -> Child {
+pub(crate) fn spawn(config: &Path, log: &Path, failpoints: Option<&str>) -> Child {
     let mut command = Command::new(AGENT);
     command
         .arg("--config")
@@ -65,7 +71,7 @@ fn spawn(config: &Path, log: &Path, failpoints: Option<&str>) -> Child {
     command.spawn().unwrap()
 }
 
-async fn wait_exit(child: &mut Child, log: &Path) -> std::process::ExitStatus {
+pub(crate) async fn wait_exit(child: &mut Child, log: &Path) -> std::process::ExitStatus {
     let start = Instant::now();
     loop {
         if let Some(status) = child.try_wait().unwrap() {
