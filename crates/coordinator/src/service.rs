@@ -213,6 +213,12 @@ impl Coordinator {
         let registry = Registry::start(client, &network.names, DetectorConfig::default(), None)
             .await
             .map_err(|e| ServiceError::Registry(e.to_string()))?;
+        // Nodes the configuration lists are expected even if they never send a heartbeat.
+        for node in &configured_nodes {
+            if let Ok(node) = sidecar_bus::NodeId::new(node.clone()) {
+                registry.expect(node);
+            }
+        }
         let mut driver_config = DriverConfig::new(config.network.as_str(), &config.organisation);
         driver_config.skew_ms = i64::try_from(config.clock_skew.as_millis()).unwrap_or(i64::MAX);
         let driver = Driver::new(

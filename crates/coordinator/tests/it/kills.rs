@@ -376,3 +376,47 @@ pub fn spawn_coordinator(
     )
     .unwrap()
 }
+
+#[test]
+fn a_bad_configuration_exits_78_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let names = crate::fresh_names();
+    let config = crate::support::config(&names, "nats://127.0.0.1:1", &demo_nodes());
+    let path = write_config_files(dir.path(), &config, 7443);
+    let good = std::fs::read_to_string(&path).unwrap();
+    for (broken, key) in [
+        (
+            good.replace("lease_ttl = \"3s\"", "lease_ttl = \"soon\""),
+            "leader.lease_ttl",
+        ),
+        (
+            good.replace(
+                "short_lease_for_tests = true",
+                "short_lease_for_tests = false",
+            ),
+            "leader.lease_ttl",
+        ),
+        (
+            good.replace("listen = \"127.0.0.1:7443\"", "listen = \"everywhere\""),
+            "api.listen",
+        ),
+        (
+            good.replace(
+                "seed_file = \"coordinator.seed\"",
+                "seed_file = \"missing.seed\"",
+            ),
+            "signing.seed_file",
+        ),
+        (format!("{good}\n[extra]\nkey = 1\n"), "extra"),
+    ] {
+        std::fs::write(&path, broken).unwrap();
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_canton-coordinator"))
+            .arg("--config")
+            .arg(&path)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(78), "{stderr}");
+        assert!(stderr.contains(key), "expected {key} in: {stderr}");
+    }
+}
