@@ -225,6 +225,11 @@ pub struct NodeConfig {
     /// commitments and of workload contracts).
     #[serde(default)]
     pub peers: Vec<String>,
+    /// Participants only: the replica name of an HA participant (instance id `<id>.<replica>`).
+    /// Replicas share the node's identity and database; the one holding the database lock is
+    /// active, the others wait passively.
+    #[serde(default)]
+    pub replica: Option<String>,
     /// Participants only: serve `ParticipantRepairService` (Canton's
     /// `features.enable-repair-commands`); without it the service is not bound.
     #[serde(default)]
@@ -304,6 +309,20 @@ impl NodeConfig {
             return bad(format!("id {:?} must be 1 or more of [a-z0-9-]", self.id));
         }
         let kind = self.kind();
+        if let Some(replica) = &self.replica {
+            if kind != NodeKind::Participant {
+                return bad(format!("replica is for participants, not a {kind}"));
+            }
+            if replica.is_empty()
+                || !replica
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            {
+                return bad(format!(
+                    "replica {replica:?} must be 1 or more of [a-z0-9-]"
+                ));
+            }
+        }
         if kind == NodeKind::Sequencer && self.synchronizer.is_none() {
             return bad("a sequencer needs a [synchronizer] table with its name".to_owned());
         }
@@ -345,6 +364,14 @@ impl NodeConfig {
     /// (`1220` multihash prefix + 32 bytes of SHA-256 in hex).
     pub fn fingerprint(&self) -> String {
         fingerprint_of(&format!("{}/{}", self.organisation, self.id))
+    }
+
+    /// The process's own id: `<id>.<replica>` for an HA replica, else the node id.
+    pub fn instance_id(&self) -> String {
+        match &self.replica {
+            Some(replica) => format!("{}.{replica}", self.id),
+            None => self.id.clone(),
+        }
     }
 
     /// Canton unique identifier `<id>::<fingerprint>`.

@@ -326,6 +326,21 @@ impl Connectivity {
         Ok(())
     }
 
+    /// Ends every live connection and reconnect loop without a trace in the action log (a
+    /// replica turning passive; the registrations stay).
+    pub async fn drop_all(&self) {
+        let aliases: Vec<String> = {
+            let mut retrying = self.retrying.lock().await;
+            for (_, token) in retrying.drain() {
+                token.cancel();
+            }
+            self.connected.lock().await.keys().cloned().collect()
+        };
+        for alias in &aliases {
+            self.drop_connection(alias).await;
+        }
+    }
+
     /// ModifySynchronizer: replaces the stored config of `new_config.alias` wholesale.
     pub async fn modify(
         &self,

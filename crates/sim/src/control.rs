@@ -27,11 +27,18 @@ pub struct NodeInfo {
     pub pid: u32,
     pub ready: bool,
     pub processing_stopped: bool,
+    /// HA replicas: the replica name.
+    #[serde(default)]
+    pub replica: Option<String>,
+    /// `active`, `passive`, or `standalone` (no replicas).
+    #[serde(default)]
+    pub role: String,
 }
 
 #[derive(Clone)]
 pub struct ControlState {
     pub info: NodeInfo,
+    pub active: Arc<std::sync::atomic::AtomicBool>,
     pub faults: Arc<Faults>,
     pub db: Arc<Db>,
     pub health: Arc<Health>,
@@ -91,6 +98,15 @@ async fn info(State(state): State<ControlState>) -> Json<NodeInfo> {
     let mut info = state.info.clone();
     info.ready = state.health.readiness() == Readiness::Serving;
     info.processing_stopped = state.faults.processing_stopped();
+    info.role = match (
+        &info.replica,
+        state.active.load(std::sync::atomic::Ordering::SeqCst),
+    ) {
+        (None, _) => "standalone",
+        (Some(_), true) => "active",
+        (Some(_), false) => "passive",
+    }
+    .to_owned();
     Json(info)
 }
 

@@ -166,6 +166,11 @@ const MIGRATIONS: &[(i32, &str)] = &[
             usage integer[] NOT NULL,
             created_at timestamptz NOT NULL DEFAULT clock_timestamp()
         );
+        CREATE TABLE ha_replica (
+            replica text PRIMARY KEY,
+            role text NOT NULL,
+            heartbeat_micros bigint NOT NULL
+        );
         CREATE TABLE app_migration_dump (
             migration_id bigint PRIMARY KEY,
             created_at_micros bigint NOT NULL,
@@ -174,6 +179,9 @@ const MIGRATIONS: &[(i32, &str)] = &[
         "#,
     ),
 ];
+
+/// Advisory lock key serialising schema migrations of replicas sharing a database.
+const MIGRATION_LOCK: i64 = 0x0073_696d_5f6d_6967;
 
 /// One connection to the node's database, reopened when it breaks (a Postgres restart must not
 /// need a node restart). Calls are serialised, which also serialises the node's state changes.
@@ -255,6 +263,20 @@ impl Db {
     pub async fn prepare(&self, config: &NodeConfig) -> Result<()> {
         let mut guard = self.lock().await?;
         let client = guard.client()?;
+        // HA replicas share a database and start together: one migrates at a time.
+        client
+            .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+            .await
+            .map_err(|e| Error::db("waiting for the migration lock", e))?;
+        let prepared = self.prepare_locked(client, config).await;
+        let unlocked = client
+            .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+            .await
+            .map_err(|e| Error::db("releasing the migration lock", e));
+        prepared.and(unlocked.map(|_| ()))
+    }
+
+    async fn prepare_locked(&self, client: &mut Client, config: &NodeConfig) -> Result<()> {
         client
             .batch_execute(
                 "CREATE TABLE IF NOT EXISTS sim_schema_version (

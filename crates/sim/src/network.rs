@@ -95,6 +95,9 @@ pub struct NodeSpec {
     /// Apps: how often the app reads its participant's ledger end (default 200 ms).
     #[serde(default)]
     pub poll_interval_ms: Option<u64>,
+    /// Participants: HA replica names; each runs as node `<id>.<replica>` on the one database.
+    #[serde(default)]
+    pub replicas: Vec<String>,
 }
 
 impl NetworkSpec {
@@ -135,6 +138,12 @@ impl NetworkSpec {
         for node in &self.nodes {
             if !seen.insert(node.id.as_str()) {
                 return bad(format!("node id {:?} appears twice", node.id));
+            }
+            if !node.replicas.is_empty() && node.kind != NodeKind::Participant {
+                return bad(format!(
+                    "node {:?}: replicas are for participants, not a {}",
+                    node.id, node.kind
+                ));
             }
         }
         let count = |kind| self.nodes.iter().filter(|n| n.kind == kind).count();
@@ -257,6 +266,7 @@ pub struct SimNode {
     database_name: String,
     process: Option<ChildProcess>,
     ready: Option<ReadyLine>,
+    instance_id: String,
 }
 
 /// A node's endpoints, as printed by `canton-sim network`.
@@ -300,7 +310,8 @@ impl SimNode {
         database_name: &str,
     ) -> Result<Self> {
         config.validate()?;
-        let config_path = dir.join(format!("{}.toml", config.id));
+        let instance_id = config.instance_id();
+        let config_path = dir.join(format!("{instance_id}.toml"));
         let text = toml::to_string(&config)
             .map_err(|e| Error::with_source(ErrorKind::Config, "encoding a node config", e))?;
         std::fs::write(&config_path, text).map_err(|e| {
@@ -311,13 +322,14 @@ impl SimNode {
             )
         })?;
         Ok(Self {
-            log_path: dir.join(format!("{}.log", config.id)),
+            log_path: dir.join(format!("{}.log", config.instance_id())),
             config,
             config_path,
             binary: binary.to_owned(),
             database_name: database_name.to_owned(),
             process: None,
             ready: None,
+            instance_id,
         })
     }
 
@@ -339,7 +351,7 @@ impl SimNode {
             // Start-up errors should end the log with their message, not a backtrace.
             .env("RUST_LIB_BACKTRACE", "0");
         let process = ChildProcess::spawn(
-            &format!("canton-sim {}", self.config.id),
+            &format!("canton-sim {}", self.config.instance_id()),
             command,
             &self.log_path,
             Signal::SIGTERM,
@@ -446,8 +458,9 @@ impl SimNode {
             .map_err(|e| Error::with_source(ErrorKind::Spawn, "signalling a node", e))
     }
 
+    /// The instance id: `<node>.<replica>` for an HA replica, else the node id.
     pub fn id(&self) -> &str {
-        &self.config.id
+        &self.instance_id
     }
 
     pub fn kind(&self) -> NodeKind {
@@ -553,7 +566,7 @@ impl SimNode {
 
     pub fn endpoints(&self) -> NodeEndpoints {
         NodeEndpoints {
-            id: self.config.id.clone(),
+            id: self.instance_id.clone(),
             kind: self.kind(),
             organisation: self.config.organisation.clone(),
             uid: self.uid(),
@@ -617,8 +630,11 @@ impl SimNetwork {
         };
         let configs = plan(spec, &options.postgres)?;
         let mut nodes = Vec::with_capacity(configs.len());
+        let mut created = std::collections::HashSet::new();
         for (config, database_name) in configs {
-            options.postgres.create_database(&database_name)?;
+            if created.insert(database_name.clone()) {
+                options.postgres.create_database(&database_name)?;
+            }
             nodes.push(SimNode::prepare(
                 config,
                 options.binary,
@@ -708,7 +724,18 @@ impl SimNetwork {
 /// to the sequencer, mediators reading from it, apps pointing at their participant.
 fn plan(spec: &NetworkSpec, postgres: &PostgresTarget) -> Result<Vec<(NodeConfig, String)>> {
     let mut planned: Vec<(NodeConfig, String)> = Vec::new();
-    for node in &spec.nodes {
+    // A replicated participant is one process per replica, all on the node's database.
+    let instances = spec.nodes.iter().flat_map(|node| {
+        let replicas: Vec<Option<String>> = if node.replicas.is_empty() {
+            vec![None]
+        } else {
+            node.replicas.iter().cloned().map(Some).collect()
+        };
+        replicas.into_iter().map(move |replica| (node, replica))
+    });
+    let mut specs: Vec<&NodeSpec> = Vec::new();
+    for (node, replica) in instances {
+        specs.push(node);
         let database_name = format!("{}_{}", spec.name, node.id.replace('-', "_"));
         let ports = Ports {
             admin: if node.kind == NodeKind::App {
@@ -771,6 +798,7 @@ fn plan(spec: &NetworkSpec, postgres: &PostgresTarget) -> Result<Vec<(NodeConfig
             workload: node.workload.clone(),
             peers: Vec::new(),
             repair_commands_enabled: node.repair_commands_enabled,
+            replica,
         };
         planned.push((config, database_name));
     }
@@ -789,12 +817,13 @@ fn plan(spec: &NetworkSpec, postgres: &PostgresTarget) -> Result<Vec<(NodeConfig
             )
         })
         .collect();
-    let participant_members: Vec<String> = planned
+    let mut participant_members: Vec<String> = planned
         .iter()
         .filter(|(c, _)| c.kind() == NodeKind::Participant)
         .map(|(c, _)| c.member())
         .collect();
-    for ((config, _), node) in planned.iter_mut().zip(&spec.nodes) {
+    participant_members.dedup();
+    for ((config, _), node) in planned.iter_mut().zip(specs) {
         match config.kind() {
             NodeKind::Participant => {
                 let own = config.member();

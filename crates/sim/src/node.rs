@@ -68,6 +68,8 @@ pub struct NodeContext {
     /// The synchronizer this node belongs to, once known (sequencer: its own; mediator: from
     /// its handshake).
     pub synchronizer: Arc<tokio::sync::RwLock<Option<crate::sequencer_client::Handshake>>>,
+    /// HA replicas only.
+    pub replication: Option<Arc<crate::ha::Replication>>,
 }
 
 impl NodeContext {
@@ -191,7 +193,8 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> Result<()> 
 
     let faults = Faults::new();
     let health = Health::new();
-    let active = Arc::new(AtomicBool::new(true));
+    // A replica is passive until it holds the database lock.
+    let active = Arc::new(AtomicBool::new(config.replica.is_none()));
     let sequencer = match (&config.synchronizer, kind) {
         (Some(settings), NodeKind::Sequencer) => {
             let synchronizer_id = format!(
@@ -259,6 +262,19 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> Result<()> 
         NodeKind::Mediator => crate::pruning::MEDIATOR_SERVICE,
         _ => crate::pruning::PARTICIPANT_SERVICE,
     };
+    let replication = match (&config.replica, &connectivity) {
+        (Some(replica), Some(connectivity)) => Some(crate::ha::Replication::new(
+            config.database.clone(),
+            replica.clone(),
+            Arc::clone(&db),
+            Arc::clone(&active),
+            Arc::new(ReplicaRole {
+                connectivity: Arc::clone(connectivity),
+                bootstrap: crate::services::bootstrap_configs(&config),
+            }),
+        )),
+        _ => None,
+    };
     let context = Arc::new(NodeContext {
         config: config.clone(),
         db: Arc::clone(&db),
@@ -284,6 +300,7 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> Result<()> 
                 topology: Vec::new(),
             }
         }))),
+        replication: replication.clone(),
     });
     if let Some(member) = &member {
         member.spawn_background(shutdown.clone());
@@ -381,6 +398,8 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> Result<()> 
     let control_router = control::router(ControlState {
         info: NodeInfo {
             node_id: config.id.clone(),
+            replica: config.replica.clone(),
+            role: String::new(),
             kind: kind.as_str().to_owned(),
             uid: config.uid(),
             member: config.member(),
@@ -388,6 +407,7 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> Result<()> 
             ready: false,
             processing_stopped: false,
         },
+        active: Arc::clone(&active),
         faults: Arc::clone(&faults),
         db: Arc::clone(&db),
         health: Arc::clone(&health),
@@ -401,7 +421,9 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> Result<()> 
         shutdown.clone(),
     ));
 
-    if let Some(connectivity) = &connectivity {
+    if let Some(replication) = &replication {
+        replication.spawn(shutdown.clone());
+    } else if let Some(connectivity) = &connectivity {
         let bootstrap = crate::services::bootstrap_configs(&config);
         connectivity.bootstrap(bootstrap).await.map_err(|e| {
             Error::new(
@@ -413,7 +435,7 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> Result<()> 
     }
 
     let ready = ReadyLine {
-        node: config.id.clone(),
+        node: config.instance_id(),
         kind,
         pid: std::process::id(),
         ports,
@@ -434,6 +456,33 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> Result<()> 
         tracing::warn!("servers did not drain within 3 s; exiting anyway");
     }
     Ok(())
+}
+
+/// A replica's work when it turns active (register the bootstrap configs, reconnect as at a
+/// start) or passive (drop its connections).
+struct ReplicaRole {
+    connectivity: Arc<Connectivity>,
+    bootstrap: Vec<crate::connectivity::ConnectionConfig>,
+}
+
+impl crate::ha::RoleChange for ReplicaRole {
+    fn activated(&self) -> futures::future::BoxFuture<'static, ()> {
+        let connectivity = Arc::clone(&self.connectivity);
+        let bootstrap = self.bootstrap.clone();
+        Box::pin(async move {
+            if let Err(e) = connectivity.bootstrap(bootstrap).await {
+                tracing::warn!(error = %e, "registering bootstrap synchronizers");
+            }
+            if let Err(e) = connectivity.auto_connect_at_start().await {
+                tracing::warn!(error = %e, "reconnecting as the new active replica");
+            }
+        })
+    }
+
+    fn deactivated(&self) -> futures::future::BoxFuture<'static, ()> {
+        let connectivity = Arc::clone(&self.connectivity);
+        Box::pin(async move { connectivity.drop_all().await })
+    }
 }
 
 /// `http://<address>` of a socket address, as gRPC clients want it.

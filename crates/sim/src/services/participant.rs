@@ -48,6 +48,11 @@ pub fn routes(context: &Context) -> Apis {
             context,
             Routes::new(SynchronizerConnectivityServiceServer::new(api.clone()))
                 .add_service(ParticipantStatusServiceServer::new(api.clone()))
+                .add_service(
+                    admin::enterprise_participant_replication_service_server::EnterpriseParticipantReplicationServiceServer::new(
+                        api.clone(),
+                    ),
+                )
                 .add_service(PruningServiceServer::new(api.clone()))
                 .add_service(
                     admin::participant_inspection_service_server::ParticipantInspectionServiceServer::new(
@@ -344,6 +349,39 @@ impl SynchronizerConnectivityService for ParticipantApi {
             synchronizer_id,
             physical_synchronizer_id,
         }))
+    }
+}
+
+#[tonic::async_trait]
+impl admin::enterprise_participant_replication_service_server::EnterpriseParticipantReplicationService
+    for ParticipantApi
+{
+    async fn set_passive(
+        &self,
+        _request: Request<admin::SetPassiveRequest>,
+    ) -> Result<Response<admin::SetPassiveResponse>, Status> {
+        let method =
+            "/com.digitalasset.canton.admin.participant.v30.EnterpriseParticipantReplicationService/SetPassive";
+        logged(&self.context, method, String::new(), async {
+            let Some(replication) = &self.context.replication else {
+                return Err(CantonError::new(
+                    Code::FailedPrecondition,
+                    crate::ha::NO_PASSIVE_REPLICA,
+                    format!(
+                        "participant {} has no replicas; it stays active",
+                        self.context.config.id
+                    ),
+                )
+                .into());
+            };
+            let successor = replication.set_passive().await?;
+            self.context
+                .db
+                .log_plain(method, &format!("successor={successor}"), "OK")
+                .await?;
+            Ok(admin::SetPassiveResponse {})
+        })
+        .await
     }
 }
 

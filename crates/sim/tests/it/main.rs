@@ -6,6 +6,7 @@ mod backup;
 mod cli;
 mod connectivity;
 mod faults;
+mod ha;
 mod health;
 mod network;
 mod party;
