@@ -359,9 +359,19 @@ impl CommandLog {
     /// Wraps an opened journal with the state its records replay to; compacts at once when the
     /// log holds more records than its live state needs.
     pub fn new(
+        journal: Box<dyn Journal>,
+        records: &[Record],
+        now_unix_ms: i64,
+    ) -> Result<Self, JournalError> {
+        Self::with_compaction_bound(journal, records, now_unix_ms, COMPACT_ABOVE_BYTES)
+    }
+
+    /// As [`CommandLog::new`], compacting once the log grows past `compact_above` bytes.
+    pub fn with_compaction_bound(
         mut journal: Box<dyn Journal>,
         records: &[Record],
         now_unix_ms: i64,
+        compact_above: u64,
     ) -> Result<Self, JournalError> {
         let state = JournalState::replay(records);
         let snapshot = state.snapshot(now_unix_ms);
@@ -372,7 +382,7 @@ impl CommandLog {
             inner: Arc::new(Inner {
                 journal: Mutex::new(journal),
                 state: Mutex::new(state),
-                compact_above: COMPACT_ABOVE_BYTES,
+                compact_above,
             }),
         })
     }
@@ -460,6 +470,29 @@ mod tests {
             EntryState::Done { .. }
         ));
         assert_eq!(state.unfinished().count(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_large_log_is_compacted_while_appending_and_keeps_its_meaning() {
+        use crate::commands::journal::FileJournal;
+        let dir = tempfile::tempdir().unwrap();
+        let opened = FileJournal::open(dir.path()).unwrap();
+        let log =
+            CommandLog::with_compaction_bound(Box::new(opened.journal), &[], 0, 4 * 1024).unwrap();
+        for epoch in 1..=200 {
+            log.append(Record::Epoch { epoch }).await.unwrap();
+        }
+        log.append(started("r/s/p", 1, "b1")).await.unwrap();
+        let size = std::fs::metadata(dir.path().join(crate::commands::journal::JOURNAL_FILE))
+            .unwrap()
+            .len();
+        assert!(size < 8 * 1024, "log of {size} bytes was not compacted");
+        let replayed = JournalState::replay(&FileJournal::open(dir.path()).unwrap().records);
+        assert_eq!(replayed.highest_epoch(), 200);
+        assert_eq!(
+            replayed.entry("r/s/p", 1),
+            log.read(|state| state.entry("r/s/p", 1).cloned()).as_ref()
+        );
     }
 
     #[test]
