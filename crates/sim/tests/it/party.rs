@@ -520,3 +520,103 @@ repair_commands_enabled = true
     .collect();
     assert_eq!(outcomes, expected);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heavy_migrate_synchronizer_moves_a_disconnected_participant_to_another_synchronizer() {
+    use proto_canton::admin::participant::v30 as admin;
+    use proto_canton::admin::participant::v30::participant_repair_service_client::ParticipantRepairServiceClient;
+
+    let net = start(
+        r#"
+[[node]]
+id = "sequencer1"
+kind = "sequencer"
+
+[[node]]
+id = "participant1"
+kind = "participant"
+repair_commands_enabled = true
+"#,
+    );
+    let participant = net.net.node("participant1").unwrap();
+    wait_connected(participant, "global").await;
+    // A second synchronizer: its own sequencer on its own database.
+    let mut config = net.net.node("sequencer1").unwrap().config().clone();
+    config.id = "sequencer2".to_owned();
+    config.ports = Default::default();
+    config.synchronizer.as_mut().unwrap().name = "other".to_owned();
+    let database = testkit::unique_id("other");
+    net.pg.create_database(&database).unwrap();
+    config.database = canton_sim::PostgresTarget::of(&net.pg).conninfo(&database);
+    let dir = tempfile::tempdir().unwrap();
+    let binary = testkit::binary_path("canton-sim").unwrap();
+    let mut other = canton_sim::SimNode::prepare(config, &binary, dir.path(), &database).unwrap();
+    other.start().unwrap();
+
+    let mut repair = ParticipantRepairServiceClient::connect(participant.admin_url().unwrap())
+        .await
+        .unwrap();
+    let migrate = |alias: &str, url: &str| admin::MigrateSynchronizerRequest {
+        source_synchronizer_alias: "global".to_owned(),
+        target_synchronizer_connection_config: Some(crate::support::connection_config(
+            alias, url, false,
+        )),
+        force: false,
+    };
+    let other_url = other.public_url().unwrap();
+    let online = repair
+        .migrate_synchronizer(migrate("other", &other_url))
+        .await
+        .unwrap_err();
+    assert_eq!(online.code(), Code::FailedPrecondition);
+    assert!(
+        online
+            .message()
+            .starts_with("SYNC_SERVICE_SYNCHRONIZERS_MUST_BE_OFFLINE("),
+        "{}",
+        online.message()
+    );
+    let contracts_before = sql(
+        &net,
+        participant,
+        "SELECT count(*) FROM participant_contract",
+    );
+
+    client(participant, NodeKind::Participant)
+        .disconnect_synchronizer("global")
+        .await
+        .unwrap();
+    let same_url = net.net.node("sequencer1").unwrap().public_url().unwrap();
+    let same = repair
+        .migrate_synchronizer(migrate("again", &same_url))
+        .await
+        .unwrap_err();
+    assert_eq!(same.code(), Code::InvalidArgument, "{}", same.message());
+    repair
+        .migrate_synchronizer(migrate("other", &other_url))
+        .await
+        .unwrap();
+    assert_eq!(
+        sql(
+            &net,
+            participant,
+            "SELECT string_agg(alias || '=' || split_part(synchronizer_id, '::', 1), ',') FROM participant_synchronizer"
+        ),
+        "other=other"
+    );
+    assert_eq!(
+        sql(
+            &net,
+            participant,
+            "SELECT count(*) FROM participant_contract"
+        ),
+        contracts_before
+    );
+    assert!(
+        client(participant, NodeKind::Participant)
+            .reconnect_synchronizer("other", false)
+            .await
+            .unwrap()
+    );
+    other.stop().unwrap();
+}
