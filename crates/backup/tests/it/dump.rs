@@ -342,3 +342,96 @@ async fn snapshot_point_queries_are_checked_and_errors_name_the_key() {
     let named = Database::new("host=localhost dbname=x application_name=mine").unwrap_err();
     assert!(named.to_string().contains("application_name"), "{named}");
 }
+
+#[tokio::test]
+async fn the_upload_hook_runs_after_the_manifest_and_a_failed_upload_is_retried_by_the_rerun() {
+    let fixture = Fixture::new(100);
+    let uploads = fixture.dir.path().join("uploads.log");
+    let copy = fixture.dir.path().join("uploaded.dump");
+    let broken = fixture.dir.path().join("remote-down");
+    std::fs::write(&broken, "").unwrap();
+    // Stands in for an object-store copy: fails while `broken` exists, else records what it was
+    // given and copies the dump.
+    let upload = sidecar_backup::CommandTemplate::new(
+        "[backup] upload",
+        [
+            "sh",
+            "-c",
+            r#"if [ -e "$0" ]; then echo 'remote unreachable' >&2; exit 1; fi; echo "$SIDECAR_BACKUP_NODE $SIDECAR_BACKUP_SET $SIDECAR_COMMAND_ID $3" >> "$1"; cp "$SIDECAR_BACKUP_DUMP" "$2""#,
+            &broken.display().to_string(),
+            &uploads.display().to_string(),
+            &copy.display().to_string(),
+            "{manifest}",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect(),
+        sidecar_backup::UPLOAD_PLACEHOLDERS,
+    )
+    .unwrap();
+    let mut config = sidecar_backup::BackupConfig::new(fixture.root());
+    config.upload = Some(upload);
+    let backups = sidecar_backup::Backups::new(config).unwrap();
+    let database = fixture.database();
+    let point = fixture.point();
+    let node = node("p1");
+    let job = BackupJob {
+        set: "set-1",
+        node: &node,
+        command_id: "run-1/backup/p1",
+        database: &database,
+        point: &point,
+    };
+    let cancel = CancellationToken::new();
+    let error = backups
+        .backup(&job, &NoObserver, &cancel)
+        .await
+        .unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Command, "{error}");
+    assert!(error.to_string().contains("remote unreachable"), "{error}");
+    assert!(
+        error.to_string().contains("upload hook of node p1"),
+        "{error}"
+    );
+    let dir = fixture.root().join("set-1");
+    assert_eq!(
+        files_in(&dir),
+        ["p1.dump", "p1.manifest.json"],
+        "the backup itself is published"
+    );
+
+    std::fs::remove_file(&broken).unwrap();
+    let recorder = Recorder::default();
+    let manifest = backups.backup(&job, &recorder, &cancel).await.unwrap();
+    assert_eq!(
+        recorder.children().len(),
+        1,
+        "only the upload ran, no second dump"
+    );
+    let manifest_path = dir.join("p1.manifest.json").display().to_string();
+    assert_eq!(
+        std::fs::read_to_string(&uploads).unwrap(),
+        format!("p1 set-1 run-1/backup/p1 {manifest_path}\n")
+    );
+    assert_eq!(
+        std::fs::read(&copy).unwrap(),
+        std::fs::read(dir.join("p1.dump")).unwrap()
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("p1.uploaded"))
+            .unwrap()
+            .trim(),
+        manifest.sha256
+    );
+
+    let again = Recorder::default();
+    backups.backup(&job, &again, &cancel).await.unwrap();
+    assert!(
+        again.children().is_empty(),
+        "uploaded already: nothing runs"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&uploads).unwrap().lines().count(),
+        1
+    );
+}
