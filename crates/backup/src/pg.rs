@@ -291,3 +291,39 @@ fn client_major(program: &Path) -> Option<u32> {
     let version = text.split(')').nth(1)?.split_whitespace().next()?;
     version.split('.').next()?.parse().ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn libpq_programs_get_the_password_in_the_environment_never_on_the_command_line() {
+        let database =
+            Database::new("postgres://canton:s3cret@db.internal:5433/p1?sslmode=disable").unwrap();
+        assert_eq!(database.name(), "p1");
+        let conninfo = database.libpq_conninfo();
+        assert!(!conninfo.contains("s3cret"), "{conninfo}");
+        assert_eq!(
+            conninfo,
+            "host='db.internal' port='5433' user='canton' dbname='p1' sslmode='disable'"
+        );
+        let env = database.libpq_env("run-1/backup/p1");
+        assert!(env.contains(&("PGAPPNAME".to_owned(), OsString::from("run-1/backup/p1"))));
+        assert!(env.contains(&("PGPASSWORD".to_owned(), OsString::from("s3cret"))));
+        let maintenance = database.with_name("postgres");
+        assert!(maintenance.libpq_conninfo().contains("dbname='postgres'"));
+    }
+
+    #[test]
+    fn quoting_keeps_odd_values_intact() {
+        assert_eq!(quote_libpq(r"it's a\b"), r"'it\'s a\\b'");
+        assert_eq!(
+            ServerVersion {
+                number: 150_010,
+                version: "15.10".to_owned()
+            }
+            .major(),
+            15
+        );
+    }
+}
