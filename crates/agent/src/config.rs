@@ -422,7 +422,12 @@ fn read(keys: &mut Keys) -> Result<AgentConfig, ConfigError> {
         None
     };
     let backup = if keys.contains_prefix("backup.") {
-        Some(read_backup(keys, database_url.as_deref())?)
+        let mut backup = read_backup(keys, database_url.as_deref())?;
+        // The top-level `participant` says it once for every part of the agent.
+        if backup.participant.is_none() {
+            backup.participant = participant.as_ref().map(|p| p.as_str().to_owned());
+        }
+        Some(backup)
     } else {
         None
     };

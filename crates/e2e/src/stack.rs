@@ -458,6 +458,36 @@ fn agent_config(
             org = identity.organisation(),
             journal = dir.join("journal"),
         ));
+        toml.push_str(&backup_and_lifecycle(stack, node));
     }
     toml
+}
+
+/// Where agents write backup sets (one shared root: files are named after their node).
+pub fn backup_root(stack: &Stack) -> PathBuf {
+    stack.dir.path().join("backups")
+}
+
+/// `[backup]` and `[lifecycle]`: dumps into the stack's backup root; stop and start through
+/// the orchestrator, as `systemctl` or `kubectl` would in production.
+fn backup_and_lifecycle(stack: &Stack, node: &SimNode) -> String {
+    let hook = testkit::binary_path("sim-lifecycle")
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "sim-lifecycle".to_owned());
+    let url = stack.orchestrator.url();
+    let argv = |verb: &str| format!("[{hook:?}, {url:?}, {verb:?}, \"{{node}}\"]");
+    // The app keeps the offset it processed in its own table; it has no sequencer time.
+    let app_query = if node.kind() == NodeKind::App {
+        "snapshot_point_query = \"SELECT 0::bigint, processed_offset FROM app_state\"\n"
+    } else {
+        ""
+    };
+    format!(
+        "\n[backup]\nroot = {root:?}\nprogress_interval = \"500ms\"\n{app_query}\n\
+         [lifecycle]\nstop = {stop}\nstart = {start}\nstatus = {status}\nwait = \"60s\"\n",
+        root = backup_root(stack),
+        stop = argv("stop"),
+        start = argv("start"),
+        status = argv("status"),
+    )
 }
