@@ -22,6 +22,7 @@ use proto_sidecar::action::Kind;
 use serde_json::json;
 use sidecar_backup as backup;
 
+use super::dedup::DedupGuard;
 use super::{
     ActionContext, ActionError, ActionHandler, ActionName, ActionOutput, Command, Idempotency,
     Progress,
@@ -34,7 +35,10 @@ pub const AGENT_APPLICATION_NAME: &str = "canton-agent";
 
 /// The backup and lifecycle handlers `config` asks for: `backup`, `restore` and `verify` with a
 /// `[backup]` section, `stop` and `start` with a `[lifecycle]` one.
-pub fn backup_handlers(config: &AgentConfig) -> Result<Vec<Arc<dyn ActionHandler>>, backup::Error> {
+pub fn backup_handlers(
+    config: &AgentConfig,
+    dedup: Option<Arc<DedupGuard>>,
+) -> Result<Vec<Arc<dyn ActionHandler>>, backup::Error> {
     let node = config.node.logical().to_owned();
     let lifecycle = config
         .lifecycle
@@ -72,6 +76,7 @@ pub fn backup_handlers(config: &AgentConfig) -> Result<Vec<Arc<dyn ActionHandler
         database,
         point,
         lifecycle,
+        dedup,
     });
     for kind in [ActionName::Backup, ActionName::Restore, ActionName::Verify] {
         handlers.push(Arc::new(BackupAction {
@@ -141,6 +146,8 @@ struct Shared {
     database: backup::Database,
     point: backup::SqlPointSource,
     lifecycle: Option<backup::Lifecycle>,
+    /// Participants: where the restore records the point apps must wait past.
+    dedup: Option<Arc<DedupGuard>>,
 }
 
 /// `backup`, `restore` or `verify` of the node.
@@ -298,10 +305,28 @@ impl Shared {
                     database: &self.database,
                     own_applications: &own,
                 };
+                // The last point the participant reached, read before its database goes.
+                let stop_point = match &self.dedup {
+                    Some(dedup) => dedup.processed_sequencer_time().await,
+                    None => None,
+                };
                 backups
                     .restore(&job, &self.stopped_check(), &observer, cancel)
                     .await
                     .map_err(classify)?;
+                if let Some(dedup) = &self.dedup {
+                    // A lost database leaves the backup's own upper bound as the best floor.
+                    let backup_point = backups
+                        .already_done(&request.set, &self.node.id)
+                        .await
+                        .ok()
+                        .flatten()
+                        .and_then(|manifest| manifest.sequencer_time_micros)
+                        .map(|interval| interval.after);
+                    if let Some(floor) = stop_point.max(backup_point) {
+                        dedup.record_floor(&command.command_id, floor).await?;
+                    }
+                }
                 Ok(self.restored(&request.set, &command.command_id))
             }
             ActionName::Verify => {

@@ -15,6 +15,7 @@
 
 mod backup;
 mod connectivity;
+mod dedup;
 mod probe;
 
 use std::collections::BTreeMap;
@@ -200,16 +201,18 @@ pub fn standard_registry(
     identity: crate::report::Identity,
 ) -> Result<ActionRegistry, RegistryError> {
     let mut registry = ActionRegistry::new();
+    let client = crate::probes::canton_client(config)?;
+    let dedup = dedup::guard_for(config, client.clone())?;
     let mut handlers: Vec<Arc<dyn ActionHandler>> =
-        vec![Arc::new(ProbeAction::new(board, identity))];
-    if let Some(client) = crate::probes::canton_client(config)?
+        vec![Arc::new(ProbeAction::new(board, identity, dedup.clone()))];
+    if let Some(client) = client
         && client.node_kind() == canton_client::NodeKind::Participant
     {
         for action in ConnectivityAction::all(&client) {
             handlers.push(Arc::new(action));
         }
     }
-    handlers.extend(backup_handlers(config)?);
+    handlers.extend(backup_handlers(config, dedup)?);
     for handler in handlers {
         // Each built-in handler names a distinct action.
         let _ = registry.register(handler);

@@ -1,13 +1,17 @@
 //! `probe`: the node's current probe board as the result, read-only. Names select parts:
 //! `snapshot_point` (sequencer time, counter, ledger end), `connected_synchronizers`,
-//! `probes` (each probe's latest status); empty = all.
+//! `probes` (each probe's latest status); empty = all. `dedup_safe` (participants with
+//! `[backup]`, asked only by name) answers whether apps may submit again after a restore, and
+//! fails with how far there is to go until they may (see `dedup`).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use proto_sidecar::action::Kind;
 use serde_json::{Value, json};
 
+use super::dedup::DedupGuard;
 use super::{
     ActionContext, ActionError, ActionHandler, ActionName, ActionOutput, Command, Idempotency,
 };
@@ -15,19 +19,28 @@ use crate::probe::{ProbeBoard, ProbeOutcome};
 use crate::report::Identity;
 
 const PARTS: [&str; 3] = ["snapshot_point", "connected_synchronizers", "probes"];
+const DEDUP_SAFE: &str = "dedup_safe";
 
 pub struct ProbeAction {
     board: ProbeBoard,
     identity: Identity,
+    dedup: Option<Arc<DedupGuard>>,
 }
 
 impl ProbeAction {
-    pub fn new(board: ProbeBoard, identity: Identity) -> Self {
-        Self { board, identity }
+    pub fn new(board: ProbeBoard, identity: Identity, dedup: Option<Arc<DedupGuard>>) -> Self {
+        Self {
+            board,
+            identity,
+            dedup,
+        }
     }
 
     fn answer(&self, names: &[String]) -> Result<ActionOutput, ActionError> {
-        if let Some(unknown) = names.iter().find(|n| !PARTS.contains(&n.as_str())) {
+        if let Some(unknown) = names
+            .iter()
+            .find(|n| !PARTS.contains(&n.as_str()) && n.as_str() != DEDUP_SAFE)
+        {
             return Err(ActionError::Failed(format!(
                 "{}: unknown probe part {unknown:?}; known: {}",
                 self.identity.node,
@@ -110,7 +123,39 @@ impl ActionHandler for ProbeAction {
             Some(Kind::Probe(probe)) => probe.names,
             _ => Vec::new(),
         };
-        let answer = self.answer(&names);
-        Box::pin(async move { answer })
+        let board = self.answer(&names);
+        if !names.iter().any(|n| n == DEDUP_SAFE) {
+            return Box::pin(async move { board });
+        }
+        let dedup = self.dedup.clone();
+        let node = self.identity.node.to_string();
+        Box::pin(async move {
+            let mut board = board?;
+            let guard = dedup.ok_or_else(|| {
+                ActionError::Failed(format!(
+                    "{node}: dedup_safe is answered only by a participant's agent with [backup] \
+                     (it reads the node's database)"
+                ))
+            })?;
+            let verdict = guard.assess().await?;
+            let mut result: serde_json::Map<String, Value> =
+                serde_json::from_slice(&board.result).unwrap_or_default();
+            result.insert(DEDUP_SAFE.to_owned(), verdict.clone());
+            board.result = serde_json::to_vec(&result).unwrap_or_default();
+            board.detail = match (
+                verdict.get("processed_micros").and_then(Value::as_i64),
+                verdict.get("stop_point_micros").and_then(Value::as_i64),
+                verdict.get("tolerance_micros").and_then(Value::as_i64),
+            ) {
+                (Some(processed), Some(floor), Some(tolerance)) => format!(
+                    "{node}: safe for apps: processed sequencer time is {} ms past the stop \
+                     point + tolerance ({} ms)",
+                    (processed - floor - tolerance) / 1000,
+                    tolerance / 1000
+                ),
+                _ => format!("{node}: safe for apps: nothing was restored"),
+            };
+            Ok(board)
+        })
     }
 }

@@ -79,7 +79,9 @@ async fn demo() -> anyhow::Result<()> {
         stack.agents.len(),
         took.as_secs_f64()
     );
-    show_heartbeats(&stack, Duration::from_secs(3)).await?;
+    let (all_healthy, took) = heartbeats_until(&stack, Duration::from_secs(30), healthy).await?;
+    anyhow::ensure!(all_healthy, "the network did not become healthy");
+    println!("  every node healthy after {:.1}s", took.as_secs_f64());
 
     step("coordinator (leader by lease; fences every agent of its organisation)");
     let took = stack
@@ -120,6 +122,83 @@ async fn demo() -> anyhow::Result<()> {
         ],
     )?;
 
+    step("disaster: the sequencer crashes and its database is lost");
+    let sequencer_db = stack.with_sims(|sims| {
+        let node = sims.node_mut("sequencer1").context("no sequencer1")?;
+        node.kill();
+        anyhow::Ok(node.database_name().to_owned())
+    })??;
+    stack.postgres.psql(
+        "postgres",
+        &format!("DROP DATABASE \"{sequencer_db}\" WITH (FORCE)"),
+    )?;
+    stack.postgres.create_database(&sequencer_db)?;
+    println!("  sequencer1 killed; database {sequencer_db} dropped and created empty");
+    let (noticed, took) = heartbeats_until(&stack, Duration::from_secs(20), |h| {
+        h.node == "app1" || h.node == "mediator1" || !healthy(h)
+    })
+    .await?;
+    anyhow::ensure!(noticed, "the agents did not report the lost sequencer");
+    println!(
+        "  the agents report the loss after {:.1}s; participants cannot reach their synchronizer",
+        took.as_secs_f64()
+    );
+
+    step("restore of the whole set, approved and signed by the operator");
+    let restore_started = Instant::now();
+    let run = start_run(
+        &stack,
+        &["restore", "--param", &format!("backup_set={BACKUP_SET}")],
+    )?;
+    let nodes = stack.node_ids()?.join(",");
+    let operator = stack
+        .keys
+        .operators
+        .get(ORGANISATION)
+        .context("no operator key")?;
+    let seed = stack.keys.seed_path(operator.key_id());
+    ops(
+        &stack,
+        &[
+            "approve",
+            &run,
+            "approve",
+            "--nodes",
+            &nodes,
+            "--operator-key",
+            &seed.display().to_string(),
+            "--key-id",
+            operator.key_id(),
+            "--for-step",
+            "restore",
+            "--network",
+            stack.names().network().as_str(),
+            "--organisation",
+            ORGANISATION,
+            "--comment",
+            "restore after losing the sequencer database",
+        ],
+    )?;
+    ops(&stack, &["watch", &run])?;
+    println!(
+        "  restored and reconnected in {:.1}s",
+        restore_started.elapsed().as_secs_f64()
+    );
+
+    step("the network after the restore");
+    let (recovered, took) = heartbeats_until(&stack, Duration::from_secs(60), |h| {
+        healthy(h)
+            && (h.kind != pb::NodeKind::Participant as i32
+                || h.progress.as_ref().is_some_and(|p| p.ledger_end > 0))
+    })
+    .await?;
+    anyhow::ensure!(recovered, "the network did not recover after the restore");
+    println!(
+        "  every node healthy and every participant processing again {:.1}s after the restore",
+        took.as_secs_f64()
+    );
+    show_commitments(&stack, restore_started, Duration::from_secs(30)).await?;
+
     step("shutdown");
     let unclean = stack.shutdown().await?;
     if !unclean.is_empty() {
@@ -132,53 +211,161 @@ async fn demo() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Prints each node's latest heartbeat as the coordinator's registry would see it.
-async fn show_heartbeats(stack: &Stack, window: Duration) -> anyhow::Result<()> {
+/// Starts a run without waiting and returns its id.
+fn start_run(stack: &Stack, args: &[&str]) -> anyhow::Result<String> {
+    println!("  $ canton-ops run {}", args.join(" "));
+    let output = stack
+        .ops(ORGANISATION)?
+        .args(["--output", "json", "run"])
+        .args(args)
+        .output()
+        .context("running canton-ops")?;
+    anyhow::ensure!(
+        output.status.success(),
+        "canton-ops run {} failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let text = String::from_utf8_lossy(&output.stdout);
+    let run = text
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .find_map(|value| find_run_id(&value))
+        .with_context(|| format!("canton-ops printed no run id: {text}"))?;
+    println!("  started run {run}");
+    Ok(run)
+}
+
+fn find_run_id(value: &serde_json::Value) -> Option<String> {
+    if let Some(id) = value.get("run_id").and_then(|v| v.as_str()) {
+        return Some(id.to_owned());
+    }
+    value.as_object()?.values().find_map(find_run_id)
+}
+
+/// Waits until every participant has matching ACS commitments with every peer for a period
+/// that ended after `since`, and prints them (read from each participant's own database).
+async fn show_commitments(stack: &Stack, since: Instant, deadline: Duration) -> anyhow::Result<()> {
+    let since_micros = (e2e::now_unix_ms() - i64::try_from(since.elapsed().as_millis())?) * 1000;
+    let participants: Vec<String> = stack.with_sims(|sims| {
+        sims.nodes()
+            .iter()
+            .filter(|n| n.kind() == canton_sim::NodeKind::Participant)
+            .map(|n| n.database_name().to_owned())
+            .collect()
+    })?;
+    let query = format!(
+        "SELECT count(DISTINCT counter_participant) FILTER (WHERE own = received), \
+                count(*) FILTER (WHERE own <> received) \
+         FROM acs_commitment WHERE period_end_micros > {since_micros} AND received IS NOT NULL"
+    );
+    let started = Instant::now();
+    let peers = participants.len().saturating_sub(1);
+    loop {
+        let mut rows = Vec::new();
+        for db in &participants {
+            let answer = stack.postgres.psql(db, &query)?;
+            let mut fields = answer
+                .trim()
+                .split('|')
+                .map(|f| f.parse::<usize>().unwrap_or(0));
+            rows.push((
+                db.clone(),
+                fields.next().unwrap_or(0),
+                fields.next().unwrap_or(0),
+            ));
+        }
+        let agreed = rows.iter().all(|(_, matching, _)| *matching >= peers);
+        if agreed || started.elapsed() > deadline {
+            for (db, matching, mismatched) in &rows {
+                println!(
+                    "  {db:<20} commitments since the restore: match with {matching}/{peers} peers, {mismatched} mismatched periods"
+                );
+            }
+            anyhow::ensure!(
+                agreed,
+                "participants did not agree on their ACS within {deadline:?}"
+            );
+            println!(
+                "  commitments agree ({:.1}s after the restore finished)",
+                started.elapsed().as_secs_f64()
+            );
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+type Latest = std::collections::BTreeMap<String, pb::Heartbeat>;
+
+/// Collects each node's latest heartbeat, as the coordinator's registry sees them, until
+/// `done` holds for every node of the network (or `deadline` passes), then prints them.
+/// Returns whether `done` held, and after how long.
+async fn heartbeats_until(
+    stack: &Stack,
+    deadline: Duration,
+    done: impl Fn(&pb::Heartbeat) -> bool,
+) -> anyhow::Result<(bool, Duration)> {
+    let nodes = stack.node_ids()?;
     let mut subscription = stack
         .network
         .client
         .subscribe(stack.names().heartbeats())
         .await?;
-    let mut latest = std::collections::BTreeMap::new();
-    let until = Instant::now() + window;
-    while let Ok(Some(message)) = tokio::time::timeout(
-        until.saturating_duration_since(Instant::now()),
-        subscription.next(),
-    )
-    .await
-    {
+    let started = Instant::now();
+    let mut latest = Latest::new();
+    let holds = |latest: &Latest| nodes.iter().all(|n| latest.get(n).is_some_and(&done));
+    while !holds(&latest) {
+        let left = deadline.saturating_sub(started.elapsed());
+        let Ok(Some(message)) = tokio::time::timeout(left, subscription.next()).await else {
+            break;
+        };
         let heartbeat =
             pb::Heartbeat::decode(message.payload.as_ref()).context("decoding a heartbeat")?;
         latest.insert(heartbeat.node.clone(), heartbeat);
     }
+    print_heartbeats(&latest);
+    Ok((holds(&latest), started.elapsed()))
+}
+
+fn condition(heartbeat: &pb::Heartbeat) -> pb::NodeCondition {
+    pb::NodeCondition::try_from(heartbeat.condition).unwrap_or_default()
+}
+
+fn print_heartbeats(latest: &Latest) {
     println!(
-        "  {:<14} {:<10} {:>5} {:>11} {:>10}",
-        "node", "condition", "seq", "ledger end", "probes ok"
+        "  {:<14} {:<10} {:>5} {:>11} {:>6}  why",
+        "node", "condition", "seq", "ledger end", "probes"
     );
-    for (node, heartbeat) in &latest {
-        let condition = pb::NodeCondition::try_from(heartbeat.condition)
-            .map(|c| {
-                c.as_str_name()
-                    .trim_start_matches("NODE_CONDITION_")
-                    .to_lowercase()
-            })
-            .unwrap_or_default();
+    for (node, heartbeat) in latest {
         let ok = heartbeat
             .probes
             .iter()
             .filter(|p| p.status == pb::ProbeStatus::Ok as i32)
             .count();
+        let why = heartbeat
+            .reasons
+            .first()
+            .map(|r| format!("{} {}: {}", r.probe, r.kind, r.detail))
+            .unwrap_or_default();
+        let why: String = why.chars().take(70).collect();
         println!(
-            "  {:<14} {:<10} {:>5} {:>11} {:>7}/{}",
+            "  {:<14} {:<10} {:>5} {:>11} {:>4}/{}  {why}",
             node,
-            condition,
+            condition(heartbeat)
+                .as_str_name()
+                .trim_start_matches("NODE_CONDITION_")
+                .to_lowercase(),
             heartbeat.seq,
             heartbeat.progress.as_ref().map_or(0, |p| p.ledger_end),
             ok,
             heartbeat.probes.len()
         );
     }
-    Ok(())
+}
+
+fn healthy(heartbeat: &pb::Heartbeat) -> bool {
+    condition(heartbeat) == pb::NodeCondition::Healthy
 }
 
 /// Runs `canton-ops <args>` against the coordinator, its output shown as it comes.
