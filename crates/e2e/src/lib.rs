@@ -5,6 +5,7 @@
 //! provisioned keys ([`keys`]) and the whole network with its agents ([`stack`]).
 
 pub mod keys;
+pub mod observe;
 pub mod orchestrator;
 pub mod stack;
 

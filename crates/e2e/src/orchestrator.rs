@@ -18,16 +18,19 @@ use tokio_util::sync::CancellationToken;
 /// Shared ownership of the sim network between the driver and the endpoint.
 pub type SharedSims = Arc<Mutex<SimNetwork>>;
 
+/// What the orchestrator was asked, with the wall-clock time it answered (Unix ms).
+type History = Arc<Mutex<Vec<(i64, String)>>>;
+
 #[derive(Clone)]
 struct Shared {
     sims: SharedSims,
-    history: Arc<Mutex<Vec<String>>>,
+    history: History,
 }
 
 /// A running endpoint; stops when dropped.
 pub struct Orchestrator {
     pub addr: SocketAddr,
-    history: Arc<Mutex<Vec<String>>>,
+    history: History,
     stop: CancellationToken,
 }
 
@@ -65,6 +68,14 @@ impl Orchestrator {
 
     /// `"<verb> <node> -> <outcome>"` for every request so far.
     pub fn history(&self) -> Vec<String> {
+        self.timed_history()
+            .into_iter()
+            .map(|(_, line)| line)
+            .collect()
+    }
+
+    /// The same, each with the Unix time in ms at which it completed.
+    pub fn timed_history(&self) -> Vec<(i64, String)> {
         self.history.lock().map(|h| h.clone()).unwrap_or_default()
     }
 }
@@ -122,7 +133,10 @@ async fn act(shared: Shared, id: String, verb: &'static str) -> Reply {
     if verb != "status"
         && let Ok(mut history) = shared.history.lock()
     {
-        history.push(format!("{verb} {id} -> {}", outcome.1));
+        history.push((
+            crate::now_unix_ms(),
+            format!("{verb} {id} -> {}", outcome.1),
+        ));
     }
     outcome
 }

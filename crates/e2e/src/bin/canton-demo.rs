@@ -3,9 +3,8 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use e2e::observe::{self, healthy};
 use e2e::stack::{Stack, StackOptions};
-use futures::StreamExt;
-use prost::Message;
 use proto_sidecar as pb;
 
 const TOPOLOGY: &str = include_str!("../../demo/network.toml");
@@ -146,38 +145,14 @@ async fn demo() -> anyhow::Result<()> {
 
     step("restore of the whole set, approved and signed by the operator");
     let restore_started = Instant::now();
-    let run = start_run(
-        &stack,
-        &["restore", "--param", &format!("backup_set={BACKUP_SET}")],
-    )?;
-    let nodes = stack.node_ids()?.join(",");
-    let operator = stack
-        .keys
-        .operators
-        .get(ORGANISATION)
-        .context("no operator key")?;
-    let seed = stack.keys.seed_path(operator.key_id());
+    let restore_args = ["restore", "--param", &format!("backup_set={BACKUP_SET}")];
+    println!("  $ canton-ops run {}", restore_args.join(" "));
+    let run = observe::start_run(&stack, ORGANISATION, &restore_args)?;
+    println!("  started run {run}");
+    let approve = observe::signed_approval_args(&stack, ORGANISATION, &run, "approve", "restore")?;
     ops(
         &stack,
-        &[
-            "approve",
-            &run,
-            "approve",
-            "--nodes",
-            &nodes,
-            "--operator-key",
-            &seed.display().to_string(),
-            "--key-id",
-            operator.key_id(),
-            "--for-step",
-            "restore",
-            "--network",
-            stack.names().network().as_str(),
-            "--organisation",
-            ORGANISATION,
-            "--comment",
-            "restore after losing the sequencer database",
-        ],
+        &approve.iter().map(String::as_str).collect::<Vec<_>>(),
     )?;
     ops(&stack, &["watch", &run])?;
     println!(
@@ -211,75 +186,27 @@ async fn demo() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Starts a run without waiting and returns its id.
-fn start_run(stack: &Stack, args: &[&str]) -> anyhow::Result<String> {
-    println!("  $ canton-ops run {}", args.join(" "));
-    let output = stack
-        .ops(ORGANISATION)?
-        .args(["--output", "json", "run"])
-        .args(args)
-        .output()
-        .context("running canton-ops")?;
-    anyhow::ensure!(
-        output.status.success(),
-        "canton-ops run {} failed: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let text = String::from_utf8_lossy(&output.stdout);
-    let run = text
-        .lines()
-        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-        .find_map(|value| find_run_id(&value))
-        .with_context(|| format!("canton-ops printed no run id: {text}"))?;
-    println!("  started run {run}");
-    Ok(run)
-}
-
-fn find_run_id(value: &serde_json::Value) -> Option<String> {
-    if let Some(id) = value.get("run_id").and_then(|v| v.as_str()) {
-        return Some(id.to_owned());
-    }
-    value.as_object()?.values().find_map(find_run_id)
-}
-
 /// Waits until every participant has matching ACS commitments with every peer for a period
-/// that ended after `since`, and prints them (read from each participant's own database).
+/// that ended after `since`, and prints them.
 async fn show_commitments(stack: &Stack, since: Instant, deadline: Duration) -> anyhow::Result<()> {
     let since_micros = (e2e::now_unix_ms() - i64::try_from(since.elapsed().as_millis())?) * 1000;
-    let participants: Vec<String> = stack.with_sims(|sims| {
-        sims.nodes()
-            .iter()
-            .filter(|n| n.kind() == canton_sim::NodeKind::Participant)
-            .map(|n| n.database_name().to_owned())
-            .collect()
-    })?;
-    let query = format!(
-        "SELECT count(DISTINCT counter_participant) FILTER (WHERE own = received), \
-                count(*) FILTER (WHERE own <> received) \
-         FROM acs_commitment WHERE period_end_micros > {since_micros} AND received IS NOT NULL"
-    );
+    let peers = stack
+        .with_sims(|sims| {
+            sims.nodes()
+                .iter()
+                .filter(|n| n.kind() == canton_sim::NodeKind::Participant)
+                .count()
+        })?
+        .saturating_sub(1);
     let started = Instant::now();
-    let peers = participants.len().saturating_sub(1);
     loop {
-        let mut rows = Vec::new();
-        for db in &participants {
-            let answer = stack.postgres.psql(db, &query)?;
-            let mut fields = answer
-                .trim()
-                .split('|')
-                .map(|f| f.parse::<usize>().unwrap_or(0));
-            rows.push((
-                db.clone(),
-                fields.next().unwrap_or(0),
-                fields.next().unwrap_or(0),
-            ));
-        }
-        let agreed = rows.iter().all(|(_, matching, _)| *matching >= peers);
+        let rows = observe::commitments_since(stack, since_micros)?;
+        let agreed = rows.iter().all(|row| row.matching_peers >= peers);
         if agreed || started.elapsed() > deadline {
-            for (db, matching, mismatched) in &rows {
+            for row in &rows {
                 println!(
-                    "  {db:<20} commitments since the restore: match with {matching}/{peers} peers, {mismatched} mismatched periods"
+                    "  {:<20} commitments since the restore: match with {}/{peers} peers, {} mismatched periods",
+                    row.database, row.matching_peers, row.mismatched_periods
                 );
             }
             anyhow::ensure!(
@@ -296,43 +223,18 @@ async fn show_commitments(stack: &Stack, since: Instant, deadline: Duration) -> 
     }
 }
 
-type Latest = std::collections::BTreeMap<String, pb::Heartbeat>;
-
-/// Collects each node's latest heartbeat, as the coordinator's registry sees them, until
-/// `done` holds for every node of the network (or `deadline` passes), then prints them.
-/// Returns whether `done` held, and after how long.
+/// Waits for `done` on every node's heartbeat and prints the latest ones.
 async fn heartbeats_until(
     stack: &Stack,
     deadline: Duration,
     done: impl Fn(&pb::Heartbeat) -> bool,
 ) -> anyhow::Result<(bool, Duration)> {
-    let nodes = stack.node_ids()?;
-    let mut subscription = stack
-        .network
-        .client
-        .subscribe(stack.names().heartbeats())
-        .await?;
-    let started = Instant::now();
-    let mut latest = Latest::new();
-    let holds = |latest: &Latest| nodes.iter().all(|n| latest.get(n).is_some_and(&done));
-    while !holds(&latest) {
-        let left = deadline.saturating_sub(started.elapsed());
-        let Ok(Some(message)) = tokio::time::timeout(left, subscription.next()).await else {
-            break;
-        };
-        let heartbeat =
-            pb::Heartbeat::decode(message.payload.as_ref()).context("decoding a heartbeat")?;
-        latest.insert(heartbeat.node.clone(), heartbeat);
-    }
+    let (latest, held, took) = observe::heartbeats_until(stack, deadline, done).await?;
     print_heartbeats(&latest);
-    Ok((holds(&latest), started.elapsed()))
+    Ok((held, took))
 }
 
-fn condition(heartbeat: &pb::Heartbeat) -> pb::NodeCondition {
-    pb::NodeCondition::try_from(heartbeat.condition).unwrap_or_default()
-}
-
-fn print_heartbeats(latest: &Latest) {
+fn print_heartbeats(latest: &observe::Latest) {
     println!(
         "  {:<14} {:<10} {:>5} {:>11} {:>6}  why",
         "node", "condition", "seq", "ledger end", "probes"
@@ -352,7 +254,7 @@ fn print_heartbeats(latest: &Latest) {
         println!(
             "  {:<14} {:<10} {:>5} {:>11} {:>4}/{}  {why}",
             node,
-            condition(heartbeat)
+            observe::condition(heartbeat)
                 .as_str_name()
                 .trim_start_matches("NODE_CONDITION_")
                 .to_lowercase(),
@@ -362,10 +264,6 @@ fn print_heartbeats(latest: &Latest) {
             heartbeat.probes.len()
         );
     }
-}
-
-fn healthy(heartbeat: &pb::Heartbeat) -> bool {
-    condition(heartbeat) == pb::NodeCondition::Healthy
 }
 
 /// Runs `canton-ops <args>` against the coordinator, its output shown as it comes.
