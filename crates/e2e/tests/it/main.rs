@@ -1,3 +1,5 @@
 //! End-to-end tests: real nats-server, PostgreSQL, canton-sim processes and product binaries.
+mod backup_barrier;
 mod lifecycle;
 mod restore;
+mod support;

@@ -1,0 +1,109 @@
+//! What every e2e test needs: a running network with agents and a coordinator, `canton-ops`
+//! with JSON output, and the manifests of a backup set.
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitStatus;
+use std::time::{Duration, Instant};
+
+use e2e::stack::{Stack, StackOptions, backup_root};
+use serde_json::Value;
+
+/// The organisation that runs every node of the test networks.
+pub const ORGANISATION: &str = "operator";
+
+/// The demo's network: sequencer, mediator, three participants with workload, one app.
+pub const DEMO_TOPOLOGY: &str = include_str!("../../demo/network.toml");
+
+/// Starts the stack, an agent beside every node and the coordinator, logging each wait.
+pub async fn running_stack(topology: &str) -> Stack {
+    let started = Instant::now();
+    let mut stack = Stack::start(&StackOptions {
+        topology,
+        heartbeat_interval: Duration::from_millis(500),
+        commands: true,
+    })
+    .await
+    .expect("starting the stack");
+    eprintln!("stack up in {:?}", started.elapsed());
+    let took = stack
+        .start_agents(Duration::from_secs(60))
+        .await
+        .expect("starting the agents");
+    eprintln!("agents published node state in {took:?}");
+    let took = stack
+        .start_coordinator(ORGANISATION, Duration::from_secs(60))
+        .await
+        .expect("starting the coordinator");
+    eprintln!("coordinator leads after {took:?}");
+    stack
+}
+
+/// `canton-ops --output json <args>`: exit status and one JSON value per output line.
+pub fn ops_json(stack: &Stack, args: &[&str]) -> (ExitStatus, Vec<Value>) {
+    let started = Instant::now();
+    let output = tokio::task::block_in_place(|| {
+        stack
+            .ops(ORGANISATION)
+            .expect("canton-ops command")
+            .args(["--output", "json"])
+            .args(args)
+            .output()
+            .expect("running canton-ops")
+    });
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let values = stdout
+        .lines()
+        .filter(|line| !line.trim().is_empty())
+        .map(|line| {
+            serde_json::from_str(line)
+                .unwrap_or_else(|error| panic!("canton-ops printed non-JSON {line:?}: {error}"))
+        })
+        .collect();
+    eprintln!(
+        "canton-ops {} -> {} in {:?}; stderr: {}",
+        args.join(" "),
+        output.status,
+        started.elapsed(),
+        String::from_utf8_lossy(&output.stderr).trim()
+    );
+    (output.status, values)
+}
+
+/// The final run summary in `run --wait` output (carried by its RUN_FINISHED event).
+pub fn final_run(values: &[Value]) -> &Value {
+    values
+        .iter()
+        .rev()
+        .find_map(|value| (value["kind"] == "run_finished").then(|| &value["run"]))
+        .unwrap_or_else(|| panic!("no result line in {values:#?}"))
+}
+
+pub fn set_dir(stack: &Stack, set: &str) -> PathBuf {
+    backup_root(stack).join(set)
+}
+
+/// Every `<node>.manifest.json` of backup set `set`, by node.
+pub fn manifests(stack: &Stack, set: &str) -> BTreeMap<String, Value> {
+    let dir = set_dir(stack, set);
+    let mut found = BTreeMap::new();
+    for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+        let path = entry.expect("directory entry").path();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        if let Some(node) = name.strip_suffix(".manifest.json") {
+            let bytes = std::fs::read(&path).expect("reading a manifest");
+            let manifest: Value = serde_json::from_slice(&bytes).expect("a manifest is JSON");
+            found.insert(node.to_owned(), manifest);
+        }
+    }
+    found
+}
+
+/// `manifest[field][bound]` as a number (`field` is an interval such as `ledger_offset`).
+pub fn bound(manifest: &Value, field: &str, bound: &str) -> i64 {
+    manifest[field][bound]
+        .as_i64()
+        .unwrap_or_else(|| panic!("manifest has no {field}.{bound}: {manifest:#}"))
+}
