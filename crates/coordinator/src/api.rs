@@ -202,11 +202,27 @@ impl Api {
             .collect();
         let mut built_nodes: Vec<String> = nodes.iter().map(|n| n.id.clone()).collect();
         built_nodes.sort();
+        let mut warnings = vec![record.summary()];
+        // An app outside the set keeps state its participant is about to forget.
+        let inventory = self.shared.inventory().await;
+        for app in inventory.nodes.values() {
+            if let Some(participant) = &app.participant
+                && app.kind == sidecar_core::NodeKind::App
+                && built_nodes.contains(participant)
+                && !built_nodes.contains(&app.id)
+            {
+                warnings.push(format!(
+                    "app {} is not in set {backup_set} but reads from {participant}, which goes \
+                     back to it: reset the app's state before it starts again",
+                    app.id
+                ));
+            }
+        }
         Ok(Built {
             runbook: sidecar_core::runbooks::restore(backup_set, &nodes),
             nodes: built_nodes,
             claims_nodes: true,
-            warnings: vec![record.summary()],
+            warnings,
         })
     }
 

@@ -286,11 +286,12 @@ fn backup(
 fn disconnect(params: &Params<'_>, nodes: &[&InventoryNode]) -> Result<Runbook, CatalogueError> {
     let deadline = params.duration_ms("deadline", Duration::from_secs(60))?;
     let alias = params.text("synchronizer_alias", "");
+    let participants = of_kind(nodes, &[NodeKind::Participant]);
     let step = Runbook::new("disconnect")
         .action_spec(
             "disconnect",
             ActionSpec::new(ActionKind::Disconnect).param("synchronizer_alias", &alias),
-            &of_kind(nodes, &[NodeKind::Participant]),
+            &participants,
         )
         .timeout_ms(deadline)
         .retry(1, 0);
@@ -299,22 +300,67 @@ fn disconnect(params: &Params<'_>, nodes: &[&InventoryNode]) -> Result<Runbook, 
     } else {
         step
     };
-    Ok(step.done())
+    let runbook = step.done();
+    if !pinned_manual_connect(params, &alias)? {
+        return Ok(runbook);
+    }
+    // Marked manual-connect, the participants stay away even when they restart; `reconnect`
+    // with the same parameter clears the mark first.
+    Ok(runbook
+        .action_spec(
+            "pin-manual-connect",
+            manual_connect(&alias, true),
+            &participants,
+        )
+        .timeout_ms(deadline)
+        .done())
 }
 
 /// Participants reconnect together within `deadline` (default 60 s), one attempt each.
 fn reconnect(params: &Params<'_>, nodes: &[&InventoryNode]) -> Result<Runbook, CatalogueError> {
     let deadline = params.duration_ms("deadline", Duration::from_secs(60))?;
     let alias = params.text("synchronizer_alias", "");
-    Ok(Runbook::new("reconnect")
+    let participants = of_kind(nodes, &[NodeKind::Participant]);
+    let mut runbook = Runbook::new("reconnect");
+    if pinned_manual_connect(params, &alias)? {
+        runbook = runbook
+            .action_spec(
+                "unpin-manual-connect",
+                manual_connect(&alias, false),
+                &participants,
+            )
+            .timeout_ms(deadline)
+            .done();
+    }
+    Ok(runbook
         .action_spec(
             "reconnect",
             ActionSpec::new(ActionKind::Reconnect).param("synchronizer_alias", &alias),
-            &of_kind(nodes, &[NodeKind::Participant]),
+            &participants,
         )
         .timeout_ms(deadline)
         .retry(1, 0)
         .done())
+}
+
+/// `pin_manual_connect=true`: the disconnect also marks the synchronizer manual-connect (and
+/// the reconnect clears it). The mark is per synchronizer, so the alias must be named.
+fn pinned_manual_connect(params: &Params<'_>, alias: &str) -> Result<bool, CatalogueError> {
+    let pinned = params.flag("pin_manual_connect", false)?;
+    if pinned && alias.is_empty() {
+        return Err(CatalogueError::BadParameter {
+            key: "pin_manual_connect".to_owned(),
+            detail: "needs synchronizer_alias=<alias>: manual-connect is set per synchronizer"
+                .to_owned(),
+        });
+    }
+    Ok(pinned)
+}
+
+fn manual_connect(alias: &str, on: bool) -> ActionSpec {
+    ActionSpec::new(ActionKind::SetManualConnect)
+        .param("synchronizer_alias", alias)
+        .param("manual_connect", if on { "true" } else { "false" })
 }
 
 /// The run id of a request: the runbook name and a hash of organisation and request id, so a
@@ -323,4 +369,65 @@ pub fn run_id(runbook: &str, organisation: &str, request_id: &str) -> String {
     use sha2::Digest;
     let digest = sha2::Sha256::digest(format!("{organisation}/{runbook}/{request_id}"));
     format!("{runbook}-{}", &hex::encode(digest)[..16])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inventory() -> Inventory {
+        let node = |id: &str, kind| InventoryNode {
+            id: id.to_owned(),
+            kind,
+            participant: None,
+            replicas: Vec::new(),
+        };
+        Inventory {
+            organisation: "operator".to_owned(),
+            nodes: [
+                node("p1", NodeKind::Participant),
+                node("p2", NodeKind::Participant),
+                node("s1", NodeKind::Sequencer),
+            ]
+            .into_iter()
+            .map(|n| (n.id.clone(), n))
+            .collect(),
+        }
+    }
+
+    fn steps(runbook: &str, params: &[(&str, &str)]) -> Result<Vec<String>, CatalogueError> {
+        let parameters: BTreeMap<String, String> = params
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let built = build(
+            &Request {
+                runbook,
+                nodes: &[],
+                parameters: &parameters,
+                run_id: "r1",
+            },
+            &inventory(),
+        )?;
+        Ok(built.runbook.steps.iter().map(|s| s.id.clone()).collect())
+    }
+
+    #[test]
+    fn a_pinned_disconnect_marks_manual_connect_and_its_reconnect_clears_it_first() {
+        assert_eq!(steps("disconnect", &[]).unwrap(), ["disconnect"]);
+        let pinned = [
+            ("pin_manual_connect", "true"),
+            ("synchronizer_alias", "global"),
+        ];
+        assert_eq!(
+            steps("disconnect", &pinned).unwrap(),
+            ["disconnect", "pin-manual-connect"]
+        );
+        assert_eq!(
+            steps("reconnect", &pinned).unwrap(),
+            ["unpin-manual-connect", "reconnect"]
+        );
+        let error = steps("disconnect", &[("pin_manual_connect", "true")]).unwrap_err();
+        assert!(error.to_string().contains("synchronizer_alias"), "{error}");
+    }
 }

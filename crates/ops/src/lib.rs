@@ -256,7 +256,7 @@ pub enum Command {
 
 #[derive(clap::Args, Debug)]
 pub struct Target {
-    /// backup, disconnect or reconnect.
+    /// backup, restore (--param backup_set=<set>), disconnect or reconnect.
     pub runbook: String,
     /// Nodes to target (repeat or comma-separate); default: every node the runbook selects.
     #[arg(long = "node", value_delimiter = ',')]

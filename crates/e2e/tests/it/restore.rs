@@ -187,5 +187,35 @@ async fn restore_after_losing_the_sequencer_waits_for_the_dedup_point_before_app
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+
+    // A set without the app: its restore would leave app1 ahead of participant1.
+    let without_app = ops(
+        &stack,
+        &[
+            "run",
+            "backup",
+            "--param",
+            "backup_set=bs2",
+            "--node",
+            "sequencer1",
+            "--node",
+            "mediator1",
+            "--node",
+            "participant1",
+            "--node",
+            "participant2",
+            "--wait",
+        ],
+    );
+    assert!(
+        without_app.status.success(),
+        "backup without the app: {without_app:?}"
+    );
+    let plan = ops(&stack, &["plan", "restore", "--param", "backup_set=bs2"]);
+    let text = String::from_utf8_lossy(&plan.stdout);
+    assert!(
+        text.contains("app app1 is not in set bs2") && text.contains("reset the app"),
+        "{text}"
+    );
     assert!(stack.shutdown().await.expect("shutdown").is_empty());
 }
