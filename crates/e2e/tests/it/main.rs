@@ -1,5 +1,6 @@
 //! End-to-end tests: real nats-server, PostgreSQL, canton-sim processes and product binaries.
 mod backup_barrier;
+mod disconnect;
 mod lifecycle;
 mod restore;
 mod support;
