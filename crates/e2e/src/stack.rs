@@ -123,6 +123,19 @@ impl Stack {
         organisation: &str,
         deadline: Duration,
     ) -> anyhow::Result<Duration> {
+        self.start_coordinator_with_env(organisation, deadline, &[])
+            .await
+    }
+
+    /// [`Stack::start_coordinator`] with extra environment (e.g. `FAILPOINTS`); a coordinator
+    /// already running for `organisation` is replaced (killed if still running), so this is
+    /// also the restart after a crash. Each start logs to its own numbered file.
+    pub async fn start_coordinator_with_env(
+        &mut self,
+        organisation: &str,
+        deadline: Duration,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Duration> {
         let started = Instant::now();
         let dir = self.dir.path().join(format!("coordinator-{organisation}"));
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -156,10 +169,18 @@ impl Stack {
             .with_context(|| format!("writing {}", config_path.display()))?;
         let mut command = std::process::Command::new(binary_path("canton-coordinator")?);
         command.arg("--config").arg(&config_path);
+        command.envs(env.iter().copied());
+        if let Some(mut previous) = self.coordinators.remove(organisation) {
+            previous.process.kill();
+        }
+        let log = (1..)
+            .map(|n| dir.join(format!("coordinator-{n}.log")))
+            .find(|path| !path.exists())
+            .unwrap_or_else(|| dir.join("coordinator.log"));
         let mut process = ChildProcess::spawn(
             &format!("canton-coordinator {organisation}"),
             command,
-            &dir.join("coordinator.log"),
+            &log,
             Signal::SIGTERM,
         )?;
         let remaining = deadline.saturating_sub(started.elapsed());

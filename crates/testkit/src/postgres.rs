@@ -98,6 +98,12 @@ impl Postgres {
         &self.user
     }
 
+    /// The server's log of a private cluster (connections are logged with their
+    /// `application_name`); `None` for a shared one.
+    pub fn log_path(&self) -> Option<&Path> {
+        self.process.as_ref().map(|p| p.log_path())
+    }
+
     pub fn pid(&self) -> Option<u32> {
         self.process.as_ref().map(ChildProcess::pid)
     }

@@ -1,0 +1,220 @@
+//! The coordinator killed during a `backup` over real agents and restarted: the run resumes to
+//! a consistent set, and PostgreSQL's own connection log shows every node dumped exactly once
+//! (a dump connects with `application_name` = its command id, so a second attempt of any dump
+//! would be a second connection under that name).
+//!
+//! Kill points: each driver failpoint (the binary exits at once, without cleanup), and a
+//! SIGKILL after a seeded random delay (`SEED=<n>` replays one).
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use e2e::stack::Stack;
+use nix::sys::signal::Signal;
+
+use crate::support::{DEMO_TOPOLOGY, ORGANISATION, final_run, manifests, ops_json, running_stack};
+
+const REQUEST_ID: &str = "killed-backup";
+const DUMP_STEPS: [&str; 3] = ["apps", "members", "sequencers"];
+const NODES: [&str; 6] = [
+    "app1",
+    "mediator1",
+    "participant1",
+    "participant2",
+    "participant3",
+    "sequencer1",
+];
+
+fn start_backup_args(set: &str, wait: bool) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "run",
+        "backup",
+        "--request-id",
+        REQUEST_ID,
+        "--param",
+        &format!("backup_set={set}"),
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    if wait {
+        args.push("--wait".to_owned());
+    }
+    args
+}
+
+fn ops(stack: &Stack, args: &[String]) -> (std::process::ExitStatus, Vec<serde_json::Value>) {
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    ops_json(stack, &args)
+}
+
+async fn restart_coordinator(stack: &mut Stack) {
+    let took = stack
+        .start_coordinator(ORGANISATION, Duration::from_secs(60))
+        .await
+        .expect("restarting the coordinator");
+    eprintln!("restarted coordinator leads after {took:?}");
+}
+
+/// Dump connections per node of backup run `run_id`, from the server's connection log.
+fn dump_connections(stack: &Stack, run_id: &str) -> BTreeMap<String, Vec<String>> {
+    let path = stack
+        .postgres
+        .log_path()
+        .expect("a private PostgreSQL server");
+    let log = std::fs::read_to_string(path).expect("reading the PostgreSQL log");
+    let mut by_node: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for line in log.lines().filter(|l| l.contains("connection authorized")) {
+        let Some(name) = line
+            .split_whitespace()
+            .find_map(|word| word.strip_prefix("application_name="))
+        else {
+            continue;
+        };
+        let mut parts = name.split('/');
+        let (Some(run), Some(step), Some(node), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        if run == run_id && DUMP_STEPS.contains(&step) {
+            by_node
+                .entry(node.to_owned())
+                .or_default()
+                .push(name.to_owned());
+        }
+    }
+    by_node
+}
+
+/// Finishes the interrupted run from a fresh coordinator and checks the set and the dumps.
+async fn resume_and_check(mut stack: Stack, set: &str) {
+    restart_coordinator(&mut stack).await;
+    let resumed = Instant::now();
+    let (status, values) = ops(&stack, &start_backup_args(set, true));
+    eprintln!("resumed run finished after {:?}", resumed.elapsed());
+    if let Some(found) = values.first().filter(|v| v["existing"] == true) {
+        eprintln!(
+            "the restart found the run {} at step {}",
+            found["run"]["status"], found["run"]["current_step"]
+        );
+    }
+    assert!(status.success(), "resumed backup failed: {values:#?}");
+    let run = final_run(&values);
+    assert_eq!(run["status"], "succeeded", "{run:#}");
+    assert!(
+        run["owner_epoch"].as_u64() >= Some(2),
+        "finished by the restarted coordinator's tenure: {run:#}"
+    );
+    let run_id = run["run_id"].as_str().expect("run id").to_owned();
+
+    let written: Vec<String> = manifests(&stack, set).into_keys().collect();
+    assert_eq!(written, NODES, "one manifest per node");
+    let (status, plan) = ops_json(
+        &stack,
+        &["plan", "restore", "--param", &format!("backup_set={set}")],
+    );
+    assert!(status.success(), "{plan:#?}");
+    assert!(
+        plan.iter().any(|v| v["warning"]
+            .as_str()
+            .is_some_and(|w| w.contains(&format!("backup set {set} is consistent")))),
+        "{plan:#?}"
+    );
+
+    let connections = dump_connections(&stack, &run_id);
+    eprintln!("dump connections: {connections:?}");
+    for node in NODES {
+        let seen = connections.get(node).map_or(0, Vec::len);
+        assert_eq!(
+            seen, 1,
+            "node {node} dumped {seen} times per the PostgreSQL log: {connections:?}"
+        );
+    }
+    assert!(stack.shutdown().await.expect("shutdown").is_empty());
+}
+
+/// The first coordinator runs with `failpoints`; the backup started on it stops there.
+async fn killed_at_failpoint(failpoints: &str, set: &str) {
+    let mut stack = running_stack(DEMO_TOPOLOGY).await;
+    stack
+        .start_coordinator_with_env(
+            ORGANISATION,
+            Duration::from_secs(60),
+            &[("FAILPOINTS", failpoints)],
+        )
+        .await
+        .expect("starting the coordinator with failpoints");
+    // The process may die inside StartRun; the restart's StartRun finds or creates the run.
+    let (status, _) = ops(&stack, &start_backup_args(set, false));
+    eprintln!("StartRun on the doomed coordinator: {status}");
+    let waited = Instant::now();
+    let coordinator = stack
+        .coordinators
+        .get_mut(ORGANISATION)
+        .expect("the coordinator");
+    tokio::task::block_in_place(|| {
+        coordinator
+            .process
+            .wait_for_log(Duration::from_secs(30), |log| {
+                log.contains("failpoint fired").then_some(())
+            })
+    })
+    .expect("the failpoint fired");
+    testkit::wait_until(
+        "the coordinator exited at the failpoint",
+        Duration::from_secs(30),
+        || !coordinator.process.is_running(),
+    )
+    .expect("exited");
+    eprintln!(
+        "failpoint {failpoints} stopped the coordinator after {:?}",
+        waited.elapsed()
+    );
+    resume_and_check(stack, set).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_after_the_cas_before_publishing_resumes_with_each_node_dumped_once() {
+    killed_at_failpoint("driver-after-cas=return", "after-cas").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_after_a_publish_resumes_with_each_node_dumped_once() {
+    killed_at_failpoint("driver-after-publish=return", "after-publish").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_after_a_later_cas_mid_run_resumes_with_each_node_dumped_once() {
+    killed_at_failpoint("driver-after-cas=3*off->return", "mid-run-cas").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_at_a_seeded_random_point_resumes_with_each_node_dumped_once() {
+    let seed: u64 = std::env::var("SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64)
+        });
+    // A whole backup of the demo network takes about a second here: kill within it.
+    let delay = Duration::from_millis(splitmix64(seed) % 900);
+    eprintln!("SEED={seed}: SIGKILL {delay:?} after StartRun");
+    let stack = running_stack(DEMO_TOPOLOGY).await;
+    let (status, values) = ops(&stack, &start_backup_args("random-kill", false));
+    assert!(status.success(), "{values:#?}");
+    // The kill point itself, not a wait for anything.
+    tokio::time::sleep(delay).await;
+    stack.coordinators[ORGANISATION]
+        .process
+        .signal(Signal::SIGKILL)
+        .expect("killing the coordinator");
+    resume_and_check(stack, "random-kill").await;
+}
+
+fn splitmix64(seed: u64) -> u64 {
+    let mut z = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
