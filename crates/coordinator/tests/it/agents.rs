@@ -21,16 +21,16 @@ use crate::support::{
     wait_driving, wait_for_run,
 };
 
-const PARTICIPANT: &str = "participant1";
+pub const PARTICIPANT: &str = "participant1";
 
-fn topology() -> String {
+pub fn topology() -> String {
     format!(
         "name = \"{}\"\n[[node]]\nid = \"sequencer1\"\nkind = \"sequencer\"\n[[node]]\nid = \"mediator1\"\nkind = \"mediator\"\n[[node]]\nid = \"{PARTICIPANT}\"\nkind = \"participant\"\n",
         testkit::unique_id("coordsim")
     )
 }
 
-fn participant(sims: &SimNetwork) -> canton_client::CantonClient {
+pub fn participant(sims: &SimNetwork) -> canton_client::CantonClient {
     let endpoints = sims.node(PARTICIPANT).unwrap().endpoints();
     canton_client::CantonClient::new(canton_client::ClientConfig::new(
         PARTICIPANT,
@@ -48,7 +48,7 @@ async fn connected(client: &canton_client::CantonClient) -> Option<usize> {
         .map(|l| l.len())
 }
 
-async fn wait_connected(
+pub async fn wait_connected(
     client: &canton_client::CantonClient,
     what: &str,
     want: impl Fn(usize) -> bool,
@@ -74,20 +74,18 @@ fn schedule(ms: u64) -> Schedule {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn heavy_synchronized_disconnect_and_reconnect_through_a_real_agent_on_canton_sim() {
-    let nats = NatsServer::shared_or_start().unwrap();
-    let postgres = Postgres::shared_or_start().unwrap();
+/// A sim network with one participant (and its synchronizer).
+pub fn start_sims(postgres: &Postgres) -> SimNetwork {
     // Sim nodes bind ports picked beforehand; a parallel test may take one first, so the
     // network is started again (with fresh ports) when a node loses that race.
     let sim_binary = binary_path("canton-sim").unwrap();
     let mut attempts = 0;
-    let sims = loop {
+    loop {
         attempts += 1;
         match SimNetwork::start(
             &NetworkSpec::from_toml(&topology()).unwrap(),
             LaunchOptions {
-                postgres: PostgresTarget::of(&postgres),
+                postgres: PostgresTarget::of(postgres),
                 binary: &sim_binary,
                 work_dir: None,
             },
@@ -96,32 +94,33 @@ async fn heavy_synchronized_disconnect_and_reconnect_through_a_real_agent_on_can
             Err(error) if attempts < 3 => eprintln!("sim network start failed, again: {error}"),
             Err(error) => panic!("sim network did not start: {error}"),
         }
-    };
-    let canton = participant(&sims);
-    wait_connected(&canton, "participant connected", |n| n > 0).await;
+    }
+}
 
-    let names = crate::fresh_names();
-    let network = crate::network(nats.url(), names.clone()).await;
-    let nodes = vec![TestNode {
-        id: PARTICIPANT,
-        kind: pb::NodeKind::Participant,
-        participant: "",
-    }];
-    let coordinator_config = config(&names, nats.url(), &nodes);
+/// The agent's task and its shutdown token.
+pub type AgentTask = (
+    CancellationToken,
+    tokio::task::JoinHandle<Result<(), canton_agent::AgentError>>,
+);
 
-    // The agent, with the same signed network configuration and its own ack key.
-    let dir = tempfile::tempdir().unwrap();
+/// A real agent (command path, journal in `dir`, signed acks) beside the sim participant,
+/// trusting `network_config`. Starting it again on the same `dir` is a restart.
+pub fn start_agent(
+    names: &sidecar_bus::Names,
+    nats_url: &str,
+    sims: &SimNetwork,
+    network_config: &[u8],
+    dir: &std::path::Path,
+    metrics: AgentMetrics,
+) -> AgentTask {
+    // The same signed network configuration as the coordinator, and the agent's own ack key.
     let ack = agent_key(PARTICIPANT, 20);
-    std::fs::write(
-        dir.path().join("network.cfg"),
-        &coordinator_config.network_config,
-    )
-    .unwrap();
-    std::fs::write(dir.path().join("ack.seed"), ack.seed()).unwrap();
+    std::fs::write(dir.join("network.cfg"), network_config).unwrap();
+    std::fs::write(dir.join("ack.seed"), ack.seed()).unwrap();
     let trust = TrustConfig {
-        network_config: dir.path().join("network.cfg"),
+        network_config: dir.join("network.cfg"),
         config_key: config_key().trusted_key(None, None).public.to_bytes(),
-        ack_key_seed: dir.path().join("ack.seed"),
+        ack_key_seed: dir.join("ack.seed"),
         ack_key_id: ack.key_id().to_owned(),
         organisation: crate::support::ORG.to_owned(),
         max_clock_skew: Duration::from_secs(2),
@@ -132,7 +131,7 @@ async fn heavy_synchronized_disconnect_and_reconnect_through_a_real_agent_on_can
         node: NodeId::new(PARTICIPANT).unwrap(),
         kind: NodeKind::Participant,
         nats: NatsConfig {
-            url: nats.url().to_owned(),
+            url: nats_url.to_owned(),
             credentials: None,
             ping_interval: Duration::from_millis(500),
             connect_timeout: Duration::from_secs(2),
@@ -172,7 +171,7 @@ async fn heavy_synchronized_disconnect_and_reconnect_through_a_real_agent_on_can
         now_ms(),
     )
     .unwrap();
-    let agent = Agent::new(agent_config.clone(), Vec::new(), AgentMetrics::default());
+    let agent = Agent::new(agent_config.clone(), Vec::new(), metrics);
     let registry = canton_agent::actions::standard_registry(
         &agent_config,
         agent.board(),
@@ -182,7 +181,7 @@ async fn heavy_synchronized_disconnect_and_reconnect_through_a_real_agent_on_can
     let agent = agent.with_commands(canton_agent::commands::CommandPath {
         trust: material,
         settings: CommandsConfig {
-            journal_dir: dir.path().join("journal"),
+            journal_dir: dir.join("journal"),
             ack_wait: Duration::from_secs(30),
             max_deliver: 20,
             max_ack_pending: 64,
@@ -190,7 +189,36 @@ async fn heavy_synchronized_disconnect_and_reconnect_through_a_real_agent_on_can
         registry,
     });
     let shutdown = CancellationToken::new();
-    let agent_task = tokio::spawn(agent.run(shutdown.clone()));
+    let task = tokio::spawn(agent.run(shutdown.clone()));
+    (shutdown, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heavy_synchronized_disconnect_and_reconnect_through_a_real_agent_on_canton_sim() {
+    let nats = NatsServer::shared_or_start().unwrap();
+    let postgres = Postgres::shared_or_start().unwrap();
+    let sims = start_sims(&postgres);
+    let canton = participant(&sims);
+    wait_connected(&canton, "participant connected", |n| n > 0).await;
+
+    let names = crate::fresh_names();
+    let network = crate::network(nats.url(), names.clone()).await;
+    let nodes = vec![TestNode {
+        id: PARTICIPANT,
+        kind: pb::NodeKind::Participant,
+        participant: "",
+    }];
+    let coordinator_config = config(&names, nats.url(), &nodes);
+
+    let dir = tempfile::tempdir().unwrap();
+    let (shutdown, agent_task) = start_agent(
+        &names,
+        nats.url(),
+        &sims,
+        &coordinator_config.network_config,
+        dir.path(),
+        AgentMetrics::default(),
+    );
 
     // The agent's node state makes the participant part of the inventory.
     let started = Instant::now();

@@ -278,7 +278,7 @@ async fn heavy_a_frozen_leader_thawed_after_a_takeover_sends_and_writes_nothing(
     assert!(b.stop(Duration::from_secs(10)));
 }
 
-async fn client_when_up(addr: std::net::SocketAddr) -> crate::support::Client {
+pub async fn client_when_up(addr: std::net::SocketAddr) -> crate::support::Client {
     let started = Instant::now();
     loop {
         if tonic::transport::Channel::from_shared(format!("http://{addr}"))

@@ -4,6 +4,7 @@
 mod agents;
 mod driver;
 mod kills;
+mod late_command;
 mod leadership;
 mod registry;
 mod simulation;
