@@ -719,28 +719,15 @@ impl ParticipantRepairService for PartyApi {
         request: Request<admin::IgnoreEventsRequest>,
     ) -> Result<Response<admin::IgnoreEventsResponse>, Status> {
         let request = request.into_inner();
-        let method = format!("{REPAIR}IgnoreEvents");
-        let detail = format!(
-            "synchronizer={} from={} to={} force={}",
-            request.physical_synchronizer_id,
-            request.from_inclusive,
-            request.to_inclusive,
-            request.force
-        );
-        logged(&self.context, &method, detail.clone(), async {
-            self.change_ignored(
-                &method,
-                &detail,
-                &request.physical_synchronizer_id,
-                request.from_inclusive,
-                request.to_inclusive,
-                request.force,
-                true,
-            )
-            .await?;
-            Ok(admin::IgnoreEventsResponse {})
+        self.ignore_range(IgnoreRange {
+            physical: &request.physical_synchronizer_id,
+            from: request.from_inclusive,
+            to: request.to_inclusive,
+            force: request.force,
+            ignore: true,
         })
         .await
+        .map(|_| Response::new(admin::IgnoreEventsResponse {}))
     }
 
     async fn unignore_events(
@@ -748,26 +735,56 @@ impl ParticipantRepairService for PartyApi {
         request: Request<admin::UnignoreEventsRequest>,
     ) -> Result<Response<admin::UnignoreEventsResponse>, Status> {
         let request = request.into_inner();
-        let method = format!("{REPAIR}UnignoreEvents");
+        self.ignore_range(IgnoreRange {
+            physical: &request.physical_synchronizer_id,
+            from: request.from_inclusive,
+            to: request.to_inclusive,
+            force: request.force,
+            ignore: false,
+        })
+        .await
+        .map(|_| Response::new(admin::UnignoreEventsResponse {}))
+    }
+}
+
+/// What `IgnoreEvents` and `UnignoreEvents` ask: the same range, marked or unmarked.
+struct IgnoreRange<'a> {
+    physical: &'a str,
+    from: i64,
+    to: i64,
+    force: bool,
+    ignore: bool,
+}
+
+impl IgnoreRange<'_> {
+    fn call(&self) -> &'static str {
+        if self.ignore {
+            "IgnoreEvents"
+        } else {
+            "UnignoreEvents"
+        }
+    }
+}
+
+impl PartyApi {
+    /// One logged repair call over a range of sequencer counters.
+    async fn ignore_range(&self, range: IgnoreRange<'_>) -> Result<Response<()>, Status> {
+        let method = format!("{REPAIR}{}", range.call());
         let detail = format!(
             "synchronizer={} from={} to={} force={}",
-            request.physical_synchronizer_id,
-            request.from_inclusive,
-            request.to_inclusive,
-            request.force
+            range.physical, range.from, range.to, range.force
         );
         logged(&self.context, &method, detail.clone(), async {
             self.change_ignored(
                 &method,
                 &detail,
-                &request.physical_synchronizer_id,
-                request.from_inclusive,
-                request.to_inclusive,
-                request.force,
-                false,
+                range.physical,
+                range.from,
+                range.to,
+                range.force,
+                range.ignore,
             )
-            .await?;
-            Ok(admin::UnignoreEventsResponse {})
+            .await
         })
         .await
     }
