@@ -62,6 +62,9 @@ impl Delivery {
 
 type AttemptKey = (String, u32);
 
+/// Bound on the leader-epoch read before each command.
+const EPOCH_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 pub struct Dispatcher {
     shared: Arc<Shared>,
 }
@@ -121,6 +124,7 @@ impl Dispatcher {
         let delivery = Delivery::new(message.reply.clone());
         let (message, _) = message.split();
         shared.context.metrics.commands_received.increment();
+        shared.refresh_epoch().await;
         let node = &shared.context.identity.node;
         let verdict = shared.log.read(|journal| {
             check_command(
@@ -175,6 +179,40 @@ impl Shared {
                 bound_ms = self.trust.max_clock_skew_ms,
                 "the NATS server's clock is ahead of this agent's by more than the skew bound; check time sync on both hosts"
             );
+        }
+    }
+
+    /// Raises the confirmed epoch to the leader bucket's before a command is checked. A new
+    /// leader advances `epoch.<org>` before it publishes anything, so a command of a deposed
+    /// leader that reaches us late — ahead of the new leader's fence on our subject, say after
+    /// this agent was frozen — is refused as stale instead of run. A failed read keeps the
+    /// journal's epoch (the fence still raises it) and is logged.
+    async fn refresh_epoch(&self) {
+        let organisation = &self.trust.organisation;
+        let read = tokio::time::timeout(
+            EPOCH_READ_TIMEOUT,
+            super::fetch_epoch(&self.context, organisation),
+        )
+        .await;
+        match read {
+            Ok(Ok(epoch)) if epoch > self.confirmed_epoch() => {
+                if self.journal(Record::Epoch { epoch }).await {
+                    tracing::info!(epoch, "confirmed the leader epoch read before a command");
+                    self.confirmed_epoch();
+                }
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(
+                super::EpochReadError::Unreachable(error)
+                | super::EpochReadError::Undecodable(error),
+            )) => {
+                tracing::warn!(%error, "cannot re-read the leader epoch; checking with the confirmed one");
+            }
+            Err(_) => {
+                tracing::warn!(
+                    "re-reading the leader epoch timed out; checking with the confirmed one"
+                );
+            }
         }
     }
 

@@ -274,25 +274,44 @@ async fn read_epoch(context: &Context, organisation: &str) -> Option<u64> {
     let key = context.names.epoch_key(organisation);
     let mut pauses = backoff();
     loop {
-        let read = match context.jetstream.get_key_value(&bucket).await {
-            Ok(store) => store.get(&key).await.map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
-        };
-        match read {
-            Ok(None) => return Some(0),
-            Ok(Some(value)) => match serde_json::from_slice::<EpochValue>(&value) {
-                Ok(record) => return Some(record.epoch),
-                Err(error) => {
-                    tracing::error!(%bucket, %key, %error, "leader epoch record does not decode; not accepting commands until it does")
-                }
-            },
-            Err(error) => {
+        match fetch_epoch(context, organisation).await {
+            Ok(epoch) => return Some(epoch),
+            Err(EpochReadError::Undecodable(error)) => {
+                tracing::error!(%bucket, %key, %error, "leader epoch record does not decode; not accepting commands until it does")
+            }
+            Err(EpochReadError::Unreachable(error)) => {
                 tracing::warn!(%bucket, %key, %error, "cannot read the leader epoch yet; create the network's buckets with the network setup")
             }
         }
         if !pause(context, pauses.next()).await {
             return None;
         }
+    }
+}
+
+pub(crate) enum EpochReadError {
+    Unreachable(String),
+    Undecodable(String),
+}
+
+/// One read of the leader epoch (0 when no coordinator was ever elected).
+pub(crate) async fn fetch_epoch(
+    context: &Context,
+    organisation: &str,
+) -> Result<u64, EpochReadError> {
+    let bucket = context.names.bucket(Bucket::Leader);
+    let key = context.names.epoch_key(organisation);
+    let store = context
+        .jetstream
+        .get_key_value(&bucket)
+        .await
+        .map_err(|e| EpochReadError::Unreachable(e.to_string()))?;
+    match store.get(&key).await {
+        Ok(None) => Ok(0),
+        Ok(Some(value)) => serde_json::from_slice::<EpochValue>(&value)
+            .map(|record| record.epoch)
+            .map_err(|e| EpochReadError::Undecodable(e.to_string())),
+        Err(e) => Err(EpochReadError::Unreachable(e.to_string())),
     }
 }
 

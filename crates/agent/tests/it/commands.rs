@@ -381,6 +381,47 @@ async fn heavy_a_command_past_max_deliver_is_reported_as_poison() {
     agent.stop().await;
 }
 
+/// A new leader advances `epoch.<org>` before it publishes anything; a command of the deposed
+/// leader that reaches the agent before the new leader's fence (an agent frozen while the
+/// leadership changed reads its subject in stream order) is refused, not run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heavy_a_deposed_leaders_command_ahead_of_the_fence_is_refused_by_the_epoch_key() {
+    let s = setup().await;
+    let leader = s.net.kv(Bucket::Leader);
+    let key = s.net.names.epoch_key(ORG);
+    let epoch = |n: u64| {
+        serde_json::to_vec(&serde_json::json!({"epoch": n, "holder": "c1", "tenure": 1}))
+            .unwrap()
+            .into()
+    };
+    let revision = leader.create(&key, epoch(1)).await.unwrap();
+    let agent = s.agent(Duration::from_secs(30), Vec::new());
+    let log = ActionLog::from_now(&s.sims).await;
+    let trust = &s.trust;
+    s.send(&trust.command("warm", "probe", probe(), 1)).await;
+    s.acks
+        .wait("warm/probe/participant1", pb::AckStatus::Done)
+        .await;
+
+    // The takeover: the epoch key moves to 2; no fence has reached the agent.
+    leader.update(&key, epoch(2), revision).await.unwrap();
+    s.send(&trust.command("late", "disconnect", disconnect_all(), 1))
+        .await;
+    let refused = s
+        .acks
+        .wait("late/disconnect/participant1", pb::AckStatus::Rejected)
+        .await;
+    assert_eq!(refused.ack.reject_reason(), pb::RejectReason::StaleEpoch);
+    assert_eq!(refused.ack.epoch, 2, "the agent confirmed the key's epoch");
+    s.send(&trust.command("next", "probe", probe(), 2)).await;
+    s.acks
+        .wait("next/probe/participant1", pb::AckStatus::Done)
+        .await;
+    assert!(log.calls().await.is_empty(), "{:?}", log.calls().await);
+    assert_eq!(agent.rejected("stale_epoch"), 1);
+    agent.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn heavy_the_epoch_is_read_at_start_and_a_fence_deposes_older_epochs() {
     let s = setup().await;
