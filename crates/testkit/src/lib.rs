@@ -13,15 +13,17 @@
 mod binaries;
 mod error;
 mod nats;
+mod ports;
 mod postgres;
 mod process;
 
 pub use binaries::{binary_path, workspace_root};
 pub use error::{Error, ErrorKind, Result};
 pub use nats::{
-    MIN_NATS_VERSION, NatsOptions, NatsServer, check_nats_server, nats_server_binary,
-    nats_server_version,
+    ClusterMembership, MIN_NATS_VERSION, NatsCluster, NatsOptions, NatsServer, check_nats_server,
+    nats_server_binary, nats_server_version,
 };
+pub use ports::free_port;
 pub use postgres::{Postgres, pg_bin};
 pub use process::{ChildProcess, wait_until};
 
@@ -56,15 +58,4 @@ fn base36(mut value: u64) -> String {
     }
     out.reverse();
     String::from_utf8(out).unwrap_or_default()
-}
-
-/// A free TCP port on 127.0.0.1 at the time of the call. Servers that can pick their own port
-/// (`nats-server -p -1`) should; this is for those that cannot.
-pub fn free_port() -> Result<u16> {
-    let listener = std::net::TcpListener::bind(("127.0.0.1", 0))
-        .map_err(|e| Error::io(ErrorKind::Spawn, "binding a free port on 127.0.0.1", e))?;
-    listener
-        .local_addr()
-        .map(|a| a.port())
-        .map_err(|e| Error::io(ErrorKind::Spawn, "reading the bound port", e))
 }

