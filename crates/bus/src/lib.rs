@@ -13,4 +13,4 @@ mod setup;
 pub use error::{Error, KvErrorKind, NameErrorKind, SetupErrorKind};
 pub use kv::{CasOptions, Kv, Versioned};
 pub use names::{Bucket, Names, NetworkId, NodeId, valid_token};
-pub use setup::{BusSettings, Network, connect};
+pub use setup::{BusSettings, Network, connect, connect_with_events};

@@ -90,7 +90,7 @@ pub enum Bucket {
     Nodes,
     /// Run records and per-node results; CAS only.
     Runs,
-    /// Leadership: `lease` (TTL) and `epoch` (no TTL).
+    /// Leadership: `lease` (TTL), `epoch` (no TTL) and coordinators' quorum `probe` writes.
     Leader,
     /// Node claims of mutating runs.
     Claims,
@@ -177,6 +177,12 @@ impl Names {
     /// on takeover). Its value is JSON with at least `{"epoch": <u64>}`.
     pub fn epoch_key(&self, organisation: &str) -> String {
         format!("epoch.{organisation}")
+    }
+
+    /// Key in the leader bucket that an organisation's coordinators write to prove that a
+    /// JetStream quorum accepts their writes. `organisation` must be a [`valid_token`].
+    pub fn quorum_probe_key(&self, organisation: &str) -> String {
+        format!("probe.{organisation}")
     }
 
     /// Key of a node's claim in the claims bucket: the node id as the run names it. Its value

@@ -136,7 +136,39 @@ impl Network {
 /// Connects to NATS with the options every process uses: a client name, a ping interval short
 /// enough to notice a dead server within seconds, and reconnects forever.
 pub async fn connect(url: &str, name: &str) -> Result<async_nats::Client, Error<SetupErrorKind>> {
-    async_nats::ConnectOptions::new()
+    connect_with(url, name, async_nats::ConnectOptions::new()).await
+}
+
+/// As [`connect`], and also returns the connection's events (disconnects, slow-consumer
+/// drops), which a failure detector needs to know when its own view is unreliable.
+pub async fn connect_with_events(
+    url: &str,
+    name: &str,
+) -> Result<
+    (
+        async_nats::Client,
+        tokio::sync::mpsc::UnboundedReceiver<async_nats::Event>,
+    ),
+    Error<SetupErrorKind>,
+> {
+    let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
+    let options = async_nats::ConnectOptions::new().event_callback(move |event| {
+        let sender = sender.clone();
+        async move {
+            // The receiver is gone only when the detector stopped; nothing left to tell.
+            let _ = sender.send(event);
+        }
+    });
+    let client = connect_with(url, name, options).await?;
+    Ok((client, receiver))
+}
+
+async fn connect_with(
+    url: &str,
+    name: &str,
+    options: async_nats::ConnectOptions,
+) -> Result<async_nats::Client, Error<SetupErrorKind>> {
+    options
         .name(name)
         .ping_interval(Duration::from_secs(2))
         .connection_timeout(Duration::from_secs(5))

@@ -52,6 +52,9 @@ struct RawConfig {
 #[serde(deny_unknown_fields)]
 struct RawNats {
     url: String,
+    /// JetStream replicas of the streams and buckets this coordinator creates: 3 on a NATS
+    /// cluster, so that run state and leases survive a server and a minority cannot write.
+    replicas: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -107,6 +110,7 @@ pub struct Config {
     pub organisation: String,
     pub name: String,
     pub nats_url: String,
+    pub nats_replicas: usize,
     pub signing_seed: [u8; 32],
     pub signing_key_id: String,
     pub network_config: Vec<u8>,
@@ -194,6 +198,15 @@ impl Config {
                 format!("{name:?} must be 1-64 of [A-Za-z0-9_-]"),
             ));
         }
+        let nats_replicas = raw.nats.replicas.unwrap_or(1);
+        if !(1..=5).contains(&nats_replicas) {
+            return Err(invalid(
+                "nats.replicas",
+                format!(
+                    "{nats_replicas} is not a JetStream replica count (1 to 5; 3 on a cluster)"
+                ),
+            ));
+        }
         if raw.nats.url.trim().is_empty() {
             return Err(invalid("nats.url", "must not be empty"));
         }
@@ -268,6 +281,7 @@ impl Config {
             organisation: raw.organisation,
             name,
             nats_url: raw.nats.url,
+            nats_replicas,
             signing_seed,
             signing_key_id: raw.signing.key_id,
             network_config,

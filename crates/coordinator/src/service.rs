@@ -24,7 +24,7 @@ use crate::driver::ports::{Clock, SystemClock};
 use crate::driver::{AgentAnswer, Driver, DriverConfig, DriverErrorKind, Input, wire};
 use crate::leadership::{Election, ElectionConfig, Role};
 use crate::nats::{ElectionLease, NatsPublisher, NatsStore, publish_durable};
-use crate::registry::{DetectorConfig, Registry};
+use crate::registry::{DetectorConfig, QuorumProbe, Registry};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
@@ -189,13 +189,17 @@ impl Coordinator {
             .map(|org| org.nodes.clone())
             .unwrap_or_default();
 
-        let client = sidecar_bus::connect(&config.nats_url, "canton-coordinator")
-            .await
-            .map_err(|e| ServiceError::Bus(e.to_string()))?;
+        let (client, client_events) =
+            sidecar_bus::connect_with_events(&config.nats_url, "canton-coordinator")
+                .await
+                .map_err(|e| ServiceError::Bus(e.to_string()))?;
         let network = Network::ensure(
             client.clone(),
             Names::new(config.network.clone()),
-            &BusSettings::default(),
+            &BusSettings {
+                replicas: config.nats_replicas,
+                ..BusSettings::default()
+            },
         )
         .await
         .map_err(|e| ServiceError::Bus(e.to_string()))?;
@@ -210,9 +214,19 @@ impl Coordinator {
             )
             .map_err(|e| ServiceError::Election(e.to_string()))?,
         );
-        let registry = Registry::start(client, &network.names, DetectorConfig::default(), None)
-            .await
-            .map_err(|e| ServiceError::Registry(e.to_string()))?;
+        let quorum_probe = QuorumProbe {
+            store: network.kv(Bucket::Leader).store().clone(),
+            key: network.names.quorum_probe_key(&config.organisation),
+        };
+        let registry = Registry::start(
+            client,
+            &network.names,
+            DetectorConfig::default(),
+            Some(client_events),
+            Some(quorum_probe),
+        )
+        .await
+        .map_err(|e| ServiceError::Registry(e.to_string()))?;
         // Nodes the configuration lists are expected even if they never send a heartbeat.
         for node in &configured_nodes {
             if let Ok(node) = sidecar_bus::NodeId::new(node.clone()) {

@@ -80,6 +80,9 @@ pub enum Trouble {
     LateTick,
     /// The NATS client dropped heartbeats (slow consumer).
     DroppedMessages,
+    /// A JetStream write did not commit in time: our server may be on the minority side of a
+    /// partition, where heartbeats from the majority's nodes cannot reach us.
+    NoQuorum,
 }
 
 /// What we know about one node or replica.

@@ -1,8 +1,14 @@
 //! Node registry and failure detection from heartbeats.
 //!
 //! [`Detector`] is the pure verdict logic; [`Registry`] feeds it heartbeat arrivals (on the
-//! monotonic clock), its own tick lateness, the NATS connection state and dropped-message
-//! events. Verdicts are advisory: step outcomes come only from acks and timeouts.
+//! monotonic clock), its own tick lateness, the NATS connection state, dropped-message events
+//! and a quorum probe. Verdicts are advisory: step outcomes come only from acks and timeouts.
+//!
+//! The quorum probe writes one KV key every heartbeat interval. A JetStream write commits only
+//! with a majority of the stream's peers, so a coordinator whose server sits in a partitioned
+//! minority sees its probe fail and holds verdicts back: the nodes it stopped hearing may be
+//! alive on the other side. (A read, even JetStream's account info, can still be answered by a
+//! minority's stale meta leader until it steps down.)
 
 mod detector;
 
@@ -33,10 +39,43 @@ pub enum RegistryError {
     },
 }
 
+/// Where the registry proves that JetStream accepts its writes.
+pub struct QuorumProbe {
+    pub store: async_nats::jetstream::kv::Store,
+    pub key: String,
+}
+
 /// Live registry of one network's nodes.
 pub struct Registry {
     detector: Arc<Mutex<Detector>>,
     tasks: Vec<JoinHandle<()>>,
+}
+
+/// Writes the probe key every `interval`, each write allowed `interval` to commit; a write that
+/// fails or does not commit in time suspends verdicts.
+async fn probe_quorum(
+    probe: QuorumProbe,
+    interval: std::time::Duration,
+    detector: Arc<Mutex<Detector>>,
+) {
+    let mut written = 0u64;
+    loop {
+        let started = Instant::now();
+        written += 1;
+        let write = probe.store.put(&probe.key, written.to_string().into());
+        match tokio::time::timeout(interval, write).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => {
+                lock(&detector).on_trouble(Trouble::NoQuorum, Instant::now());
+                tracing::warn!(%error, key = %probe.key, "quorum probe write failed; verdicts suspended");
+            }
+            Err(_) => {
+                lock(&detector).on_trouble(Trouble::NoQuorum, Instant::now());
+                tracing::warn!(timeout = ?interval, key = %probe.key, "quorum probe write did not commit in time; verdicts suspended");
+            }
+        }
+        tokio::time::sleep_until(started + interval).await;
+    }
 }
 
 fn lock(detector: &Mutex<Detector>) -> MutexGuard<'_, Detector> {
@@ -53,6 +92,7 @@ impl Registry {
         names: &Names,
         config: DetectorConfig,
         client_events: Option<mpsc::UnboundedReceiver<async_nats::Event>>,
+        quorum_probe: Option<QuorumProbe>,
     ) -> Result<Self, RegistryError> {
         config.validate()?;
         let subject = names.heartbeats();
@@ -99,6 +139,14 @@ impl Registry {
                 scheduled = now + tick;
             }
         }));
+
+        if let Some(probe) = quorum_probe {
+            tasks.push(tokio::spawn(probe_quorum(
+                probe,
+                config.heartbeat_interval,
+                detector.clone(),
+            )));
+        }
 
         if let Some(mut events) = client_events {
             let troubled = detector.clone();

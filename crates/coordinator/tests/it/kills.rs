@@ -407,6 +407,10 @@ fn a_bad_configuration_exits_78_naming_the_key() {
             ),
             "signing.seed_file",
         ),
+        (
+            good.replace("[nats]\n", "[nats]\nreplicas = 7\n"),
+            "nats.replicas",
+        ),
         (format!("{good}\n[extra]\nkey = 1\n"), "extra"),
     ] {
         std::fs::write(&path, broken).unwrap();
