@@ -3,5 +3,6 @@ mod backup_barrier;
 mod disconnect;
 mod kills;
 mod lifecycle;
+mod out_of_order;
 mod restore;
 mod support;
