@@ -226,61 +226,69 @@ impl Api {
         })
     }
 
-    /// The set's record, made from its backup run's manifests the first time it is asked for.
+    /// The set's record, made from the manifests of every backup run that wrote into it: a set
+    /// completed by a later run (say, for a node that failed the first time) is checked as the
+    /// whole it is on disk, with each node's latest dump. Recorded under `set.<set>` each time
+    /// it changes, so the verdict an operator saw stays readable.
     async fn backup_set(&self, backup_set: &str) -> Result<backup_sets::SetRecord, Status> {
         let kv = self.shared.network.kv(Bucket::Runs);
         let key = backup_sets::set_key(backup_set);
         let unavailable = |e: sidecar_bus::Error<sidecar_bus::KvErrorKind>| {
             Status::unavailable(format!("reading the runs bucket: {e}"))
         };
-        if let Some(stored) = kv.get(&key).await.map_err(unavailable)? {
-            return serde_json::from_slice(&stored.value)
-                .map_err(|e| Status::internal(format!("set record {key} does not parse: {e}")));
-        }
-        let run = self.backup_run_of(backup_set).await?;
-        let mut points = Vec::new();
-        for step in backup_sets::DUMP_STEPS {
-            let Some(state) = run.state.steps.iter().find(|s| s.id == step) else {
-                continue;
-            };
-            for node in state.nodes.keys() {
-                let result = kv
-                    .get(&result_key(run.run_id(), step, node))
-                    .await
-                    .map_err(unavailable)?
-                    .ok_or_else(|| {
-                        Status::failed_precondition(format!(
-                            "backup run {} has no manifest from {node}; take the backup again",
-                            run.run_id()
-                        ))
-                    })?;
-                points.push(
-                    backup_sets::point_of(node, backup_set, &result.value)
-                        .map_err(|e| Status::failed_precondition(e.to_string()))?,
-                );
+        let runs = self.backup_runs_of(backup_set).await?;
+        let mut latest: BTreeMap<String, sidecar_core::backup_set::SnapshotPoint> = BTreeMap::new();
+        for run in &runs {
+            for step in backup_sets::DUMP_STEPS {
+                let Some(state) = run.state.steps.iter().find(|s| s.id == step) else {
+                    continue;
+                };
+                for node in state.nodes.keys() {
+                    let result = kv
+                        .get(&result_key(run.run_id(), step, node))
+                        .await
+                        .map_err(unavailable)?
+                        .ok_or_else(|| {
+                            Status::failed_precondition(format!(
+                                "backup run {} has no manifest from {node}; take the backup again",
+                                run.run_id()
+                            ))
+                        })?;
+                    let point = backup_sets::point_of(node, backup_set, &result.value)
+                        .map_err(|e| Status::failed_precondition(e.to_string()))?;
+                    latest.insert(node.clone(), point);
+                }
             }
         }
+        let run_ids: Vec<&str> = runs.iter().map(RunRecord::run_id).collect();
         let record = backup_sets::assess(
             backup_set,
-            run.run_id(),
+            &run_ids.join(","),
             &self.shared.organisation,
-            points,
+            latest.into_values().collect(),
             crate::driver::ports::Clock::now_ms(&crate::driver::ports::SystemClock),
         );
-        let bytes = serde_json::to_vec(&record)
-            .map_err(|e| Status::internal(format!("encoding the set record: {e}")))?;
-        // Created once; a concurrent request that recorded it first wrote the same verdict.
-        if let Err(error) = kv.create(&key, bytes.into()).await {
-            tracing::debug!(%error, key, "set record already recorded");
+        let unchanged = kv
+            .get(&key)
+            .await
+            .map_err(unavailable)?
+            .and_then(|stored| serde_json::from_slice::<backup_sets::SetRecord>(&stored.value).ok())
+            .is_some_and(|stored| stored.run == record.run && stored.points == record.points);
+        if !unchanged {
+            let bytes = serde_json::to_vec(&record)
+                .map_err(|e| Status::internal(format!("encoding the set record: {e}")))?;
+            kv.store()
+                .put(&key, bytes.into())
+                .await
+                .map_err(|e| Status::unavailable(format!("recording {key}: {e}")))?;
         }
         Ok(record)
     }
 
-    /// The succeeded backup run that wrote `backup_set`.
-    async fn backup_run_of(&self, backup_set: &str) -> Result<RunRecord, Status> {
-        let mut candidates = vec![backup_set.to_owned()];
-        candidates.extend(self.store.run_keys().await.unwrap_or_default());
-        for key in candidates {
+    /// The backup runs that wrote `backup_set`, oldest first; every one must have succeeded.
+    async fn backup_runs_of(&self, backup_set: &str) -> Result<Vec<RunRecord>, Status> {
+        let mut runs = Vec::new();
+        for key in self.store.run_keys().await.unwrap_or_default() {
             let Ok(Some(stored)) = self.store.load(&run_key(&key)).await else {
                 continue;
             };
@@ -292,24 +300,29 @@ impl Api {
                 .get("backup_set")
                 .cloned()
                 .unwrap_or_else(|| record.run_id().to_owned());
-            if record.state.runbook.name == "backup"
-                && set == backup_set
-                && record.organisation == self.shared.organisation
+            if record.state.runbook.name != "backup"
+                || set != backup_set
+                || record.organisation != self.shared.organisation
             {
-                if record.state.status != RunStatus::Succeeded {
-                    return Err(Status::failed_precondition(format!(
-                        "backup run {} of set {backup_set} is {:?}, not succeeded",
-                        record.run_id(),
-                        record.state.status
-                    )));
-                }
-                return Ok(record);
+                continue;
             }
+            if record.state.status != RunStatus::Succeeded {
+                return Err(Status::failed_precondition(format!(
+                    "backup run {} of set {backup_set} is {:?}, not succeeded",
+                    record.run_id(),
+                    record.state.status
+                )));
+            }
+            runs.push(record);
         }
-        Err(Status::not_found(format!(
-            "no backup run of organisation {} wrote set {backup_set}; `canton-ops runs` lists them",
-            self.shared.organisation
-        )))
+        if runs.is_empty() {
+            return Err(Status::not_found(format!(
+                "no backup run of organisation {} wrote set {backup_set}; `canton-ops runs` lists them",
+                self.shared.organisation
+            )));
+        }
+        runs.sort_by_key(|run| (run.created_at, run.run_id().to_owned()));
+        Ok(runs)
     }
 
     /// Checks an operator's signed approval of `step` of `run` the way agents will, so a bad

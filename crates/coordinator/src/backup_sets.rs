@@ -1,5 +1,5 @@
 //! Backup sets as the coordinator knows them: the manifests its agents returned for one backup
-//! run, checked against the ordering rule (`sidecar_core::backup_set`) and recorded once as the
+//! run, checked against the ordering rule (`sidecar_core::backup_set`) and recorded as the
 //! set's manifest of manifests under `set.<backup set>` in the runs bucket. A restore starts
 //! only from a recorded set that satisfies the rule.
 
@@ -19,7 +19,7 @@ pub fn set_key(backup_set: &str) -> String {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SetRecord {
     pub backup_set: String,
-    /// The backup run that took it.
+    /// The backup runs that wrote into it, oldest first, comma-separated.
     pub run: String,
     pub organisation: String,
     pub points: Vec<SnapshotPoint>,
