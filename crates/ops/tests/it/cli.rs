@@ -251,3 +251,124 @@ public_key_file = "coord.pub"
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("org-z"));
 }
+
+/// A CA and a server certificate for 127.0.0.1 signed by it, made by the `openssl` command.
+fn tls_material(dir: &std::path::Path) -> (Vec<u8>, Vec<u8>, std::path::PathBuf) {
+    let openssl = |args: &[&str]| {
+        let output = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("running openssl");
+        assert!(
+            output.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    };
+    let ec = ["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"];
+    openssl(&[&["genpkey", "-out", "ca.key"][..], &ec[..]].concat());
+    openssl(&[
+        "req",
+        "-x509",
+        "-new",
+        "-key",
+        "ca.key",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=test ca",
+        "-out",
+        "ca.pem",
+    ]);
+    openssl(&[&["genpkey", "-out", "server.key"][..], &ec[..]].concat());
+    openssl(&[
+        "req",
+        "-new",
+        "-key",
+        "server.key",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-out",
+        "server.csr",
+    ]);
+    std::fs::write(
+        dir.join("server.ext"),
+        "basicConstraints=CA:FALSE\nsubjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "server.ext",
+        "-out",
+        "server.pem",
+    ]);
+    (
+        std::fs::read(dir.join("server.pem")).unwrap(),
+        std::fs::read(dir.join("server.key")).unwrap(),
+        dir.join("ca.pem"),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_over_tls_needs_the_ca_and_refuses_plaintext() {
+    let server = NatsServer::shared_or_start().unwrap();
+    let harness = Harness::new(server.url(), demo_nodes()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key, ca) = tls_material(dir.path());
+    let mut config = harness.config();
+    config.tls = Some((cert, key));
+    let coordinator = canton_coordinator::service::Coordinator::start(config)
+        .await
+        .unwrap();
+    crate::support::wait_driving(&coordinator).await;
+    let tls = Ops {
+        url: format!("https://{}", coordinator.api_addr),
+        token: OPERATOR_TOKEN,
+    };
+    let ca = ca.to_str().unwrap();
+
+    let (code, nodes) = tls.json(&["--ca-file", ca, "nodes"]).await;
+    assert_eq!(code, 0, "{nodes:#?}");
+    assert_eq!(nodes.len(), 5);
+    // https:// without a CA is a usage error that says what to pass.
+    let no_ca = tls.run(&["runs"]).await;
+    assert_eq!(no_ca.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&no_ca.stderr).contains("--ca-file"));
+    // A CA that did not sign the server's certificate: unreachable (3), and the error says why.
+    let other = tempfile::tempdir().unwrap();
+    let (_, _, other_ca) = tls_material(other.path());
+    let untrusted = tls
+        .run(&["--ca-file", other_ca.to_str().unwrap(), "runs"])
+        .await;
+    assert_eq!(untrusted.status.code(), Some(3));
+    assert!(
+        String::from_utf8_lossy(&untrusted.stderr).contains("certificate"),
+        "the error says why"
+    );
+    let plaintext = Ops {
+        url: format!("http://{}", coordinator.api_addr),
+        token: OPERATOR_TOKEN,
+    };
+    let plain = plaintext.run(&["runs"]).await;
+    assert_eq!(plain.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&plain.stderr).contains("https://"));
+    // TLS does not replace the token: a wrong one is still refused.
+    let stranger = Ops {
+        url: tls.url.clone(),
+        token: "not-a-token",
+    };
+    let refused = stranger.run(&["--ca-file", ca, "runs"]).await;
+    assert_eq!(refused.status.code(), Some(5));
+}
