@@ -389,10 +389,21 @@ impl Machine {
                     | NodeStatus::Abandoned
             )
         });
-        if all_done {
+        let best_effort_settled = self.s.runbook.steps[index].best_effort
+            && step.nodes.values().all(|run| {
+                matches!(
+                    run.status,
+                    NodeStatus::Done { .. }
+                        | NodeStatus::Failed { .. }
+                        | NodeStatus::Rejected { .. }
+                        | NodeStatus::TimedOut
+                        | NodeStatus::Abandoned
+                )
+            });
+        if all_done || best_effort_settled {
             self.step_done(index);
             self.enter_step();
-        } else if failed {
+        } else if failed && !self.s.runbook.steps[index].best_effort {
             if self.s.detail.is_empty() {
                 self.s.detail = format!("step {} failed", step.id);
             }

@@ -11,6 +11,7 @@
 #![deny(clippy::disallowed_methods, clippy::disallowed_types)]
 
 pub mod backup_set;
+pub mod dr_timestamp;
 mod engine;
 pub mod invariants;
 mod model;

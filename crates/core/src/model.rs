@@ -185,6 +185,11 @@ pub struct StepDef {
     /// Once done, a later failure does not roll back past this step: the run stops for an
     /// operator decision instead.
     pub fix_forward: bool,
+    /// Ends once every node has a final outcome, whatever it is: a node that failed or did not
+    /// answer is recorded, not a failure of the run (evidence gathering, where the caller
+    /// judges the answers, e.g. against a quorum).
+    #[serde(default)]
+    pub best_effort: bool,
 }
 
 impl StepDef {

@@ -40,6 +40,7 @@ impl Runbook {
                 timeout_ms: DEFAULT_TIMEOUT_MS,
                 retry: RetryPolicy::default(),
                 fix_forward: false,
+                best_effort: false,
             },
         }
     }
@@ -112,6 +113,12 @@ impl StepBuilder {
 
     pub fn fix_forward(mut self) -> Self {
         self.step.fix_forward = true;
+        self
+    }
+
+    /// See [`StepDef::best_effort`].
+    pub fn best_effort(mut self) -> Self {
+        self.step.best_effort = true;
         self
     }
 

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod backup_set;
+mod dr_timestamp;
 mod bench;
 mod harness;
 mod plan;

@@ -363,3 +363,42 @@ fn restore_waits_on_the_dedup_check_by_retrying_it() {
     driver.done_all();
     assert_eq!(driver.state.status, RunStatus::Succeeded);
 }
+
+#[test]
+fn a_best_effort_step_ends_with_every_answer_and_records_the_silent_node() {
+    let participants = &nodes()[1..2];
+    let mut with_second = participants.to_vec();
+    with_second.push(NodeRef::new("p2", NodeKind::Participant));
+    let runbook = Runbook::new("evidence")
+        .check("evidence", "commitments", &with_second)
+        .retry(1, 0)
+        .timeout_ms(3_000)
+        .best_effort()
+        .done()
+        .barrier("after");
+    let mut driver = Driver::new(runbook);
+    driver.apply(Event::Started);
+    driver.ack("r1/evidence/p1", done());
+    assert_eq!(driver.state.status, RunStatus::Running, "p2 may still answer");
+    let timer = driver.fire_next_timer().unwrap();
+    assert!(matches!(timer, TimerId::Expiry { .. }));
+    assert_eq!(driver.state.status, RunStatus::Succeeded);
+    assert_eq!(
+        driver.state.steps[0].nodes["p2"].status,
+        NodeStatus::TimedOut,
+        "the silent node is recorded as such"
+    );
+    assert!(driver.state.outbox.is_empty());
+}
+
+#[test]
+fn a_failing_node_fails_a_step_that_is_not_best_effort() {
+    let runbook = Runbook::new("evidence")
+        .check("evidence", "commitments", &nodes()[1..2])
+        .retry(1, 0)
+        .done();
+    let mut driver = Driver::new(runbook);
+    driver.apply(Event::Started);
+    driver.ack("r1/evidence/p1", failed());
+    assert_eq!(driver.state.status, RunStatus::Failed);
+}
