@@ -15,6 +15,7 @@ use tonic::{Request, Response, Status};
 
 use crate::backup_sets;
 use crate::catalogue::{self, Built};
+use crate::dr;
 use crate::driver::ports::RunStore;
 use crate::driver::record::{RunRecord, result_key, run_key};
 use crate::driver::{DriverError, DriverErrorKind, Input, StartRequest};
@@ -25,7 +26,7 @@ use crate::service::Shared;
 /// What a bearer token allows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Role {
-    /// Plan, GetRun, ListRuns, WatchRun, ListNodes.
+    /// Plan, GetRun, ListRuns, WatchRun, ListNodes, GetDrTimestamp.
     ReadOnly,
     /// Everything, including StartRun, Approve, Cancel and Resume.
     Operator,
@@ -323,6 +324,69 @@ impl Api {
         }
         runs.sort_by_key(|run| (run.created_at, run.run_id().to_owned()));
         Ok(runs)
+    }
+
+    /// A finished dr-timestamp run's recorded outcome, judged from its evidence the first
+    /// time it is asked for.
+    async fn dr_record(&self, run: &str) -> Result<dr::DrRecord, Status> {
+        let kv = self.shared.network.kv(Bucket::Runs);
+        let key = dr::record_key(run);
+        let unavailable = |e: sidecar_bus::Error<sidecar_bus::KvErrorKind>| {
+            Status::unavailable(format!("reading the runs bucket: {e}"))
+        };
+        if let Some(stored) = kv.get(&key).await.map_err(unavailable)? {
+            return serde_json::from_slice(&stored.value)
+                .map_err(|e| Status::internal(format!("record {key} does not parse: {e}")));
+        }
+        let record = self.record(run).await?;
+        if record.state.runbook.name != "dr-timestamp" {
+            return Err(Status::invalid_argument(format!(
+                "run {run} is a {} run; start `canton-ops dr timestamp` for a recovery timestamp",
+                record.state.runbook.name
+            )));
+        }
+        if !record.state.status.is_finished() {
+            return Err(Status::failed_precondition(format!(
+                "run {run} is still collecting evidence; `canton-ops watch {run}` follows it"
+            )));
+        }
+        let mut results = BTreeMap::new();
+        if let Some(step) = record
+            .state
+            .steps
+            .iter()
+            .find(|s| s.id == dr::EVIDENCE_STEP)
+        {
+            for (node, node_run) in &step.nodes {
+                if matches!(node_run.status, NodeStatus::Done { .. })
+                    && let Some(stored) = kv
+                        .get(&result_key(run, dr::EVIDENCE_STEP, node))
+                        .await
+                        .map_err(unavailable)?
+                {
+                    results.insert(node.clone(), stored.value.to_vec());
+                }
+            }
+        }
+        let assessed = dr::assess(
+            &record.state,
+            &record.parameters,
+            &results,
+            &self.shared.organisation,
+            crate::driver::ports::Clock::now_ms(&crate::driver::ports::SystemClock),
+        );
+        let bytes = serde_json::to_vec(&assessed)
+            .map_err(|e| Status::internal(format!("encoding the record: {e}")))?;
+        // Created once: a concurrent request judged the same evidence; the first one stands.
+        if let Err(error) = kv.create(&key, bytes.into()).await {
+            tracing::debug!(%error, key, "recovery timestamp already recorded");
+            if let Ok(Some(stored)) = kv.get(&key).await
+                && let Ok(first) = serde_json::from_slice(&stored.value)
+            {
+                return Ok(first);
+            }
+        }
+        Ok(assessed)
     }
 
     /// Checks an operator's signed approval of `step` of `run` the way agents will, so a bad
@@ -832,6 +896,74 @@ impl CoordinatorService for Api {
             key(a).cmp(&key(b))
         });
         Ok(Response::new(pb::ListNodesResponse { nodes }))
+    }
+
+    async fn get_dr_timestamp(
+        &self,
+        request: Request<pb::GetDrTimestampRequest>,
+    ) -> Result<Response<pb::GetDrTimestampResponse>, Status> {
+        require(&request, Role::ReadOnly)?;
+        let run = request.into_inner().run_id;
+        let record = self.dr_record(&run).await?;
+        let Some(proposal) = record.proposal else {
+            return Err(Status::failed_precondition(
+                record
+                    .error
+                    .unwrap_or_else(|| "no recovery timestamp".to_owned()),
+            ));
+        };
+        Ok(Response::new(dr_response(
+            &run,
+            &record.organisation,
+            record.recorded_at_unix_ms,
+            proposal,
+        )))
+    }
+}
+
+fn dr_response(
+    run: &str,
+    organisation: &str,
+    recorded_at_unix_ms: i64,
+    proposal: sidecar_core::dr_timestamp::Proposal,
+) -> pb::GetDrTimestampResponse {
+    pb::GetDrTimestampResponse {
+        run_id: run.to_owned(),
+        timestamp_micros: proposal.timestamp_micros,
+        agreed_period_end_micros: proposal.agreed_period_end_micros,
+        margin_micros: proposal.margin_micros,
+        quorum: proposal.quorum.to_string(),
+        required: u32::try_from(proposal.required).unwrap_or(u32::MAX),
+        listed: proposal.listed,
+        agreeing: proposal.agreeing,
+        outside: proposal
+            .outside
+            .into_iter()
+            .map(|o| pb::DrOutsider {
+                node: o.node,
+                last_agreed_with_quorum_micros: o.last_agreed_with_quorum_micros.unwrap_or(0),
+            })
+            .collect(),
+        missing: proposal
+            .missing
+            .into_iter()
+            .map(|m| pb::DrMissing {
+                node: m.node,
+                reason: m.reason,
+            })
+            .collect(),
+        evidence: proposal
+            .evidence
+            .into_iter()
+            .map(|row| pb::CommitmentAgreement {
+                node: row.node,
+                counter: row.counter,
+                last_agreed_micros: row.last_agreed_micros.unwrap_or(0),
+                mismatch_from_micros: row.mismatch_from_micros.unwrap_or(0),
+            })
+            .collect(),
+        recorded_at_unix_ms,
+        organisation: organisation.to_owned(),
     }
 }
 

@@ -1,7 +1,7 @@
 //! The runbooks an operator can start, as step lists in the `Runbook` DSL, with their node
 //! sets taken from the inventory (the nodes KV) and narrowed by StartRun parameters.
 //!
-//! Every runbook here changes its nodes, so every run claims them.
+//! Every runbook here that changes its nodes claims them; `dr-timestamp` only reads.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -11,7 +11,13 @@ use sidecar_core::{ActionKind, ActionSpec, Millis, NodeKind, NodeRef, Runbook};
 
 /// Runbook names the catalogue knows.
 /// (`restore` is built by the API from a recorded backup set, see `backup_sets`.)
-pub const RUNBOOKS: [&str; 4] = ["backup", "disconnect", "reconnect", "restore"];
+pub const RUNBOOKS: [&str; 5] = [
+    "backup",
+    "disconnect",
+    "dr-timestamp",
+    "reconnect",
+    "restore",
+];
 
 /// A request the catalogue cannot turn into a runbook; nothing was started.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -130,6 +136,7 @@ pub fn build(request: &Request<'_>, inventory: &Inventory) -> Result<Built, Cata
         "backup" => backup(&params, &selected, request.run_id)?,
         "disconnect" => disconnect(&params, &selected)?,
         "reconnect" => reconnect(&params, &selected)?,
+        "dr-timestamp" => dr_timestamp(&params, &selected)?,
         other => return Err(CatalogueError::UnknownRunbook(other.to_owned())),
     };
     let mut nodes: Vec<String> = runbook
@@ -160,7 +167,7 @@ pub fn build(request: &Request<'_>, inventory: &Inventory) -> Result<Built, Cata
     Ok(Built {
         runbook,
         nodes,
-        claims_nodes: true,
+        claims_nodes: request.runbook != "dr-timestamp",
         warnings,
     })
 }
@@ -340,6 +347,38 @@ fn reconnect(params: &Params<'_>, nodes: &[&InventoryNode]) -> Result<Runbook, C
         )
         .timeout_ms(deadline)
         .retry(1, 0)
+        .done())
+}
+
+/// The evidence of a disaster-recovery timestamp (DESIGN §6): every listed SV participant
+/// reports its ACS commitment agreement with each counter-participant, one attempt within
+/// `deadline` (default 30 s). A participant that does not answer is recorded, not a failure:
+/// the proposal (`GetDrTimestamp`, see `crate::dr`) counts it against the quorum.
+/// Parameters: `quorum` (`2/3` default, or a count), `margin` (default 15m), `deadline`,
+/// `exclude` (comma-separated participants left out, e.g. mid party onboarding, whose
+/// mismatches are expected). Read-only: it claims nothing.
+fn dr_timestamp(params: &Params<'_>, nodes: &[&InventoryNode]) -> Result<Runbook, CatalogueError> {
+    let deadline = params.duration_ms("deadline", Duration::from_secs(30))?;
+    crate::dr::Settings::from_parameters(params.0)?;
+    let excluded: Vec<&str> = params
+        .0
+        .get("exclude")
+        .map(|list| {
+            list.split(',')
+                .map(str::trim)
+                .filter(|n| !n.is_empty())
+                .collect()
+        })
+        .unwrap_or_default();
+    let listed: Vec<NodeRef> = of_kind(nodes, &[NodeKind::Participant])
+        .into_iter()
+        .filter(|node| !excluded.contains(&node.id.as_str()))
+        .collect();
+    Ok(Runbook::new("dr-timestamp")
+        .check(crate::dr::EVIDENCE_STEP, crate::dr::PROBE_PART, &listed)
+        .timeout_ms(deadline)
+        .retry(1, 0)
+        .best_effort()
         .done())
 }
 

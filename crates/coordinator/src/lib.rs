@@ -5,6 +5,7 @@ pub mod api;
 pub mod backup_sets;
 pub mod catalogue;
 pub mod config;
+pub mod dr;
 pub mod driver;
 pub mod leadership;
 pub mod nats;

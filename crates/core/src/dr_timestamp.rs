@@ -275,10 +275,7 @@ impl<'a> Graph<'a> {
     fn mismatch_after(&self, i: usize, j: usize, after: Option<i64>) -> Option<i64> {
         let floor = after.unwrap_or(i64::MIN);
         let first = |set: &BTreeSet<i64>| set.range((floor.saturating_add(1))..).next().copied();
-        match (
-            first(&self.mismatched[i][j]),
-            first(&self.mismatched[j][i]),
-        ) {
+        match (first(&self.mismatched[i][j]), first(&self.mismatched[j][i])) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
@@ -299,12 +296,7 @@ fn largest_clique(adjacency: &[u64]) -> u64 {
         }
         let next = candidates.trailing_zeros() as usize;
         let bit = 1u64 << next;
-        extend(
-            adjacency,
-            chosen | bit,
-            candidates & adjacency[next],
-            best,
-        );
+        extend(adjacency, chosen | bit, candidates & adjacency[next], best);
         extend(adjacency, chosen, candidates & !bit, best);
     }
     let all = if adjacency.len() >= 64 {

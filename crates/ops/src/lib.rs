@@ -258,11 +258,35 @@ pub enum Command {
         #[arg(long, default_value_t = 50)]
         limit: u32,
     },
+    /// Disaster recovery: the agreed recovery timestamp.
+    Dr {
+        #[command(subcommand)]
+        command: DrCommand,
+    },
     /// Key material: ed25519 seeds and the signed network configuration.
     Keys {
         #[command(subcommand)]
         command: keys::KeysCommand,
     },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DrCommand {
+    /// Collects every SV participant's ACS commitment agreement (a `dr-timestamp` run) and
+    /// prints the latest period end a quorum mutually agreed on, minus the margin, with the
+    /// evidence. Parameters: quorum=2/3 (or a count), margin=15m, deadline=30s,
+    /// exclude=<participants mid party onboarding>.
+    Timestamp {
+        /// Participants to list (default: every participant of the organisation).
+        #[arg(long = "node", value_delimiter = ',')]
+        nodes: Vec<String>,
+        #[arg(long = "param", value_parser = parse_param)]
+        params: Vec<(String, String)>,
+        #[arg(long)]
+        request_id: Option<String>,
+    },
+    /// The recorded recovery timestamp of a finished dr-timestamp run.
+    Show { run: String },
 }
 
 #[derive(clap::Args, Debug)]
@@ -489,9 +513,65 @@ pub async fn run(cli: Cli) -> Result<u8, OpsError> {
                 .into_inner();
             out.runs(&runs);
         }
+        Command::Dr { command } => return dr(&mut client, command, &out).await,
         Command::Keys { .. } => {}
     }
     Ok(exit::OK)
+}
+
+async fn dr(client: &mut Client, command: &DrCommand, out: &render::Out) -> Result<u8, OpsError> {
+    let run = match command {
+        DrCommand::Show { run } => run.clone(),
+        DrCommand::Timestamp {
+            nodes,
+            params,
+            request_id,
+        } => {
+            let started = client
+                .start_run(pb::StartRunRequest {
+                    runbook: "dr-timestamp".to_owned(),
+                    nodes: nodes.clone(),
+                    parameters: parameters(params),
+                    request_id: request_id
+                        .clone()
+                        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string()),
+                })
+                .await?
+                .into_inner();
+            let run = started.run.unwrap_or_default().run_id;
+            if !out.json() {
+                eprintln!("collecting commitment evidence in run {run}");
+            }
+            wait_quietly(client, &run).await?;
+            run
+        }
+    };
+    let response = client
+        .get_dr_timestamp(pb::GetDrTimestampRequest { run_id: run })
+        .await?
+        .into_inner();
+    out.dr_timestamp(&response);
+    Ok(exit::OK)
+}
+
+/// Waits for a run to finish without printing its progress.
+async fn wait_quietly(client: &mut Client, run: &str) -> Result<pb::RunStatus, OpsError> {
+    let mut events = client
+        .watch_run(pb::WatchRunRequest {
+            run_id: run.to_owned(),
+            after_seq: 0,
+        })
+        .await?
+        .into_inner();
+    while let Some(event) = events.next().await {
+        let event = event?;
+        if event.kind() == pb::RunEventKind::RunFinished {
+            return Ok(event.run_status());
+        }
+    }
+    Err(OpsError::Unavailable(format!(
+        "the watch of run {run} ended before the run finished; `canton-ops dr show {run}` once it has"
+    )))
 }
 
 /// Follows WatchRun to the end; the exit code says how the run ended.

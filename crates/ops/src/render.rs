@@ -110,9 +110,104 @@ fn line(value: &Value) {
     println!("{value}");
 }
 
+/// Sequencer time in µs as RFC 3339 (0 reads as never).
+fn instant(micros: i64) -> String {
+    match u64::try_from(micros) {
+        Ok(micros) if micros > 0 => humantime::format_rfc3339_micros(
+            std::time::UNIX_EPOCH + std::time::Duration::from_micros(micros),
+        )
+        .to_string(),
+        _ => "-".to_owned(),
+    }
+}
+
+fn optional_micros(micros: i64) -> Value {
+    if micros > 0 {
+        json!(micros)
+    } else {
+        Value::Null
+    }
+}
+
+pub fn dr_json(dr: &pb::GetDrTimestampResponse) -> Value {
+    json!({
+        "run_id": dr.run_id,
+        "organisation": dr.organisation,
+        "timestamp_micros": dr.timestamp_micros,
+        "timestamp": instant(dr.timestamp_micros),
+        "agreed_period_end_micros": dr.agreed_period_end_micros,
+        "margin_micros": dr.margin_micros,
+        "quorum": dr.quorum,
+        "required": dr.required,
+        "listed": dr.listed,
+        "agreeing": dr.agreeing,
+        "outside": dr.outside.iter().map(|o| json!({
+            "node": o.node,
+            "last_agreed_with_quorum_micros": optional_micros(o.last_agreed_with_quorum_micros),
+        })).collect::<Vec<_>>(),
+        "missing": dr.missing.iter().map(|m| json!({"node": m.node, "reason": m.reason})).collect::<Vec<_>>(),
+        "evidence": dr.evidence.iter().map(|row| json!({
+            "node": row.node,
+            "counter": row.counter,
+            "last_agreed_micros": optional_micros(row.last_agreed_micros),
+            "mismatch_from_micros": optional_micros(row.mismatch_from_micros),
+        })).collect::<Vec<_>>(),
+        "recorded_at_unix_ms": dr.recorded_at_unix_ms,
+    })
+}
+
 impl Out {
     pub fn new(output: Output) -> Self {
         Self { output }
+    }
+
+    /// A recovery timestamp with its evidence table.
+    pub fn dr_timestamp(&self, dr: &pb::GetDrTimestampResponse) {
+        if self.json() {
+            line(&dr_json(dr));
+            return;
+        }
+        println!(
+            "recovery timestamp {} ({} µs), run {}",
+            instant(dr.timestamp_micros),
+            dr.timestamp_micros,
+            dr.run_id
+        );
+        println!(
+            "  period end {} agreed by {} of {} listed SV participants (quorum {}: {} needed), margin {}",
+            instant(dr.agreed_period_end_micros),
+            dr.agreeing.len(),
+            dr.listed.len(),
+            dr.quorum,
+            dr.required,
+            humantime::format_duration(std::time::Duration::from_micros(
+                u64::try_from(dr.margin_micros).unwrap_or(0)
+            )),
+        );
+        println!("  agreeing: {}", dr.agreeing.join(", "));
+        for outsider in &dr.outside {
+            println!(
+                "  outside the quorum: {} (last agreed with it at {})",
+                outsider.node,
+                instant(outsider.last_agreed_with_quorum_micros)
+            );
+        }
+        for missing in &dr.missing {
+            println!("  no answer: {} ({})", missing.node, missing.reason);
+        }
+        println!(
+            "{:<20} {:<20} {:<30} {:<30}",
+            "NODE", "COUNTER", "LAST AGREED", "MISMATCH FROM"
+        );
+        for row in &dr.evidence {
+            println!(
+                "{:<20} {:<20} {:<30} {:<30}",
+                row.node,
+                row.counter,
+                instant(row.last_agreed_micros),
+                instant(row.mismatch_from_micros)
+            );
+        }
     }
 
     pub fn json(&self) -> bool {

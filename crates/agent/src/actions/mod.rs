@@ -14,6 +14,7 @@
 //! outcome becomes `OutcomeUnknown` for an operator to decide).
 
 mod backup;
+mod commitments;
 mod connectivity;
 mod dedup;
 mod probe;
@@ -203,8 +204,16 @@ pub fn standard_registry(
     let mut registry = ActionRegistry::new();
     let client = crate::probes::canton_client(config)?;
     let dedup = dedup::guard_for(config, client.clone())?;
-    let mut handlers: Vec<Arc<dyn ActionHandler>> =
-        vec![Arc::new(ProbeAction::new(board, identity, dedup.clone()))];
+    let mut probe = ProbeAction::new(board, identity, dedup.clone());
+    if let Some(client) = &client
+        && client.node_kind() == canton_client::NodeKind::Participant
+    {
+        probe = probe.with_commitments(commitments::CommitmentEvidence::new(
+            config.node.logical(),
+            client.clone(),
+        ));
+    }
+    let mut handlers: Vec<Arc<dyn ActionHandler>> = vec![Arc::new(probe)];
     if let Some(client) = client
         && client.node_kind() == canton_client::NodeKind::Participant
     {

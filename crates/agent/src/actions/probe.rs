@@ -2,7 +2,9 @@
 //! `snapshot_point` (sequencer time, counter, ledger end), `connected_synchronizers`,
 //! `probes` (each probe's latest status); empty = all. `dedup_safe` (participants with
 //! `[backup]`, asked only by name) answers whether apps may submit again after a restore, and
-//! fails with how far there is to go until they may (see `dedup`).
+//! fails with how far there is to go until they may (see `dedup`). `commitments`
+//! (participants, asked only by name) adds the ACS commitment evidence of a disaster-recovery
+//! timestamp (see `commitments`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -11,6 +13,7 @@ use futures::future::BoxFuture;
 use proto_sidecar::action::Kind;
 use serde_json::{Value, json};
 
+use super::commitments::{COMMITMENTS, CommitmentEvidence};
 use super::dedup::DedupGuard;
 use super::{
     ActionContext, ActionError, ActionHandler, ActionName, ActionOutput, Command, Idempotency,
@@ -25,6 +28,7 @@ pub struct ProbeAction {
     board: ProbeBoard,
     identity: Identity,
     dedup: Option<Arc<DedupGuard>>,
+    commitments: Option<Arc<CommitmentEvidence>>,
 }
 
 impl ProbeAction {
@@ -33,14 +37,20 @@ impl ProbeAction {
             board,
             identity,
             dedup,
+            commitments: None,
         }
     }
 
+    /// Answers the `commitments` part (participants).
+    pub fn with_commitments(mut self, evidence: CommitmentEvidence) -> Self {
+        self.commitments = Some(Arc::new(evidence));
+        self
+    }
+
     fn answer(&self, names: &[String]) -> Result<ActionOutput, ActionError> {
-        if let Some(unknown) = names
-            .iter()
-            .find(|n| !PARTS.contains(&n.as_str()) && n.as_str() != DEDUP_SAFE)
-        {
+        if let Some(unknown) = names.iter().find(|n| {
+            !PARTS.contains(&n.as_str()) && ![DEDUP_SAFE, COMMITMENTS].contains(&n.as_str())
+        }) {
             return Err(ActionError::Failed(format!(
                 "{}: unknown probe part {unknown:?}; known: {}",
                 self.identity.node,
@@ -124,11 +134,36 @@ impl ActionHandler for ProbeAction {
             _ => Vec::new(),
         };
         let board = self.answer(&names);
+        let node = self.identity.node.to_string();
+        if names.iter().any(|n| n == COMMITMENTS) {
+            let evidence = self.commitments.clone();
+            let uid = self
+                .board
+                .snapshot()
+                .values()
+                .flatten()
+                .find_map(|record| record.outcome.facts().and_then(|f| f.uid.clone()));
+            return Box::pin(async move {
+                let mut board = board?;
+                let evidence = evidence.ok_or_else(|| {
+                    ActionError::Failed(format!(
+                        "{node}: commitments are answered only by a participant's agent with \
+                         [canton] (it reads the participant's commitment lookups)"
+                    ))
+                })?;
+                let report = evidence.report(uid, std::time::SystemTime::now()).await?;
+                let mut result: serde_json::Map<String, Value> =
+                    serde_json::from_slice(&board.result).unwrap_or_default();
+                result.insert(COMMITMENTS.to_owned(), report);
+                board.result = serde_json::to_vec(&result).unwrap_or_default();
+                board.detail = format!("{node}: ACS commitment evidence read");
+                Ok(board)
+            });
+        }
         if !names.iter().any(|n| n == DEDUP_SAFE) {
             return Box::pin(async move { board });
         }
         let dedup = self.dedup.clone();
-        let node = self.identity.node.to_string();
         Box::pin(async move {
             let mut board = board?;
             let guard = dedup.ok_or_else(|| {

@@ -58,9 +58,11 @@ fn agree(views: &Views, i: usize, j: usize, k: usize) -> bool {
 fn oracle(views: &Views, answering: &[usize], required: usize) -> Option<(i64, usize)> {
     let periods = views.first().and_then(|v| v.first()).map_or(0, Vec::len);
     let candidate = |k: usize| {
-        answering
-            .iter()
-            .any(|&i| answering.iter().any(|&j| j != i && views[i][j][k] == Some(true)))
+        answering.iter().any(|&i| {
+            answering
+                .iter()
+                .any(|&j| j != i && views[i][j][k] == Some(true))
+        })
     };
     for k in (0..periods).rev().filter(|&k| candidate(k)) {
         let mut largest = 0;
@@ -173,10 +175,12 @@ proptest! {
 /// Four SV participants agree on every period until p4's ACS diverges after period 6.
 fn diverging_after_six() -> Views {
     let mut views = vec![vec![vec![Some(true); 10]; 4]; 4];
-    for other in 0..3 {
-        for k in 6..10 {
-            views[3][other][k] = Some(false);
-            views[other][3][k] = Some(false);
+    let diverged = |(i, j): (usize, usize)| (i == 3) != (j == 3);
+    for (i, row) in views.iter_mut().enumerate() {
+        for (j, periods) in row.iter_mut().enumerate() {
+            if diverged((i, j)) {
+                periods[6..].fill(Some(false));
+            }
         }
     }
     views
@@ -265,5 +269,10 @@ fn reports_of_unlisted_participants_stay_out_of_the_evidence() {
     )
     .unwrap();
     assert_eq!(proposal.agreed_period_end_micros, period_end(9));
-    assert!(proposal.evidence.iter().all(|row| row.node != "p4" && row.counter != "p4"));
+    assert!(
+        proposal
+            .evidence
+            .iter()
+            .all(|row| row.node != "p4" && row.counter != "p4")
+    );
 }

@@ -3,8 +3,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod backup_set;
-mod dr_timestamp;
 mod bench;
+mod dr_timestamp;
 mod harness;
 mod plan;
 mod properties;

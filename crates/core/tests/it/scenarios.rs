@@ -379,7 +379,11 @@ fn a_best_effort_step_ends_with_every_answer_and_records_the_silent_node() {
     let mut driver = Driver::new(runbook);
     driver.apply(Event::Started);
     driver.ack("r1/evidence/p1", done());
-    assert_eq!(driver.state.status, RunStatus::Running, "p2 may still answer");
+    assert_eq!(
+        driver.state.status,
+        RunStatus::Running,
+        "p2 may still answer"
+    );
     let timer = driver.fire_next_timer().unwrap();
     assert!(matches!(timer, TimerId::Expiry { .. }));
     assert_eq!(driver.state.status, RunStatus::Succeeded);

@@ -1,6 +1,7 @@
 //! End-to-end tests: real nats-server, PostgreSQL, canton-sim processes and product binaries.
 mod backup_barrier;
 mod disconnect;
+mod dr_timestamp;
 mod kills;
 mod lifecycle;
 mod out_of_order;

@@ -34,6 +34,7 @@ fn coordinator_method_paths_match_the_golden_table() {
         "Cancel",
         "Resume",
         "ListNodes",
+        "GetDrTimestamp",
     ];
     assert_eq!(methods, golden);
     let paths: Vec<String> = methods
@@ -107,6 +108,12 @@ impl proto_sidecar::coordinator_service_server::CoordinatorService for Unimpleme
         &self,
         _: tonic::Request<proto_sidecar::ListNodesRequest>,
     ) -> Result<tonic::Response<proto_sidecar::ListNodesResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("test"))
+    }
+    async fn get_dr_timestamp(
+        &self,
+        _: tonic::Request<proto_sidecar::GetDrTimestampRequest>,
+    ) -> Result<tonic::Response<proto_sidecar::GetDrTimestampResponse>, tonic::Status> {
         Err(tonic::Status::unimplemented("test"))
     }
 }
