@@ -245,28 +245,42 @@ http_health = true
     );
     all_calls_reach(&frontend, admin_port(passive), 20).await;
 
-    // The ledger API backend made the same choice.
-    let addr = format!("127.0.0.1:{stats}").parse().unwrap();
-    let (status, csv) = canton_sim::control::http_request(addr, "GET", "/stats;csv", None)
-        .await
-        .unwrap();
-    assert_eq!(status, 200);
-    let state = |backend: &str, server: &str| -> String {
-        csv.lines()
-            .map(|l| l.split(',').collect::<Vec<_>>())
-            .find(|f| f.len() > 17 && f[0] == backend && f[1] == server)
-            .map(|f| f[17].to_owned())
-            .unwrap_or_default()
-    };
+    // The ledger API backend makes the same choice, once its own checks have risen (each
+    // backend checks on its own schedule, so it may lag the admin backend by a check or two).
     let (up, down) = if passive.id().ends_with(".a") {
         ("replica_a", "replica_b")
     } else {
         ("replica_b", "replica_a")
     };
-    assert!(state("participant_ledger", up).starts_with("UP"), "{csv}");
-    assert!(
-        state("participant_ledger", down).starts_with("DOWN"),
-        "{csv}"
+    let addr = format!("127.0.0.1:{stats}").parse().unwrap();
+    eventually(
+        "the ledger API backend marks the new active up and the old one down",
+        Duration::from_secs(30),
+        || async {
+            let (status, csv) = canton_sim::control::http_request(addr, "GET", "/stats;csv", None)
+                .await
+                .ok()?;
+            let state = |server: &str| -> String {
+                csv.lines()
+                    .map(|l| l.split(',').collect::<Vec<_>>())
+                    .find(|f| f.len() > 17 && f[0] == "participant_ledger" && f[1] == server)
+                    .map(|f| f[17].to_owned())
+                    .unwrap_or_default()
+            };
+            let up_state = state(up);
+            let down_state = state(down);
+            (status == 200
+                && up_state.starts_with("UP")
+                && !up_state.contains('/')
+                && down_state.starts_with("DOWN")
+                && !down_state.contains('/'))
+            .then_some(())
+        },
+    )
+    .await;
+    eprintln!(
+        "ledger backend followed {:?} after SetPassive",
+        switched.elapsed()
     );
     drop(sims);
 }
