@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use e2e::stack::Stack;
 
 use crate::support::{
-    DEMO_TOPOLOGY, ORGANISATION, bound, final_run, manifests, ops_json, running_stack, set_dir,
+    DEMO_TOPOLOGY, bound, final_run, manifests, ops_json, ops_output, running_stack, set_dir,
 };
 
 const SET: &str = "out-of-order";
@@ -119,14 +119,10 @@ async fn a_set_with_the_sequencer_dumped_first_is_refused_and_forks_when_forced_
     assert!(sequencer_before < latest_member, "the set is out of order");
     // The coordinator checks the set as it lies on disk, both runs' dumps together, and
     // refuses to restore it, naming the nodes dumped after the sequencer.
-    let output = tokio::task::block_in_place(|| {
-        stack
-            .ops(ORGANISATION)
-            .expect("canton-ops command")
-            .args(["plan", "restore", "--param", &format!("backup_set={SET}")])
-            .output()
-            .expect("running canton-ops")
-    });
+    let output = ops_output(
+        &stack,
+        &["plan", "restore", "--param", &format!("backup_set={SET}")],
+    );
     let refusal = String::from_utf8_lossy(&output.stderr);
     eprintln!("coordinator on the set: {refusal}");
     assert!(

@@ -38,18 +38,22 @@ pub async fn running_stack(topology: &str) -> Stack {
     stack
 }
 
-/// `canton-ops --output json <args>`: exit status and one JSON value per output line.
-pub fn ops_json(stack: &Stack, args: &[&str]) -> (ExitStatus, Vec<Value>) {
-    let started = Instant::now();
-    let output = tokio::task::block_in_place(|| {
+/// `canton-ops <args>` of the organisation's operator, run to completion.
+pub fn ops_output(stack: &Stack, args: &[&str]) -> std::process::Output {
+    tokio::task::block_in_place(|| {
         stack
             .ops(ORGANISATION)
             .expect("canton-ops command")
-            .args(["--output", "json"])
             .args(args)
             .output()
             .expect("running canton-ops")
-    });
+    })
+}
+
+/// `canton-ops --output json <args>`: exit status and one JSON value per output line.
+pub fn ops_json(stack: &Stack, args: &[&str]) -> (ExitStatus, Vec<Value>) {
+    let started = Instant::now();
+    let output = ops_output(stack, &[&["--output", "json"][..], args].concat());
     let stdout = String::from_utf8_lossy(&output.stdout);
     let values = stdout
         .lines()
