@@ -149,7 +149,7 @@ pub struct AgentConfig {
     /// Absent for apps, which have no Canton admin API.
     pub canton: Option<CantonConfig>,
     /// libpq connection string or URL of the node's database, for the reachability probe.
-    pub database_url: Option<String>,
+    pub database_url: Option<ConnectionString>,
     /// For an app: the participant node it reads from (the backup runbook dumps the app
     /// before it, the restore runbook starts it after it).
     pub participant: Option<NodeId>,
@@ -162,13 +162,51 @@ pub struct AgentConfig {
     pub lifecycle: Option<sidecar_backup::LifecycleConfig>,
 }
 
+/// A database connection string (libpq key-value pairs or a URL). It may carry a password, so
+/// its `Debug` form, which `--check-config` prints and logs may show, names only the database
+/// and its hosts.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ConnectionString(String);
+
+impl ConnectionString {
+    pub fn new(text: impl Into<String>) -> Self {
+        Self(text.into())
+    }
+
+    /// The full text, password included: only for opening connections.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<&str> for ConnectionString {
+    fn from(text: &str) -> Self {
+        Self::new(text)
+    }
+}
+
+impl From<String> for ConnectionString {
+    fn from(text: String) -> Self {
+        Self::new(text)
+    }
+}
+
+impl std::fmt::Debug for ConnectionString {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match sidecar_backup::Database::new(&self.0) {
+            Ok(database) => write!(f, "{database:?}"),
+            Err(_) => f.write_str("ConnectionString(not shown)"),
+        }
+    }
+}
+
 /// Backups of the node's database (`[backup]`); the database is `database.url`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BackupSettings {
     /// Absolute directory holding backup sets (`<root>/<set>/<node>.dump`).
     pub root: PathBuf,
     /// The node's database (`database.url`), dumped and restored as the node's role.
-    pub database_url: String,
+    pub database_url: ConnectionString,
     /// Searched for `pg_dump`/`pg_restore` of the server's major version before
     /// `/usr/lib/postgresql/<major>/bin`.
     pub pg_bin_dir: Option<PathBuf>,
@@ -387,7 +425,9 @@ fn read(keys: &mut Keys) -> Result<AgentConfig, ConfigError> {
     } else {
         None
     };
-    let database_url = keys.optional_string("database.url")?;
+    let database_url = keys
+        .optional_string("database.url")?
+        .map(ConnectionString::new);
     let participant = match keys.optional_string("participant")? {
         None => None,
         Some(_) if kind != NodeKind::App => {
@@ -422,7 +462,7 @@ fn read(keys: &mut Keys) -> Result<AgentConfig, ConfigError> {
         None
     };
     let backup = if keys.contains_prefix("backup.") {
-        let mut backup = read_backup(keys, database_url.as_deref())?;
+        let mut backup = read_backup(keys, database_url.as_ref())?;
         // The top-level `participant` says it once for every part of the agent.
         if backup.participant.is_none() {
             backup.participant = participant.as_ref().map(|p| p.as_str().to_owned());
@@ -457,21 +497,22 @@ fn read(keys: &mut Keys) -> Result<AgentConfig, ConfigError> {
 const COMMAND_EXPECTED: &str =
     "a command as a list of strings, e.g. [\"systemctl\", \"stop\", \"canton-{node}\"]";
 
-fn read_backup(keys: &mut Keys, database_url: Option<&str>) -> Result<BackupSettings, ConfigError> {
+fn read_backup(
+    keys: &mut Keys,
+    database_url: Option<&ConnectionString>,
+) -> Result<BackupSettings, ConfigError> {
     let root = keys.parsed(
         "backup.root",
         "an absolute directory path where backup sets are written",
         |s| Some(PathBuf::from(s)).filter(|p| p.is_absolute()),
     )?;
-    let database_url = database_url
-        .map(str::to_owned)
-        .ok_or_else(|| ConfigError::Missing {
-            key: "database.url".to_owned(),
-            origin: Origin::Nowhere,
-            expected: "the node's database connection string, which [backup] dumps and restores"
-                .to_owned(),
-        })?;
-    if let Err(error) = sidecar_backup::Database::new(&database_url) {
+    let database_url = database_url.cloned().ok_or_else(|| ConfigError::Missing {
+        key: "database.url".to_owned(),
+        origin: Origin::Nowhere,
+        expected: "the node's database connection string, which [backup] dumps and restores"
+            .to_owned(),
+    })?;
+    if let Err(error) = sidecar_backup::Database::new(database_url.expose()) {
         return Err(ConfigError::Invalid {
             key: "database.url".to_owned(),
             // It may hold a password.
@@ -964,7 +1005,7 @@ wait = "30s"
         let backup = config.backup.unwrap();
         assert_eq!(backup.root, Path::new("/var/lib/canton-agent/backups"));
         assert_eq!(
-            backup.database_url,
+            backup.database_url.expose(),
             "host=127.0.0.1 port=5432 user=canton dbname=p1"
         );
         assert_eq!(backup.method, BackupMethod::PgDump);
@@ -1237,7 +1278,7 @@ max_deliver = 5
         let config = parse(text, &[]).unwrap();
         assert_eq!(config.canton, None);
         assert_eq!(
-            config.database_url.as_deref(),
+            config.database_url.as_ref().map(ConnectionString::expose),
             Some("host=127.0.0.1 dbname=app")
         );
     }

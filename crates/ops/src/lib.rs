@@ -69,8 +69,10 @@ impl From<tonic::Status> for OpsError {
         use tonic::Code;
         let message = format!("coordinator: {}", status.message());
         // A status the client made from a failed connection (not one the server sent) carries
-        // its cause; the usual one is a scheme that does not match the server's.
-        if status.code() == Code::Unknown
+        // its cause; the usual one is a scheme that does not match the server's. Plain HTTP/2
+        // against a TLS listener fails either in the transport (Unknown) or as an HTTP/2
+        // protocol error (Internal), depending on how far the handshake got.
+        if matches!(status.code(), Code::Unknown | Code::Internal)
             && let Some(cause) = std::error::Error::source(&status)
         {
             return Self::Unavailable(format!(
@@ -601,4 +603,24 @@ async fn watch(client: &mut Client, run: &str, out: &render::Out) -> Result<u8, 
     Err(OpsError::Unavailable(format!(
         "the watch of run {run} ended before the run finished; watch again"
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Plain HTTP/2 against a TLS listener can fail as an HTTP/2 protocol error rather than in
+    /// the transport; both mean "not reached" and say which scheme to try.
+    #[test]
+    fn a_client_side_protocol_error_is_unavailable_with_the_scheme_hint() {
+        let protocol =
+            tonic::Status::from_error(Box::new(h2::Error::from(h2::Reason::PROTOCOL_ERROR)));
+        assert_eq!(protocol.code(), tonic::Code::Internal);
+        let error = OpsError::from(protocol);
+        assert_eq!(error.exit_code(), exit::UNAVAILABLE, "{error}");
+        assert!(error.to_string().contains("https://"), "{error}");
+        // The same code sent by the server carries no cause: an internal error, not "unreachable".
+        let sent = OpsError::from(tonic::Status::internal("boom"));
+        assert_eq!(sent.exit_code(), exit::INTERNAL);
+    }
 }

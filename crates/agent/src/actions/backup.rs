@@ -57,7 +57,7 @@ pub fn backup_handlers(
     let Some(settings) = config.backup.clone() else {
         return Ok(handlers);
     };
-    let database = backup::Database::new(&settings.database_url)?;
+    let database = backup::Database::new(settings.database_url.expose())?;
     let kind = backup_kind(config.kind);
     let point = backup::SqlPointSource::for_kind(
         database.clone(),

@@ -38,7 +38,7 @@ pub fn guard_for(
     if config.kind != crate::config::NodeKind::Participant {
         return Ok(None);
     }
-    let database = backup::Database::new(&settings.database_url)?;
+    let database = backup::Database::new(settings.database_url.expose())?;
     let point = backup::SqlPointSource::for_kind(
         database.clone(),
         backup::NodeKind::Participant,

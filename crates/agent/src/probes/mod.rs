@@ -82,7 +82,7 @@ pub fn from_config(config: &AgentConfig) -> Result<Vec<Arc<dyn Probe>>, canton_c
     }
     if let Some(url) = &config.database_url {
         probes.push(Arc::new(DatabaseProbe::new(
-            url.clone(),
+            url.expose().to_owned(),
             schedules.database,
         )));
     }

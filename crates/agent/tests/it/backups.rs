@@ -124,10 +124,10 @@ async fn heavy_backup_verify_stop_restore_and_start_as_signed_commands() {
 
     let mut agent_config = config(nats.url(), &net, NODE);
     agent_config.canton = Some(canton_config(&sims));
-    agent_config.database_url = Some(participant.database().to_owned());
+    agent_config.database_url = Some(participant.database().into());
     agent_config.backup = Some(BackupSettings {
         root: root.clone(),
-        database_url: participant.database().to_owned(),
+        database_url: participant.database().into(),
         pg_bin_dir: None,
         snapshot_point_query: None,
         upload: None,

@@ -39,6 +39,43 @@ fn run_to_exit(config: &std::path::Path, env: &[(&str, &str)]) -> (Option<i32>, 
 }
 
 #[test]
+fn check_config_shows_the_database_but_never_its_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let planted = "planted-db-secret-7f3a";
+    let config = write_config(
+        &dir,
+        &format!(
+            "{}[database]\nurl = \"postgres://app:{planted}@127.0.0.1:5432/ledger\"\n[backup]\nroot = \"{}\"\n",
+            app_config("nats://127.0.0.1:4222", "dev", "v1"),
+            dir.path().display()
+        ),
+    );
+    for env in [
+        vec![],
+        vec![(
+            "CANTON_AGENT__DATABASE__URL",
+            "host=127.0.0.1 dbname=ledger user=app password=planted-db-secret-7f3a",
+        )],
+    ] {
+        let output = Command::new(AGENT)
+            .arg("--config")
+            .arg(&config)
+            .arg("--check-config")
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(0), "{stderr}");
+        assert!(stdout.contains("ledger"), "names the database: {stdout}");
+        assert!(
+            !stdout.contains(planted) && !stderr.contains(planted),
+            "the password leaked: {stdout}{stderr}"
+        );
+    }
+}
+
+#[test]
 fn bad_configs_exit_78_naming_key_value_and_expectation() {
     let dir = tempfile::tempdir().unwrap();
     let good = app_config("nats://127.0.0.1:4222", "dev", "v1");

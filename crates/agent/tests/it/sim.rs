@@ -69,7 +69,7 @@ async fn heavy_sim_faults_show_with_the_right_reason_while_heartbeats_keep_their
             .map(|addr| format!("http://{addr}/health")),
         ledger_api_url: endpoints.ledger.map(|addr| format!("http://{addr}")),
     });
-    config.database_url = Some(endpoints.database.clone());
+    config.database_url = Some(endpoints.database.as_str().into());
     let heartbeats = Heartbeats::collect(&net, "participant1").await;
     let probes = canton_agent::probes::from_config(&config).unwrap();
     let names: Vec<&str> = probes.iter().map(|p| p.name()).collect();
