@@ -1058,3 +1058,183 @@ async fn heavy_connectivity_actions_change_one_synchronizer_and_keep_the_rest_of
     );
     agent.stop().await;
 }
+
+/// A small deterministic generator: the hostile mix is the same on every run.
+struct SplitMix(u64);
+
+impl SplitMix {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, bound: usize) -> usize {
+        usize::try_from(self.next() % bound as u64).unwrap()
+    }
+
+    fn bytes(&mut self, len: usize) -> Vec<u8> {
+        (0..len).map(|_| self.next() as u8).collect()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heavy_a_thousand_hostile_envelopes_are_all_rejected_by_reason_and_nothing_runs() {
+    const HOSTILE: usize = 1_000;
+    const EPOCH: u64 = 2;
+    let s = setup().await;
+    let agent = s.agent(Duration::from_secs(30), Vec::new());
+    let heartbeats = crate::support::Heartbeats::collect(&s.net, NODE).await;
+    let log = ActionLog::from_now(&s.sims).await;
+    let trust = &s.trust;
+    s.send(&fence(trust, "f1", EPOCH)).await;
+    s.acks
+        .wait("f1/fence/participant1", pb::AckStatus::Done)
+        .await;
+    let journalled = trust.command("rp", "probe", probe(), EPOCH);
+    s.send(&journalled).await;
+    s.acks
+        .wait("rp/probe/participant1", pb::AckStatus::Done)
+        .await;
+    let before = agent.metrics.commands_rejected.get();
+
+    let rogue = SigningIdentity::from_seed("org-a/rogue", KeyPurpose::Coordinator, ORG, [77; 32]);
+    let mut rng = SplitMix(0x5eed_cafe);
+    // Classes whose reason is fixed, and how many of each were sent.
+    let mut expected: std::collections::BTreeMap<&str, u64> = Default::default();
+    let started = std::time::Instant::now();
+    for i in 0..HOSTILE {
+        let run = format!("h{i}");
+        let mut command = trust.command(&run, "disconnect", disconnect_all(), EPOCH);
+        let (raw, reason) = match i % 14 {
+            // Garbage, truncated and bit-flipped envelopes: any reason, never executed.
+            0 => {
+                let len = rng.below(600);
+                (rng.bytes(len), None)
+            }
+            1 => {
+                let signed = trust.sign(&command);
+                let cut = rng.below(signed.len());
+                (signed[..cut].to_vec(), None)
+            }
+            2 => {
+                let mut signed = trust.sign(&command);
+                let at = rng.below(signed.len());
+                signed[at] ^= 1 << rng.below(8);
+                (signed, None)
+            }
+            3 => {
+                let mut unsigned = sidecar_trust::sign_command(&trust.coordinator, &command);
+                unsigned.signature.clear();
+                (unsigned.encode_to_vec(), Some("bad_signature"))
+            }
+            4 => (
+                sidecar_trust::sign_command(&rogue, &command).encode_to_vec(),
+                Some("unknown_key"),
+            ),
+            5 => {
+                command.organisation = "org-b".into();
+                (
+                    sidecar_trust::sign_command(&trust.other_coordinator, &command).encode_to_vec(),
+                    Some("wrong_organisation"),
+                )
+            }
+            6 => {
+                command.issued_at_unix_ms -= 1_200_000;
+                command.expires_at_unix_ms = now_ms() - 600_000;
+                (trust.sign(&command), Some("expired"))
+            }
+            7 => {
+                command.issued_at_unix_ms += 600_000;
+                command.expires_at_unix_ms += 600_000;
+                (trust.sign(&command), Some("not_yet_valid"))
+            }
+            8 => {
+                command.epoch = EPOCH - 1;
+                (trust.sign(&command), Some("stale_epoch"))
+            }
+            9 => {
+                command.epoch = EPOCH + 1 + rng.next() % 1_000;
+                (trust.sign(&command), Some("future_epoch"))
+            }
+            10 => {
+                command.node = "participant9".into();
+                command.command_id = format!("{run}/disconnect/participant9");
+                (trust.sign(&command), Some("wrong_node"))
+            }
+            11 => {
+                command.network = format!("other{i}");
+                (trust.sign(&command), Some("wrong_network"))
+            }
+            12 => {
+                // The journalled command again, with another body.
+                let mut replay = journalled.clone();
+                replay.traceparent = format!("00-replay-{i}");
+                (trust.sign(&replay), Some("replay_with_different_body"))
+            }
+            _ => {
+                let len = 65 * 1024 + rng.below(128 * 1024);
+                (rng.bytes(len), Some("oversized"))
+            }
+        };
+        if let Some(reason) = reason {
+            *expected.entry(reason).or_default() += 1;
+        }
+        publish(&s.net, raw).await;
+    }
+    let published = started.elapsed();
+    let took = wait_for("every hostile envelope rejected", DEADLINE, || async {
+        agent.metrics.commands_rejected.get() - before == HOSTILE as u64
+    })
+    .await;
+    eprintln!(
+        "{HOSTILE} hostile envelopes published in {published:?}, all rejected {took:?} later"
+    );
+    // Garbage, cut and flipped envelopes fail at decoding, the key or the signature; every
+    // other reason can only come from its own class.
+    let reached_by_mutation = ["malformed", "unknown_key", "bad_signature"];
+    for (reason, count) in &expected {
+        let counted = agent.rejected(reason);
+        if reached_by_mutation.contains(reason) {
+            assert!(counted >= *count, "{reason}: {counted} < {count}");
+        } else {
+            assert_eq!(counted, *count, "rejections counted as {reason}");
+        }
+    }
+    let by_reason: u64 = agent.metrics.rejections.iter().map(|(_, n)| n).sum();
+    assert_eq!(
+        by_reason - before,
+        HOSTILE as u64,
+        "each rejection under one reason"
+    );
+    assert!(
+        log.calls().await.is_empty(),
+        "hostile input reached the node: {:?}",
+        log.calls().await
+    );
+    assert_eq!(
+        agent.metrics.commands_done.get(),
+        1,
+        "the probe only (a fence is not an action)"
+    );
+    wait_for("no hostile delivery left unacked", DEADLINE, || async {
+        ack_pending(&s.net).await == 0
+    })
+    .await;
+
+    // The agent is still itself: heartbeating, and a valid command runs exactly once.
+    let after_flood = std::time::Instant::now();
+    wait_for("heartbeats after the flood", DEADLINE, || async {
+        !heartbeats.since(after_flood).is_empty()
+    })
+    .await;
+    s.send(&trust.command("ok", "disconnect", disconnect_all(), EPOCH))
+        .await;
+    s.acks
+        .wait("ok/disconnect/participant1", pb::AckStatus::Done)
+        .await;
+    assert_eq!(log.count("DisconnectAllSynchronizers").await, 1);
+    agent.stop().await;
+}
