@@ -352,6 +352,46 @@ impl Stack {
     pub fn work_dir(&self) -> &Path {
         self.dir.path()
     }
+
+    /// The last `lines` lines of every log of the stack (sim nodes, agents, coordinators),
+    /// for a failure message: the work dir is removed when the test ends.
+    pub fn log_tails(&self, lines: usize) -> String {
+        let mut logs = Vec::new();
+        collect_logs(self.dir.path(), &mut logs);
+        logs.sort();
+        let mut text = String::new();
+        for path in logs {
+            let Ok(content) = std::fs::read_to_string(&path) else {
+                continue;
+            };
+            let all: Vec<&str> = content.lines().collect();
+            let shown = &all[all.len().saturating_sub(lines)..];
+            text.push_str(&format!(
+                "\n--- {} (last {} of {} lines)\n{}\n",
+                path.strip_prefix(self.dir.path())
+                    .unwrap_or(&path)
+                    .display(),
+                shown.len(),
+                all.len(),
+                shown.join("\n")
+            ));
+        }
+        text
+    }
+}
+
+fn collect_logs(dir: &Path, logs: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            collect_logs(&path, logs);
+        } else if path.extension().is_some_and(|ext| ext == "log") {
+            logs.push(path);
+        }
+    }
 }
 
 fn rand_token() -> [u8; 24] {

@@ -179,6 +179,9 @@ pub struct Connectivity {
     protocol_version: i32,
     driver: Arc<dyn ConnectionDriver>,
     connected: Mutex<HashMap<String, Connection>>,
+    /// Connects run one at a time: two racing connects of one alias (the start-up retry loop
+    /// and a ReconnectSynchronizers) would each start an event processor for it.
+    connecting: Mutex<()>,
     /// Background reconnect loops (startup auto-connect, `retry = true`), by alias.
     retrying: Mutex<HashMap<String, CancellationToken>>,
     shutdown: CancellationToken,
@@ -215,6 +218,7 @@ impl Connectivity {
             protocol_version,
             driver,
             connected: Mutex::new(HashMap::new()),
+            connecting: Mutex::new(()),
             retrying: Mutex::new(HashMap::new()),
             shutdown,
         })
@@ -635,6 +639,7 @@ impl Connectivity {
 
     /// Connects `alias` unless connected; `None` when no sequencer answered.
     async fn try_connect(&self, alias: &str) -> Result<Option<Handshake>, CallError> {
+        let _one_at_a_time = self.connecting.lock().await;
         if let Some(existing) = self.connected.lock().await.get(alias) {
             return Ok(Some(existing.handshake.clone()));
         }

@@ -65,7 +65,10 @@ pub struct Member {
     is_participant: bool,
     /// Other participants, the counter-participants of commitments and workload contracts.
     peers: Vec<String>,
-    link: Mutex<Option<(SequencerLink, Handshake)>>,
+    /// The connection that ticks and the workload go through, with its serial: a connection
+    /// that ends clears the link only while it is still its own, never a newer one's.
+    link: Mutex<Option<(SequencerLink, Handshake, u64)>>,
+    connections: AtomicU64,
     pub workload: Arc<WorkloadRate>,
 }
 
@@ -137,6 +140,7 @@ impl Member {
             is_participant,
             peers,
             link: Mutex::new(None),
+            connections: AtomicU64::new(0),
             workload,
         })
     }
@@ -183,7 +187,8 @@ impl Member {
     ) -> Result<Arc<AtomicBool>, CallError> {
         let stream = self.subscribe(&link, &handshake).await?;
         self.store_topology(&handshake.topology).await?;
-        *self.link.lock().await = Some((link.clone(), handshake.clone()));
+        let serial = self.connections.fetch_add(1, Ordering::SeqCst);
+        *self.link.lock().await = Some((link.clone(), handshake.clone(), serial));
         let healthy = Arc::new(AtomicBool::new(true));
         let member = Arc::clone(self);
         let flag = Arc::clone(&healthy);
@@ -192,7 +197,7 @@ impl Member {
                 .process(link, handshake, stream, flag, stop.clone())
                 .await;
             let mut current = member.link.lock().await;
-            if stop.is_cancelled() {
+            if stop.is_cancelled() && current.as_ref().is_some_and(|(_, _, own)| *own == serial) {
                 *current = None;
             }
         });
@@ -304,7 +309,7 @@ impl Member {
 
     /// Sends through the current connection, if there is one.
     async fn send_current(&self, recipients: Vec<String>, payload: &Payload) -> bool {
-        let link = self.link.lock().await.as_ref().map(|(l, _)| l.clone());
+        let link = self.link.lock().await.as_ref().map(|(l, _, _)| l.clone());
         match link {
             Some(link) => {
                 self.send(&link, recipients, payload).await;
@@ -627,7 +632,7 @@ impl Member {
         &self,
         mut request: crate::wire::sequencer::SubmitTopologyRequest,
     ) -> Result<TopologyRecord, CallError> {
-        let link = self.link.lock().await.as_ref().map(|(l, _)| l.clone());
+        let link = self.link.lock().await.as_ref().map(|(l, _, _)| l.clone());
         let Some(link) = link else {
             return Err(CantonError::new(
                 Code::FailedPrecondition,

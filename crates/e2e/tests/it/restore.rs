@@ -116,7 +116,11 @@ async fn restore_after_losing_the_sequencer_waits_for_the_dedup_point_before_app
     assert!(signed.status.success(), "signed approval: {signed:?}");
     let started = Instant::now();
     let watched = ops(&stack, &["watch", &run]);
-    assert!(watched.status.success(), "restore run: {watched:?}");
+    assert!(
+        watched.status.success(),
+        "restore run: {watched:?}\nlogs:{}",
+        stack.log_tails(40)
+    );
     eprintln!(
         "restore run finished {:?} after its approval",
         started.elapsed()

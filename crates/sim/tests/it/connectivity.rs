@@ -663,3 +663,55 @@ kind = "participant"
     .await;
     assert_eq!(after[0].synchronizer_alias, "global");
 }
+
+/// Racing reconnects of one alias (Canton's start-up retry and an operator's
+/// ReconnectSynchronizers) must leave one live connection that still sends: the participant's
+/// time keeps advancing through its own ticks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_reconnects_leave_one_connection_that_keeps_sending() {
+    let net = start(SEQ_AND_PARTICIPANT);
+    let participant = net.net.node("participant1").unwrap();
+    wait_connected(participant, "global").await;
+    let client = connectivity(participant).await;
+    for _ in 0..5 {
+        client
+            .clone()
+            .disconnect_all_synchronizers(admin::DisconnectAllSynchronizersRequest {})
+            .await
+            .unwrap();
+        let racing = (0..4).map(|_| {
+            let mut client = client.clone();
+            async move {
+                client
+                    .reconnect_synchronizers(admin::ReconnectSynchronizersRequest {
+                        ignore_failures: false,
+                    })
+                    .await
+            }
+        });
+        for reply in futures::future::join_all(racing).await {
+            reply.unwrap();
+        }
+    }
+    let processed = || {
+        sql(
+            &net,
+            participant,
+            "SELECT coalesce(max(last_ts_micros), 0) FROM member_cursor",
+        )
+        .trim()
+        .parse::<i64>()
+        .unwrap()
+    };
+    let after_the_race = processed();
+    let started = std::time::Instant::now();
+    eventually(
+        "participant1 processing its own ticks after the race",
+        Duration::from_secs(30),
+        || async { (processed() > after_the_race + 1_000_000).then_some(()) },
+    )
+    .await;
+    eprintln!("time advanced 1 s past the race after {:?}", started.elapsed());
+    let mut client = client.clone();
+    assert_eq!(connected(&mut client).await.len(), 1);
+}
