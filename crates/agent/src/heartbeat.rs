@@ -29,12 +29,12 @@ pub async fn run_heartbeats(context: Context) {
             continue;
         }
         seq += 1;
-        let heartbeat = observe(&context.identity, &context.board.snapshot()).heartbeat(
-            &context.identity,
-            seq,
-            interval,
-            context.counters(),
-        );
+        let observation = observe(&context.identity, &context.board.snapshot());
+        context
+            .metrics
+            .instruments
+            .condition(observation.assessment.condition);
+        let heartbeat = observation.heartbeat(&context.identity, seq, interval, context.counters());
         let payload = wire::encode_heartbeat(&heartbeat);
         // `publish` only queues the message; the bound covers a client whose queue is full.
         let published = tokio::time::timeout(

@@ -22,6 +22,9 @@ struct Args {
     /// Log line format on stderr.
     #[arg(long, value_enum, default_value_t)]
     log_format: sidecar_telemetry::LogFormat,
+    /// Serve Prometheus text on `http://<addr>/metrics` (e.g. `127.0.0.1:9464`); off without it.
+    #[arg(long, env = "CANTON_AGENT_METRICS_LISTEN")]
+    metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// Exit status of a configuration the agent cannot use (sysexits' EX_CONFIG).
@@ -29,15 +32,6 @@ const EXIT_CONFIG: u8 = 78;
 
 fn main() -> anyhow::Result<ExitCode> {
     let args = Args::parse();
-    let _telemetry = sidecar_telemetry::init(args.log_format);
-    // Crash points exist for the kill-at-every-step tests and are inert unless FAILPOINTS is set.
-    let _crash_points = std::env::var_os("FAILPOINTS").map(|points| {
-        tracing::warn!(
-            ?points,
-            "FAILPOINTS set: this agent kills itself at the named crash points"
-        );
-        fail::FailScenario::setup()
-    });
     let config = match AgentConfig::load(&args.config) {
         Ok(config) => config,
         Err(error) => {
@@ -70,19 +64,51 @@ fn main() -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(run(config, trust))?;
-    Ok(ExitCode::SUCCESS)
+    runtime.block_on(async {
+        let telemetry = match sidecar_telemetry::install("canton-agent", args.log_format) {
+            Ok(telemetry) => telemetry,
+            Err(error) => {
+                eprintln!("canton-agent: {error}");
+                return Ok(ExitCode::from(EXIT_CONFIG));
+            }
+        };
+        // Crash points exist for the kill-at-every-step tests and are inert unless FAILPOINTS is set.
+        let _crash_points = std::env::var_os("FAILPOINTS").map(|points| {
+            tracing::warn!(
+                ?points,
+                "FAILPOINTS set: this agent kills itself at the named crash points"
+            );
+            fail::FailScenario::setup()
+        });
+        let outcome = run(config, trust, &telemetry, args.metrics_listen).await;
+        telemetry.shutdown().await;
+        outcome.map(|()| ExitCode::SUCCESS)
+    })
 }
 
 async fn run(
     config: AgentConfig,
     trust: Option<canton_agent::commands::TrustMaterial>,
+    telemetry: &sidecar_telemetry::Telemetry,
+    metrics_listen: Option<std::net::SocketAddr>,
 ) -> anyhow::Result<()> {
     let mut terminate =
         signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let shutdown = CancellationToken::new();
-    let metrics = AgentMetrics::default();
+    let metrics = AgentMetrics::new(&telemetry.meter(), config.node.as_str());
+    if let Some(addr) = metrics_listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding --metrics-listen {addr}"))?;
+        tracing::info!(addr = %listener.local_addr()?, "serving /metrics");
+        let stop = shutdown.clone();
+        tokio::spawn(sidecar_telemetry::metrics_http::serve(
+            listener,
+            telemetry.metrics_text(),
+            async move { stop.cancelled().await },
+        ));
+    }
     let probes = canton_agent::probes::from_config(&config)
         .context("building the Canton client from the [canton] section")?;
     tracing::info!(

@@ -302,6 +302,15 @@ pub async fn run_probe(
         if !matches!(outcome, ProbeOutcome::Healthy(_)) {
             metrics.probe_failures.increment();
         }
+        let label = match &outcome {
+            ProbeOutcome::Healthy(_) => "healthy",
+            ProbeOutcome::Unhealthy { .. } => "unhealthy",
+            ProbeOutcome::Failed { kind, .. } if *kind == ReasonKind::Timeout => "timeout",
+            ProbeOutcome::Failed { .. } => "failed",
+        };
+        metrics
+            .instruments
+            .probe_finished(name, label, started.elapsed());
         board.record(name, outcome, started, schedule.period);
     }
 }

@@ -8,6 +8,7 @@ pub mod config;
 pub mod dr;
 pub mod driver;
 pub mod leadership;
+pub mod metrics;
 pub mod nats;
 pub mod registry;
 pub mod service;

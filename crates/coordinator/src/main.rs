@@ -20,6 +20,9 @@ struct Args {
     /// Log line format on stderr.
     #[arg(long, value_enum, default_value_t)]
     log_format: sidecar_telemetry::LogFormat,
+    /// Serve Prometheus text on `http://<addr>/metrics` (e.g. `127.0.0.1:9465`); off without it.
+    #[arg(long, env = "CANTON_COORDINATOR_METRICS_LISTEN")]
+    metrics_listen: Option<std::net::SocketAddr>,
 }
 
 const EXIT_CONFIG: u8 = 78;
@@ -27,9 +30,6 @@ const EXIT_FAILPOINT: u8 = 86;
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let _telemetry = sidecar_telemetry::init(args.log_format);
-    // Reads FAILPOINTS; every failpoint is off without it.
-    let _failpoints = fail::FailScenario::setup();
     let config = match Config::load(&args.config) {
         Ok(config) => config,
         Err(error) => {
@@ -44,21 +44,52 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(config)) {
-        Ok(code) => code,
-        Err(error) => {
-            eprintln!("canton-coordinator: {error:#}");
-            ExitCode::FAILURE
+    runtime.block_on(async {
+        let telemetry = match sidecar_telemetry::install("canton-coordinator", args.log_format) {
+            Ok(telemetry) => telemetry,
+            Err(error) => {
+                eprintln!("canton-coordinator: {error}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        };
+        // Reads FAILPOINTS; every failpoint is off without it.
+        let _failpoints = fail::FailScenario::setup();
+        let outcome = run(config, &telemetry, args.metrics_listen).await;
+        telemetry.shutdown().await;
+        match outcome {
+            Ok(code) => code,
+            Err(error) => {
+                eprintln!("canton-coordinator: {error:#}");
+                ExitCode::FAILURE
+            }
         }
-    }
+    })
 }
 
-async fn run(config: Config) -> anyhow::Result<ExitCode> {
+async fn run(
+    config: Config,
+    telemetry: &sidecar_telemetry::Telemetry,
+    metrics_listen: Option<std::net::SocketAddr>,
+) -> anyhow::Result<ExitCode> {
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         "canton-coordinator starting"
     );
-    let coordinator = Coordinator::start(config)
+    let stop_metrics = tokio_util::sync::CancellationToken::new();
+    if let Some(addr) = metrics_listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding --metrics-listen {addr}"))?;
+        tracing::info!(addr = %listener.local_addr()?, "serving /metrics");
+        let stop = stop_metrics.clone();
+        tokio::spawn(sidecar_telemetry::metrics_http::serve(
+            listener,
+            telemetry.metrics_text(),
+            async move { stop.cancelled().await },
+        ));
+    }
+    let _stop_metrics = stop_metrics.drop_guard();
+    let coordinator = Coordinator::start_observed(config, telemetry.meter())
         .await
         .context("starting the coordinator")?;
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())

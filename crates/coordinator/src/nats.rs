@@ -233,11 +233,26 @@ pub async fn publish_durable(
     payload: Bytes,
     ack_timeout: Duration,
 ) -> Result<(), String> {
+    publish_durable_traced(jetstream, subject, message_id, payload, "", ack_timeout).await
+}
+
+/// [`publish_durable`] with a `traceparent` header (none when empty).
+pub async fn publish_durable_traced(
+    jetstream: &async_nats::jetstream::Context,
+    subject: String,
+    message_id: &str,
+    payload: Bytes,
+    traceparent: &str,
+    ack_timeout: Duration,
+) -> Result<(), String> {
     let mut last = String::new();
     for _ in 0..3 {
-        let message = PublishMessage::build()
+        let mut message = PublishMessage::build()
             .payload(payload.clone())
             .message_id(message_id);
+        if !traceparent.is_empty() {
+            message = message.header(sidecar_telemetry::propagation::TRACEPARENT, traceparent);
+        }
         let outcome = tokio::time::timeout(ack_timeout, async {
             jetstream
                 .send_publish(subject.clone(), message)
@@ -261,11 +276,12 @@ impl Publisher for NatsPublisher {
                 node: command.node.clone(),
                 detail: error.to_string(),
             })?;
-            publish_durable(
+            publish_durable_traced(
                 &self.jetstream,
                 self.names.command(&node),
                 &command.message_id,
                 command.payload,
+                &command.traceparent,
                 self.ack_timeout,
             )
             .await

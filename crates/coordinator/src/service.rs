@@ -23,6 +23,7 @@ use crate::config::Config;
 use crate::driver::ports::{Clock, SystemClock};
 use crate::driver::{AgentAnswer, Driver, DriverConfig, DriverErrorKind, Input, wire};
 use crate::leadership::{Election, ElectionConfig, Role};
+use crate::metrics::CoordinatorMetrics;
 use crate::nats::{ElectionLease, NatsPublisher, NatsStore, publish_durable};
 use crate::registry::{DetectorConfig, QuorumProbe, Registry};
 
@@ -154,8 +155,17 @@ fn verify_network_config(
 }
 
 impl Coordinator {
-    /// Connects, sets up the network's streams and buckets and starts every task.
+    /// Connects, sets up the network's streams and buckets and starts every task; records
+    /// nothing on metrics.
     pub async fn start(config: Config) -> Result<Self, ServiceError> {
+        Self::start_observed(config, sidecar_telemetry::noop_meter()).await
+    }
+
+    /// [`Coordinator::start`] with every instrument built from `meter`.
+    pub async fn start_observed(
+        config: Config,
+        meter: sidecar_telemetry::Meter,
+    ) -> Result<Self, ServiceError> {
         let verified = verify_network_config(&config)?;
         let signer = SigningIdentity::from_seed(
             config.signing_key_id.clone(),
@@ -219,7 +229,7 @@ impl Coordinator {
             key: network.names.quorum_probe_key(&config.organisation),
         };
         let registry = Registry::start(
-            client,
+            client.clone(),
             &network.names,
             DetectorConfig::default(),
             Some(client_events),
@@ -227,6 +237,8 @@ impl Coordinator {
         )
         .await
         .map_err(|e| ServiceError::Registry(e.to_string()))?;
+        registry.observe(&meter);
+        observe_connection(&meter, &client, &election);
         // Nodes the configuration lists are expected even if they never send a heartbeat.
         for node in &configured_nodes {
             if let Ok(node) = sidecar_bus::NodeId::new(node.clone()) {
@@ -242,7 +254,8 @@ impl Coordinator {
             Arc::new(NatsPublisher::new(&network, Duration::from_secs(5))),
             Arc::new(SystemClock),
             Arc::new(ElectionLease(election.clone())),
-        );
+        )
+        .with_metrics(CoordinatorMetrics::new(&meter, &config.organisation));
         let shared = Arc::new(Shared {
             network,
             organisation: config.organisation.clone(),
@@ -290,6 +303,33 @@ impl Config {
     fn api_addr(&self) -> std::net::SocketAddr {
         self.api_listen
     }
+}
+
+/// NATS reconnects (connections after the first) and whether this coordinator leads.
+fn observe_connection(
+    meter: &sidecar_telemetry::Meter,
+    client: &async_nats::Client,
+    election: &Arc<Election>,
+) {
+    let statistics = client.statistics();
+    meter
+        .u64_observable_counter("canton_coordinator_nats_reconnects")
+        .with_description("NATS connections established after the first one")
+        .with_callback(move |observer| {
+            let connects = statistics
+                .connects
+                .load(std::sync::atomic::Ordering::Relaxed);
+            observer.observe(connects.saturating_sub(1), &[]);
+        })
+        .build();
+    let election = election.clone();
+    meter
+        .u64_observable_gauge("canton_coordinator_leader")
+        .with_description("1 while this coordinator holds its organisation's lease")
+        .with_callback(move |observer| {
+            observer.observe(u64::from(election.epoch_now().is_some()), &[]);
+        })
+        .build();
 }
 
 async fn ack_consumer(shared: &Shared) -> Result<consumer::PullConsumer, ServiceError> {

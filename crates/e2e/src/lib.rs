@@ -7,6 +7,8 @@
 pub mod keys;
 pub mod observe;
 pub mod orchestrator;
+pub mod otlp;
+pub mod prometheus_text;
 pub mod stack;
 
 /// Wall-clock Unix milliseconds, for documents that carry an issue time.

@@ -25,6 +25,8 @@ use crate::orchestrator::{Orchestrator, SharedSims};
 pub struct AgentProcess {
     pub node: String,
     pub config_path: PathBuf,
+    /// `http://127.0.0.1:<port>/metrics` when the stack serves metrics.
+    pub metrics_url: Option<String>,
     pub process: ChildProcess,
 }
 
@@ -35,10 +37,16 @@ pub struct CoordinatorProcess {
     /// Holds the operator bearer token, for `canton-ops --token-file`.
     pub operator_token_file: PathBuf,
     pub config_path: PathBuf,
+    /// `http://127.0.0.1:<port>/metrics` when the stack serves metrics.
+    pub metrics_url: Option<String>,
     pub process: ChildProcess,
 }
 
 pub struct Stack {
+    /// Extra environment of every agent and coordinator started from now on (e.g. `OTEL_*`).
+    pub process_env: Vec<(String, String)>,
+    /// Agents and coordinators started from now on serve `/metrics` on a free port.
+    pub serve_metrics: bool,
     pub coordinators: BTreeMap<String, CoordinatorProcess>,
     pub agents: BTreeMap<String, AgentProcess>,
     /// Stops and starts nodes for the agents' lifecycle hooks.
@@ -93,6 +101,8 @@ impl Stack {
         let sims: SharedSims = Arc::new(Mutex::new(sims));
         let orchestrator = Orchestrator::serve(sims.clone()).await?;
         let stack = Self {
+            process_env: Vec::new(),
+            serve_metrics: false,
             coordinators: BTreeMap::new(),
             agents: BTreeMap::new(),
             orchestrator,
@@ -169,6 +179,7 @@ impl Stack {
             .with_context(|| format!("writing {}", config_path.display()))?;
         let mut command = std::process::Command::new(binary_path("canton-coordinator")?);
         command.arg("--config").arg(&config_path);
+        let metrics_url = self.observe(&mut command)?;
         command.envs(env.iter().copied());
         if let Some(mut previous) = self.coordinators.remove(organisation) {
             previous.process.kill();
@@ -197,6 +208,7 @@ impl Stack {
                 api_url: format!("http://127.0.0.1:{port}"),
                 operator_token_file,
                 config_path,
+                metrics_url,
                 process,
             },
         );
@@ -259,6 +271,18 @@ impl Stack {
         &self.network.names
     }
 
+    /// Adds the stack's process environment and, when serving metrics, `--metrics-listen` on a
+    /// free port; returns the metrics URL.
+    fn observe(&self, command: &mut std::process::Command) -> anyhow::Result<Option<String>> {
+        command.envs(self.process_env.iter().map(|(k, v)| (k, v)));
+        if !self.serve_metrics {
+            return Ok(None);
+        }
+        let addr = format!("127.0.0.1:{}", testkit::free_port()?);
+        command.arg("--metrics-listen").arg(&addr);
+        Ok(Some(format!("http://{addr}/metrics")))
+    }
+
     fn agent_dir(&self, node: &str) -> PathBuf {
         self.dir.path().join("agents").join(node)
     }
@@ -291,6 +315,7 @@ impl Stack {
             let config_path = self.agent_dir(id).join("agent.toml");
             let mut command = std::process::Command::new(&binary);
             command.arg("--config").arg(&config_path);
+            let metrics_url = self.observe(&mut command)?;
             let process = ChildProcess::spawn(
                 &format!("canton-agent {id}"),
                 command,
@@ -302,6 +327,7 @@ impl Stack {
                 AgentProcess {
                     node: id.clone(),
                     config_path,
+                    metrics_url,
                     process,
                 },
             );

@@ -203,6 +203,8 @@ impl AckPublisher {
             async_nats::header::NATS_MESSAGE_ID,
             self.message_id(target, body).as_str(),
         );
+        // For tools that follow NATS headers; the coordinator needs no parent for an ack.
+        sidecar_telemetry::propagation::inject_nats(&tracing::Span::current(), &mut headers);
         let mut pauses = ExponentialBuilder::default()
             .with_min_delay(Duration::from_millis(100))
             .with_max_delay(Duration::from_secs(3))

@@ -27,6 +27,7 @@ use proto_sidecar::{RejectReason, action::Kind};
 use sidecar_core::Idempotency;
 use sidecar_trust::{BodyHash, CheckContext, CheckedCommand, Rejection, check_command};
 use tokio_util::task::TaskTracker;
+use tracing::Instrument as _;
 
 use super::acks::{AckBody, AckPublisher, AckTarget};
 use super::children::{kernel_boot_id, process_start};
@@ -414,12 +415,39 @@ impl Shared {
             }
         };
         lock(&self.running).insert(key, Arc::clone(&delivery));
+        let span = self.action_span(&command, action);
         let shared = Arc::clone(&self);
-        self.tasks.spawn(async move {
-            shared
-                .execute(command, body_hash, handler, delivery, recovering)
-                .await
-        });
+        self.tasks.spawn(
+            async move {
+                shared
+                    .execute(command, body_hash, handler, delivery, recovering)
+                    .await
+            }
+            .instrument(span),
+        );
+    }
+
+    /// The span of one action run: a child of the coordinator's step span named by the
+    /// `traceparent` inside the signed body (a NATS header could be forged, the body cannot).
+    fn action_span(
+        &self,
+        command: &proto_sidecar::Command,
+        action: sidecar_trust::ActionName,
+    ) -> tracing::Span {
+        let span = tracing::info_span!(
+            "action",
+            otel.name = %format_args!("action {action}"),
+            node = %self.context.identity.node,
+            organisation = %command.organisation,
+            kind = %action,
+            run = %command.run,
+            step = %command.step,
+            command_id = %command.command_id,
+            attempt = command.attempt,
+            outcome = tracing::field::Empty,
+        );
+        sidecar_telemetry::propagation::set_parent(&span, &command.traceparent);
+        span
     }
 
     /// Appends a record; false (logged) when the journal refused it.
@@ -476,6 +504,7 @@ impl Shared {
                 }
             }
         }
+        let started = Instant::now();
         let outcome = self
             .attempt(&command, body_hash, &handler, &delivery, recovering)
             .await;
@@ -483,6 +512,27 @@ impl Shared {
             lock(&self.running).remove(&key);
             return;
         };
+        let label = match &outcome {
+            Ok(_) => "done",
+            Err(ActionError::OutcomeUnknown(_)) => "outcome_unknown",
+            Err(_) => "failed",
+        };
+        tracing::Span::current().record("outcome", label);
+        self.context.metrics.instruments.command_finished(
+            handler.kind().as_str(),
+            label,
+            started.elapsed(),
+        );
+        if handler.kind() == sidecar_trust::ActionName::Backup {
+            let size = outcome
+                .as_ref()
+                .ok()
+                .and_then(|output| manifest_size(&output.result));
+            self.context
+                .metrics
+                .instruments
+                .backup_finished(label, started.elapsed(), size);
+        }
         let at_unix_ms = unix_ms_now();
         let (record, body) = match outcome {
             Ok(output) => {
@@ -780,4 +830,12 @@ impl ActionHooks for CommandHooks {
             })
         })
     }
+}
+
+/// `size_bytes` of a backup manifest (the backup action's result).
+fn manifest_size(result: &[u8]) -> Option<u64> {
+    serde_json::from_slice::<serde_json::Value>(result)
+        .ok()?
+        .get("size_bytes")?
+        .as_u64()
 }

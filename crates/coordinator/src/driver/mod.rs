@@ -12,6 +12,7 @@
 
 pub mod ports;
 pub mod record;
+mod spans;
 pub mod wire;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -29,7 +30,10 @@ use ports::{
     ClaimOutcome, Clock, Lease, OutboundCommand, Publisher, RunStore, StoreError, StoreErrorKind,
 };
 use record::{ClaimRecord, ProgressMark, RevokeStamp, RunRecord, result_key, run_key};
+use spans::RunSpans;
 use wire::{AckMeaning, CommandContext};
+
+use crate::metrics::CoordinatorMetrics;
 
 /// Failpoint names (the `fail` crate; configure with the `FAILPOINTS` environment variable or
 /// `fail::cfg`). The `return` action makes the driver stop right there as if the process died.
@@ -177,6 +181,9 @@ pub struct Driver {
     active: BTreeMap<String, Cached>,
     /// Runs whose effects could not all be performed; resumed on the next tick.
     unfinished_effects: BTreeSet<String>,
+    metrics: CoordinatorMetrics,
+    /// Open run and step spans of this tenure, by run id.
+    spans: BTreeMap<String, RunSpans>,
 }
 
 impl Driver {
@@ -198,7 +205,15 @@ impl Driver {
             tenure: None,
             active: BTreeMap::new(),
             unfinished_effects: BTreeSet::new(),
+            metrics: CoordinatorMetrics::default(),
+            spans: BTreeMap::new(),
         }
+    }
+
+    /// Records runs, steps and backups on `metrics` (instruments that record nothing otherwise).
+    pub fn with_metrics(mut self, metrics: CoordinatorMetrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     pub fn config(&self) -> &DriverConfig {
@@ -234,6 +249,7 @@ impl Driver {
         self.tenure = None;
         self.active.clear();
         self.unfinished_effects.clear();
+        self.spans.clear();
     }
 
     /// Starts a tenure at `epoch` (after the fence): claims every unfinished run of the
@@ -243,7 +259,9 @@ impl Driver {
         self.tenure = Some(epoch);
         self.active.clear();
         self.unfinished_effects.clear();
+        self.spans.clear();
         self.epoch()?;
+        self.metrics.took_over();
         let mut claimed = Vec::new();
         for key in self.store.run_keys().await? {
             let Some((record, revision)) = self.load(&key).await? else {
@@ -253,6 +271,12 @@ impl Driver {
                 continue;
             }
             if record.state.status.is_finished() {
+                if let Some(at) = record.finished_at
+                    && record.state.runbook.name == "backup"
+                    && record.state.status == RunStatus::Succeeded
+                {
+                    self.metrics.backup_succeeded(at);
+                }
                 // Claims are released after the finishing write; do it again in case the
                 // previous owner stopped in between (a release is idempotent).
                 self.release_claims(&record).await;
@@ -338,10 +362,14 @@ impl Driver {
             progress: BTreeMap::new(),
             answers: BTreeMap::new(),
             approvals: BTreeMap::new(),
+            trace: record::TraceRecord::default(),
             created_at: now,
             updated_at: now,
             finished_at: None,
         };
+        let run_spans = RunSpans::start(&record);
+        record.trace.run = run_spans.traceparent();
+        self.spans.insert(record.run_id().to_owned(), run_spans);
         self.stamp(&mut record, &effects, now, epoch);
         let revision = match self.write(&record, None).await {
             Ok(revision) => revision,
@@ -353,6 +381,7 @@ impl Driver {
                     return Ok((existing, true));
                 }
                 self.release_claims(&record).await;
+                self.spans.remove(record.run_id());
                 return Err(error);
             }
         };
@@ -611,8 +640,30 @@ impl Driver {
         }))
     }
 
-    /// Records the issue time of every new revoke, so resends sign the same body.
-    fn stamp(&self, record: &mut RunRecord, effects: &[Effect], now: Millis, epoch: u64) {
+    /// Records the issue time of every new revoke and the trace context of every new command,
+    /// so resends sign the same body.
+    fn stamp(&mut self, record: &mut RunRecord, effects: &[Effect], now: Millis, epoch: u64) {
+        let spans = self
+            .spans
+            .entry(record.run_id().to_owned())
+            .or_insert_with(|| RunSpans::resume(record));
+        for effect in effects {
+            match effect {
+                Effect::Emit(sidecar_core::RunEvent::StepStarted { step }) => {
+                    spans.step(record, step);
+                }
+                Effect::Send(outgoing)
+                    if !record.trace.commands.contains_key(&outgoing.command_id) =>
+                {
+                    let traceparent = spans.step(record, &outgoing.step);
+                    record
+                        .trace
+                        .commands
+                        .insert(outgoing.command_id.clone(), traceparent);
+                }
+                _ => {}
+            }
+        }
         for effect in effects {
             if let Effect::Revoke {
                 command_id,
@@ -772,7 +823,12 @@ impl Driver {
                 Effect::Revoke { command_id, .. } => {
                     self.send_revoke(record, &command_id).await?;
                 }
-                Effect::Emit(event) => self.publisher.emit(record.run_id(), &event),
+                Effect::Emit(event) => {
+                    if let sidecar_core::RunEvent::StepFinished { step, status } = &event {
+                        self.step_finished(record, step, *status);
+                    }
+                    self.publisher.emit(record.run_id(), &event);
+                }
                 Effect::AwaitApproval {
                     step,
                     nodes,
@@ -803,6 +859,7 @@ impl Driver {
                     ));
                 }
                 Effect::Finish { status } => {
+                    self.run_finished(record, status);
                     self.release_claims(record).await;
                     self.active.remove(record.run_id());
                     tracing::info!(run = record.run_id(), ?status, "run finished");
@@ -811,6 +868,46 @@ impl Driver {
             }
         }
         Ok(())
+    }
+
+    fn step_finished(&mut self, record: &RunRecord, step: &str, status: sidecar_core::StepStatus) {
+        let outcome = crate::metrics::status_label(status);
+        if let Some(spans) = self.spans.get_mut(record.run_id()) {
+            spans.finish_step(step, &outcome);
+        }
+        let started = record
+            .state
+            .steps
+            .iter()
+            .find(|s| s.id == step)
+            .and_then(|s| s.started_at);
+        if let Some(started) = started {
+            let took = self.clock.now_ms().saturating_sub(started).max(0);
+            self.metrics.step_finished(
+                &record.state.runbook.name,
+                step,
+                &outcome,
+                std::time::Duration::from_millis(took.unsigned_abs()),
+            );
+        }
+    }
+
+    fn run_finished(&mut self, record: &RunRecord, status: RunStatus) {
+        let outcome = crate::metrics::status_label(status);
+        if let Some(spans) = self.spans.remove(record.run_id()) {
+            spans.finish(&outcome);
+        }
+        let now = self.clock.now_ms();
+        let took = now.saturating_sub(record.created_at).max(0);
+        self.metrics.run_finished(
+            &record.state.runbook.name,
+            &outcome,
+            std::time::Duration::from_millis(took.unsigned_abs()),
+        );
+        if record.state.runbook.name == "backup" && status == RunStatus::Succeeded {
+            self.metrics
+                .backup_succeeded(record.finished_at.unwrap_or(now));
+        }
     }
 
     fn context<'a>(&'a self, record: &RunRecord) -> CommandContext<'a> {
@@ -839,6 +936,9 @@ impl Driver {
         }
         if let Some(envelope) = record.approvals.get(&outgoing.step) {
             command.approval = proto_sidecar::SignedEnvelope::decode(envelope.as_slice()).ok();
+        }
+        if let Some(traceparent) = record.trace.commands.get(&outgoing.command_id) {
+            command.traceparent = traceparent.clone();
         }
         let message_id = wire::message_id(
             &outgoing.command_id,
@@ -873,6 +973,7 @@ impl Driver {
             node: command.node.clone(),
             message_id,
             payload: Bytes::from(envelope.encode_to_vec()),
+            traceparent: command.traceparent.clone(),
         };
         // Right before the publish: a deposed coordinator sends nothing.
         let epoch = self.epoch()?;
@@ -916,6 +1017,7 @@ impl Driver {
                     node: node.clone(),
                     message_id,
                     payload: Bytes::from(envelope.encode_to_vec()),
+                    traceparent: String::new(),
                 })
                 .await
                 .map_err(|error| DriverError::new(DriverErrorKind::Publish, error.to_string()))?;

@@ -95,6 +95,8 @@ pub struct OutboundCommand {
     pub node: String,
     pub message_id: String,
     pub payload: Bytes,
+    /// The signed body's `traceparent`, repeated as a NATS header (empty: none).
+    pub traceparent: String,
 }
 
 pub trait Publisher: Send + Sync {

@@ -18,6 +18,17 @@ pub struct RevokeStamp {
     pub resend: Option<u64>,
 }
 
+/// The `traceparent`s a run's commands were first signed with.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TraceRecord {
+    /// The run span's (empty without a tracer).
+    #[serde(default)]
+    pub run: String,
+    /// The step span's, by command id; a command keeps its first one for every attempt.
+    #[serde(default)]
+    pub commands: BTreeMap<String, String>,
+}
+
 /// The last progress an agent reported for a command.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProgressMark {
@@ -49,6 +60,9 @@ pub struct RunRecord {
     /// Signed operator approvals (encoded envelopes) by the step whose commands carry them.
     #[serde(default)]
     pub approvals: BTreeMap<String, Vec<u8>>,
+    /// W3C trace context, so a resend signs the same body and a successor continues the trace.
+    #[serde(default)]
+    pub trace: TraceRecord,
     pub created_at: Millis,
     pub updated_at: Millis,
     pub finished_at: Option<Millis>,

@@ -186,6 +186,113 @@ impl Registry {
     }
 }
 
+/// Detector verdicts in the order of the `canton_coordinator_node_health` series.
+const HEALTHS: [(Health, &str); 4] = [
+    (Health::Unknown, "unknown"),
+    (Health::Alive, "alive"),
+    (Health::Suspect, "suspect"),
+    (Health::Down, "down"),
+];
+
+/// Lower-case label of a prost enum name (`NODE_CONDITION_HEALTHY` → `healthy`).
+fn enum_label(name: &str, prefix: &str) -> String {
+    name.strip_prefix(prefix).unwrap_or(name).to_lowercase()
+}
+
+impl Registry {
+    /// Registers the registry's view as observable instruments, read at each collection: the
+    /// verdict per node, heartbeat age, the condition and role each agent reports, and the
+    /// detector's own health.
+    pub fn observe(&self, meter: &sidecar_telemetry::Meter) {
+        use sidecar_telemetry::KeyValue;
+        let detector = self.detector.clone();
+        meter
+            .u64_observable_gauge("canton_coordinator_node_health")
+            .with_description(
+                "1 for the detector's current verdict on a node (unknown, alive, suspect, down), 0 for the others",
+            )
+            .with_callback(move |observer| {
+                for logical in lock(&detector).view(Instant::now()) {
+                    for replica in logical.replicas {
+                        for (health, label) in HEALTHS {
+                            observer.observe(
+                                u64::from(replica.health == health),
+                                &[
+                                    KeyValue::new("node", replica.node.to_string()),
+                                    KeyValue::new("health", label),
+                                ],
+                            );
+                        }
+                    }
+                }
+            })
+            .build();
+        let detector = self.detector.clone();
+        meter
+            .f64_observable_gauge("canton_coordinator_heartbeat_age")
+            .with_unit("s")
+            .with_description("Time since the latest heartbeat of a node arrived")
+            .with_callback(move |observer| {
+                for logical in lock(&detector).view(Instant::now()) {
+                    for replica in logical.replicas {
+                        if let Some(age) = replica.heartbeat_age {
+                            observer.observe(
+                                age.as_secs_f64(),
+                                &[KeyValue::new("node", replica.node.to_string())],
+                            );
+                        }
+                    }
+                }
+            })
+            .build();
+        let detector = self.detector.clone();
+        meter
+            .u64_observable_gauge("canton_coordinator_node_reported")
+            .with_description(
+                "1 per node with the condition and HA role its latest heartbeat reports",
+            )
+            .with_callback(move |observer| {
+                for logical in lock(&detector).view(Instant::now()) {
+                    for replica in logical.replicas {
+                        let Some(last) = &replica.last else {
+                            continue;
+                        };
+                        observer.observe(
+                            1,
+                            &[
+                                KeyValue::new("node", replica.node.to_string()),
+                                KeyValue::new("organisation", last.organisation.clone()),
+                                KeyValue::new(
+                                    "kind",
+                                    enum_label(last.kind().as_str_name(), "NODE_KIND_"),
+                                ),
+                                KeyValue::new(
+                                    "condition",
+                                    enum_label(last.condition().as_str_name(), "NODE_CONDITION_"),
+                                ),
+                                KeyValue::new(
+                                    "role",
+                                    enum_label(last.role().as_str_name(), "ROLE_"),
+                                ),
+                            ],
+                        );
+                    }
+                }
+            })
+            .build();
+        let detector = self.detector.clone();
+        meter
+            .u64_observable_gauge("canton_coordinator_detector_healthy")
+            .with_description(
+                "1 while the failure detector trusts its own view (connected, ticking on time, no dropped heartbeats)",
+            )
+            .with_callback(move |observer| {
+                observer.observe(u64::from(!lock(&detector).suspended(Instant::now())), &[]);
+            })
+            .build();
+    }
+}
+
 impl Drop for Registry {
     fn drop(&mut self) {
         for task in &self.tasks {

@@ -7,3 +7,4 @@ mod lifecycle;
 mod out_of_order;
 mod restore;
 mod support;
+mod telemetry;
