@@ -65,7 +65,12 @@ fn main() -> anyhow::Result<()> {
 
 async fn run_node(config: NodeConfig) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
-    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    let signals = stop_signals()?;
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        signals.await;
+        stop.cancel();
+    });
     let node = config.id.clone();
     canton_sim::node::run(config, shutdown)
         .await
@@ -74,17 +79,19 @@ async fn run_node(config: NodeConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn cancel_on_signal(shutdown: CancellationToken) {
-    let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-    else {
-        tracing::error!("cannot install the SIGTERM handler");
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
-    shutdown.cancel();
+/// Installs the SIGTERM and SIGINT handlers at once (a signal that arrived before they were
+/// in place would kill the process instead of stopping it cleanly) and returns the wait for
+/// either.
+fn stop_signals() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = interrupt.recv() => {}
+        }
+    })
 }
 
 async fn run_network(
@@ -92,6 +99,9 @@ async fn run_network(
     postgres: Option<String>,
     work_dir: Option<PathBuf>,
 ) -> anyhow::Result<()> {
+    // Installed first: a stop requested while the nodes start (or as soon as the endpoints are
+    // printed) stops them all once they are up, instead of orphaning them.
+    let signals = stop_signals()?;
     let spec = NetworkSpec::from_file(&file)?;
     let binary = std::env::current_exe().context("locating the canton-sim binary")?;
     let url = postgres.or_else(|| spec.postgres.clone());
@@ -118,8 +128,7 @@ async fn run_network(
     .await
     .context("starting the network")??;
     println!("{}", serde_json::to_string_pretty(&network.endpoints())?);
-    let shutdown = CancellationToken::new();
-    cancel_on_signal(shutdown.clone()).await;
+    signals.await;
     tokio::task::spawn_blocking(move || network.stop())
         .await
         .context("stopping the network")??;

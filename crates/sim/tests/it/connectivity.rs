@@ -711,7 +711,10 @@ async fn racing_reconnects_leave_one_connection_that_keeps_sending() {
         || async { (processed() > after_the_race + 1_000_000).then_some(()) },
     )
     .await;
-    eprintln!("time advanced 1 s past the race after {:?}", started.elapsed());
+    eprintln!(
+        "time advanced 1 s past the race after {:?}",
+        started.elapsed()
+    );
     let mut client = client.clone();
     assert_eq!(connected(&mut client).await.len(), 1);
 }
