@@ -74,6 +74,21 @@ impl Setup {
         publish(&self.net, self.trust.sign(command)).await;
     }
 
+    /// Confirms `epoch` with a fence, then runs probe `rp/probe/participant1` so the journal
+    /// holds a command a replay can name; returns that command.
+    async fn fence_then_journal_a_probe(&self, epoch: u64) -> pb::Command {
+        self.send(&fence(&self.trust, "f1", epoch)).await;
+        self.acks
+            .wait("f1/fence/participant1", pb::AckStatus::Done)
+            .await;
+        let journalled = self.trust.command("rp", "probe", probe(), epoch);
+        self.send(&journalled).await;
+        self.acks
+            .wait("rp/probe/participant1", pb::AckStatus::Done)
+            .await;
+        journalled
+    }
+
     async fn reconnect_participant(&self) {
         let client = participant_client(&self.sims);
         client.reconnect_all_synchronizers(false).await.unwrap();
@@ -103,15 +118,7 @@ async fn heavy_every_rejection_reason_executes_nothing_and_a_valid_command_runs_
     let trust = &s.trust;
     const EPOCH: u64 = 3;
 
-    s.send(&fence(trust, "f1", EPOCH)).await;
-    s.acks
-        .wait("f1/fence/participant1", pb::AckStatus::Done)
-        .await;
-    let journalled = trust.command("rp", "probe", probe(), EPOCH);
-    s.send(&journalled).await;
-    s.acks
-        .wait("rp/probe/participant1", pb::AckStatus::Done)
-        .await;
+    let journalled = s.fence_then_journal_a_probe(EPOCH).await;
     let revoke = trust.command(
         "rv0",
         "revoke",
@@ -1089,15 +1096,7 @@ async fn heavy_a_thousand_hostile_envelopes_are_all_rejected_by_reason_and_nothi
     let heartbeats = crate::support::Heartbeats::collect(&s.net, NODE).await;
     let log = ActionLog::from_now(&s.sims).await;
     let trust = &s.trust;
-    s.send(&fence(trust, "f1", EPOCH)).await;
-    s.acks
-        .wait("f1/fence/participant1", pb::AckStatus::Done)
-        .await;
-    let journalled = trust.command("rp", "probe", probe(), EPOCH);
-    s.send(&journalled).await;
-    s.acks
-        .wait("rp/probe/participant1", pb::AckStatus::Done)
-        .await;
+    let journalled = s.fence_then_journal_a_probe(EPOCH).await;
     let before = agent.metrics.commands_rejected.get();
 
     let rogue = SigningIdentity::from_seed("org-a/rogue", KeyPurpose::Coordinator, ORG, [77; 32]);
