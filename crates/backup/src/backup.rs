@@ -9,7 +9,8 @@ use tokio_util::sync::CancellationToken;
 use crate::child::{ChildCommand, Observer, Phase, Progress, run_child};
 use crate::error::{Error, ErrorKind, Result};
 use crate::files::{
-    NodeFiles, create_dir, publish, remove_if_present, sha256_file_async, write_published,
+    NodeFiles, create_dir, delete_node_files, publish, remove_if_present, sha256_file_async,
+    write_published,
 };
 use crate::liveness::{Activity, StoppedCheck};
 use crate::manifest::{MANIFEST_FORMAT, Manifest, Method, unix_ms_now};
@@ -56,6 +57,8 @@ pub struct NodeRef {
     pub organisation: String,
     /// For an app: the participant it reads from (the backup-set rule compares their offsets).
     pub participant: Option<String>,
+    /// The HA replica taking the backup (`<node>.<replica>`); files stay named after `id`.
+    pub replica: Option<String>,
 }
 
 /// One backup command.
@@ -135,6 +138,15 @@ impl Backups {
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// Deletes `node`'s backup in `set` (retention; the coordinator decides which sets go).
+    /// Idempotent: a backup already gone is done. Returns the files removed.
+    pub async fn delete(&self, set: &str, node: &str) -> Result<Vec<PathBuf>> {
+        let files = self.files(set, node)?;
+        tokio::task::spawn_blocking(move || delete_node_files(&files))
+            .await
+            .map_err(|e| Error::new(ErrorKind::Io, format!("deleting backup files: {e}")))?
     }
 
     /// Checks the manifests of `nodes` in `set` (every manifest in the set when `nodes` is
@@ -276,6 +288,7 @@ impl Backups {
             kind: job.node.kind,
             organisation: job.node.organisation.clone(),
             participant: job.node.participant.clone(),
+            replica: job.node.replica.clone(),
             backup_set: job.set.to_owned(),
             command_id: job.command_id.to_owned(),
             method: Method::PgDump,
@@ -473,6 +486,7 @@ impl Backups {
             kind: job.node.kind,
             organisation: job.node.organisation.clone(),
             participant: job.node.participant.clone(),
+            replica: job.node.replica.clone(),
             backup_set: job.set.to_owned(),
             command_id: job.command_id.to_owned(),
             method: Method::Snapshot,

@@ -118,6 +118,40 @@ pub(crate) fn publish(tmp: &Path, target: &Path) -> Result<()> {
     sync_dir(target)
 }
 
+/// Deletes `node`'s published files of its set: the manifest first (a dump without manifest
+/// reads as "not done", never as a complete backup), then the artefacts and the upload marker,
+/// each removal made durable; the set directory goes once it is empty. What is already gone
+/// is skipped, so a repeat does nothing. Returns the files removed.
+pub(crate) fn delete_node_files(files: &NodeFiles) -> Result<Vec<PathBuf>> {
+    let mut removed = Vec::new();
+    for path in [
+        files.manifest(),
+        files.dump(),
+        files.snapshot_artefact(),
+        files.uploaded(),
+    ] {
+        match std::fs::remove_file(&path) {
+            Ok(()) => {
+                sync_dir(&path)?;
+                removed.push(path);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(format!("removing {}", path.display()), e)),
+        }
+    }
+    match std::fs::remove_dir(&files.dir) {
+        Ok(()) => sync_dir(&files.dir)?,
+        // Other nodes' files (a shared root) or nothing at all: both fine.
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::DirectoryNotEmpty
+            ) => {}
+        Err(e) => return Err(Error::io(format!("removing {}", files.dir.display()), e)),
+    }
+    Ok(removed)
+}
+
 fn sync_dir(file_in_dir: &Path) -> Result<()> {
     let dir = file_in_dir.parent().unwrap_or(Path::new("."));
     std::fs::File::open(dir)

@@ -125,6 +125,7 @@ async fn main() -> anyhow::Result<()> {
                 kind,
                 organisation,
                 participant,
+                replica: None,
             };
             let job = BackupJob {
                 set: &set,

@@ -28,6 +28,9 @@ pub struct Manifest {
     /// For an app: the participant it reads from.
     #[serde(default)]
     pub participant: Option<String>,
+    /// The HA replica that took the backup (`<node>.<replica>`), for a node with replicas.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica: Option<String>,
     pub backup_set: String,
     pub command_id: String,
     pub method: Method,

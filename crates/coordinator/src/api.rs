@@ -219,8 +219,14 @@ impl Api {
                 ));
             }
         }
+        let replicas: BTreeMap<String, Vec<String>> = inventory
+            .nodes
+            .values()
+            .filter(|node| built_nodes.contains(&node.id) && !node.replicas.is_empty())
+            .map(|node| (node.id.clone(), node.replicas.clone()))
+            .collect();
         Ok(Built {
-            runbook: sidecar_core::runbooks::restore(backup_set, &nodes),
+            runbook: sidecar_core::runbooks::restore_replicated(backup_set, &nodes, &replicas),
             nodes: built_nodes,
             claims_nodes: true,
             warnings,
@@ -237,36 +243,25 @@ impl Api {
         let unavailable = |e: sidecar_bus::Error<sidecar_bus::KvErrorKind>| {
             Status::unavailable(format!("reading the runs bucket: {e}"))
         };
-        let runs = self.backup_runs_of(backup_set).await?;
-        let mut latest: BTreeMap<String, sidecar_core::backup_set::SnapshotPoint> = BTreeMap::new();
-        for run in &runs {
-            for step in backup_sets::DUMP_STEPS {
-                let Some(state) = run.state.steps.iter().find(|s| s.id == step) else {
-                    continue;
-                };
-                for node in state.nodes.keys() {
-                    let result = kv
-                        .get(&result_key(run.run_id(), step, node))
-                        .await
-                        .map_err(unavailable)?
-                        .ok_or_else(|| {
-                            Status::failed_precondition(format!(
-                                "backup run {} has no manifest from {node}; take the backup again",
-                                run.run_id()
-                            ))
-                        })?;
-                    let point = backup_sets::point_of(node, backup_set, &result.value)
-                        .map_err(|e| Status::failed_precondition(e.to_string()))?;
-                    latest.insert(node.clone(), point);
-                }
-            }
+        let prune = crate::retention::prune_run_id(&self.shared.organisation, backup_set);
+        if let Ok(Some(_)) = self.store.load(&run_key(&prune)).await {
+            return Err(Status::failed_precondition(format!(
+                "backup set {backup_set} was deleted by retention (run {prune})"
+            )));
         }
+        let runs = self.backup_runs_of(backup_set).await?;
+        let points = backup_sets::latest_points(kv, backup_set, &runs)
+            .await
+            .map_err(|e| match e {
+                backup_sets::SetReadError::Unavailable(_) => Status::unavailable(e.to_string()),
+                _ => Status::failed_precondition(e.to_string()),
+            })?;
         let run_ids: Vec<&str> = runs.iter().map(RunRecord::run_id).collect();
         let record = backup_sets::assess(
             backup_set,
             &run_ids.join(","),
             &self.shared.organisation,
-            latest.into_values().collect(),
+            points,
             crate::driver::ports::Clock::now_ms(&crate::driver::ports::SystemClock),
         );
         let unchanged = kv
@@ -296,23 +291,10 @@ impl Api {
             let Ok(record) = RunRecord::decode(&stored.value) else {
                 continue;
             };
-            let set = record
-                .parameters
-                .get("backup_set")
-                .cloned()
-                .unwrap_or_else(|| record.run_id().to_owned());
-            if record.state.runbook.name != "backup"
-                || set != backup_set
-                || record.organisation != self.shared.organisation
+            if !backup_sets::is_backup_of(&record, &self.shared.organisation)
+                || backup_sets::set_of(&record) != backup_set
             {
                 continue;
-            }
-            if record.state.status != RunStatus::Succeeded {
-                return Err(Status::failed_precondition(format!(
-                    "backup run {} of set {backup_set} is {:?}, not succeeded",
-                    record.run_id(),
-                    record.state.status
-                )));
             }
             runs.push(record);
         }
@@ -851,11 +833,7 @@ impl CoordinatorService for Api {
         let suspended = self.shared.registry.suspended();
         let mut nodes = Vec::new();
         for state in self.shared.node_states().await {
-            let id = if state.replica.is_empty() {
-                state.node.clone()
-            } else {
-                format!("{}.{}", state.node, state.replica)
-            };
+            let id = crate::catalogue::state_node_id(&state);
             let view = sidecar_bus::NodeId::new(id).ok().and_then(|id| {
                 self.shared
                     .registry

@@ -3,9 +3,13 @@
 //! set's manifest of manifests under `set.<backup set>` in the runs bucket. A restore starts
 //! only from a recorded set that satisfies the rule.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
-use sidecar_core::NodeKind;
 use sidecar_core::backup_set::{SetVerdict, SnapshotPoint, Violation, check_backup_set};
+use sidecar_core::{NodeKind, RunStatus};
+
+use crate::driver::record::{RunRecord, result_key};
 
 /// The steps of the backup runbook whose results are manifests.
 pub const DUMP_STEPS: [&str; 3] = ["apps", "members", "sequencers"];
@@ -135,6 +139,73 @@ pub fn point_of(
         ledger_offset_before,
         ledger_offset_after,
     })
+}
+
+/// The backup set a backup run wrote: its `backup_set` parameter, else its run id.
+pub fn set_of(run: &RunRecord) -> String {
+    run.parameters
+        .get("backup_set")
+        .cloned()
+        .unwrap_or_else(|| run.run_id().to_owned())
+}
+
+/// Whether `run` is one of `organisation`'s backup runs.
+pub fn is_backup_of(run: &RunRecord, organisation: &str) -> bool {
+    run.state.runbook.name == "backup" && run.organisation == organisation
+}
+
+/// Why the manifests of a set could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum SetReadError {
+    #[error("reading the runs bucket: {0}")]
+    Unavailable(String),
+    #[error("backup run {run} of set {backup_set} is {status:?}, not succeeded")]
+    NotSucceeded {
+        run: String,
+        backup_set: String,
+        status: RunStatus,
+    },
+    #[error("backup run {run} has no manifest from {node}; take the backup again")]
+    MissingManifest { run: String, node: String },
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+}
+
+/// Each node's latest snapshot point in `backup_set`, from the manifests the backup `runs`
+/// (oldest first) returned: a set completed by a later run is judged as the whole it is on
+/// disk. Every run must have succeeded.
+pub async fn latest_points(
+    runs_bucket: &sidecar_bus::Kv,
+    backup_set: &str,
+    runs: &[RunRecord],
+) -> Result<Vec<SnapshotPoint>, SetReadError> {
+    let mut latest: BTreeMap<String, SnapshotPoint> = BTreeMap::new();
+    for run in runs {
+        if run.state.status != RunStatus::Succeeded {
+            return Err(SetReadError::NotSucceeded {
+                run: run.run_id().to_owned(),
+                backup_set: backup_set.to_owned(),
+                status: run.state.status,
+            });
+        }
+        for step in DUMP_STEPS {
+            let Some(state) = run.state.steps.iter().find(|s| s.id == step) else {
+                continue;
+            };
+            for node in state.nodes.keys() {
+                let result = runs_bucket
+                    .get(&result_key(run.run_id(), step, node))
+                    .await
+                    .map_err(|e| SetReadError::Unavailable(e.to_string()))?
+                    .ok_or_else(|| SetReadError::MissingManifest {
+                        run: run.run_id().to_owned(),
+                        node: node.clone(),
+                    })?;
+                latest.insert(node.clone(), point_of(node, backup_set, &result.value)?);
+            }
+        }
+    }
+    Ok(latest.into_values().collect())
 }
 
 /// Checks the set and builds its record.

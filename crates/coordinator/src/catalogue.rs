@@ -61,9 +61,7 @@ impl Inventory {
     ) -> Self {
         let mut nodes: BTreeMap<String, InventoryNode> = BTreeMap::new();
         for state in states {
-            let ours = state.organisation == organisation
-                || state.organisation.is_empty() && configured.contains(&state.node);
-            if !ours {
+            if !is_ours(organisation, configured, state) {
                 continue;
             }
             let Some(kind) = node_kind(state.kind()) else {
@@ -95,6 +93,23 @@ impl Inventory {
     fn node_ref(node: &InventoryNode) -> NodeRef {
         NodeRef::new(&node.id, node.kind)
     }
+}
+
+/// The id an agent serves: `<node>` or, for an HA replica, `<node>.<replica>`.
+pub fn state_node_id(state: &NodeState) -> String {
+    if state.replica.is_empty() {
+        state.node.clone()
+    } else {
+        format!("{}.{}", state.node, state.replica)
+    }
+}
+
+/// Whether a node state belongs to `organisation`: it names it, or names none and the signed
+/// network configuration lists its node (or, for a replica, the replica) for it.
+pub fn is_ours(organisation: &str, configured: &[String], state: &NodeState) -> bool {
+    state.organisation == organisation
+        || state.organisation.is_empty()
+            && (configured.contains(&state.node) || configured.contains(&state_node_id(state)))
 }
 
 pub fn node_kind(kind: proto_sidecar::NodeKind) -> Option<NodeKind> {

@@ -46,6 +46,8 @@ struct RawConfig {
     leader: RawLeader,
     #[serde(default)]
     driver: RawDriver,
+    #[serde(default)]
+    retention: RawRetention,
 }
 
 #[derive(Debug, Deserialize)]
@@ -103,6 +105,53 @@ struct RawDriver {
     tick: Option<String>,
 }
 
+/// `[retention]`: absent, nothing is ever deleted.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRetention {
+    /// Keep the newest this many complete, verified backup sets.
+    keep_sets: Option<i64>,
+    /// Keep every complete, verified set younger than this.
+    keep_for: Option<String>,
+}
+
+fn retention(raw: &RawRetention) -> Result<crate::retention::Retention, ConfigError> {
+    let keep_sets = match raw.keep_sets {
+        None => None,
+        Some(count) if count >= 1 => Some(usize::try_from(count).unwrap_or(usize::MAX)),
+        Some(count) => {
+            return Err(invalid(
+                "retention.keep_sets",
+                format!(
+                    "{count} must be at least 1 (leave [retention] out to keep every backup set)"
+                ),
+            ));
+        }
+    };
+    let keep_for = match &raw.keep_for {
+        None => None,
+        Some(text) => {
+            let age = humantime::parse_duration(text).map_err(|e| {
+                invalid(
+                    "retention.keep_for",
+                    format!("{text:?} is not a duration like 30days ({e})"),
+                )
+            })?;
+            if age.is_zero() {
+                return Err(invalid(
+                    "retention.keep_for",
+                    "must be above zero (leave [retention] out to keep every backup set)",
+                ));
+            }
+            Some(age)
+        }
+    };
+    Ok(crate::retention::Retention {
+        keep_sets,
+        keep_for,
+    })
+}
+
 /// A validated configuration. Secrets are read from their files.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -123,6 +172,8 @@ pub struct Config {
     pub clock_skew: Duration,
     pub fence_timeout: Duration,
     pub tick: Duration,
+    /// Opt-in deletion of old backup sets; the default deletes nothing.
+    pub retention: crate::retention::Retention,
 }
 
 fn duration(
@@ -276,6 +327,7 @@ impl Config {
             LeaseTiming::new(ttl, epsilon)
         }
         .map_err(|e| invalid("leader.lease_ttl", e.to_string()))?;
+        let retention = retention(&raw.retention)?;
         Ok(Self {
             network,
             organisation: raw.organisation,
@@ -306,6 +358,43 @@ impl Config {
                 raw.driver.tick.as_ref(),
                 Duration::from_millis(200),
             )?,
+            retention,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retention_is_off_by_default_and_bad_values_name_their_key() {
+        let off = retention(&RawRetention::default()).unwrap();
+        assert!(!off.enabled());
+        let on = retention(&RawRetention {
+            keep_sets: Some(3),
+            keep_for: Some("30days".to_owned()),
+        })
+        .unwrap();
+        assert_eq!(on.keep_sets, Some(3));
+        assert_eq!(on.keep_for, Some(Duration::from_secs(30 * 86_400)));
+        let zero = retention(&RawRetention {
+            keep_sets: Some(0),
+            keep_for: None,
+        })
+        .unwrap_err();
+        assert!(
+            zero.to_string().starts_with("retention.keep_sets:"),
+            "{zero}"
+        );
+        let garbled = retention(&RawRetention {
+            keep_sets: None,
+            keep_for: Some("a month".to_owned()),
+        })
+        .unwrap_err();
+        assert!(
+            garbled.to_string().starts_with("retention.keep_for:"),
+            "{garbled}"
+        );
     }
 }

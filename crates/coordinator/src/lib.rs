@@ -11,4 +11,5 @@ pub mod leadership;
 pub mod metrics;
 pub mod nats;
 pub mod registry;
+pub mod retention;
 pub mod service;

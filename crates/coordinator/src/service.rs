@@ -255,7 +255,8 @@ impl Coordinator {
             Arc::new(SystemClock),
             Arc::new(ElectionLease(election.clone())),
         )
-        .with_metrics(CoordinatorMetrics::new(&meter, &config.organisation));
+        .with_metrics(CoordinatorMetrics::new(&meter, &config.organisation))
+        .with_router(Arc::new(registry.router()));
         let shared = Arc::new(Shared {
             network,
             organisation: config.organisation.clone(),
@@ -383,6 +384,8 @@ async fn leader_loop(shared: Arc<Shared>) {
                         serde_json::json!({"epoch": epoch, "organisation": shared.organisation, "runs": runs}),
                     )
                     .await;
+                // A backup that finished under the previous tenure may not have had its pass.
+                apply_retention(&shared).await;
             }
             Err(error) => {
                 if handle_driver_error(&shared, &error) {
@@ -405,13 +408,35 @@ async fn leader_loop(shared: Arc<Shared>) {
                 shared.driver.lock().await.stop();
                 break;
             }
-            let ticked = shared.driver.lock().await.tick().await;
+            let (ticked, finished) = {
+                let mut driver = shared.driver.lock().await;
+                let ticked = driver.tick().await;
+                (ticked, driver.take_finished())
+            };
             if let Err(error) = ticked
                 && handle_driver_error(&shared, &error)
             {
                 return;
             }
+            if finished.iter().any(|run| {
+                run.runbook == "backup" && run.status == sidecar_core::RunStatus::Succeeded
+            }) {
+                apply_retention(&shared).await;
+            }
         }
+    }
+}
+
+/// Opt-in retention after a backup succeeded; a failed pass is logged and made again after
+/// the next backup (or takeover).
+async fn apply_retention(shared: &Shared) {
+    if !shared.config.retention.enabled() {
+        return;
+    }
+    match crate::retention::apply(shared).await {
+        Ok(sets) if sets.is_empty() => tracing::info!("retention: no backup set to delete"),
+        Ok(sets) => tracing::info!(?sets, "retention: deleting backup sets"),
+        Err(error) => tracing::warn!(%error, "retention pass failed"),
     }
 }
 
@@ -443,15 +468,8 @@ fn handle_driver_error(shared: &Shared, error: &crate::driver::DriverError) -> b
 async fn fence(shared: &Shared, epoch: u64) {
     let mut targets: BTreeSet<String> = shared.configured_nodes.iter().cloned().collect();
     for state in shared.node_states().await {
-        let ours = state.organisation == shared.organisation
-            || state.organisation.is_empty() && shared.configured_nodes.contains(&state.node);
-        if ours {
-            let id = if state.replica.is_empty() {
-                state.node.clone()
-            } else {
-                format!("{}.{}", state.node, state.replica)
-            };
-            targets.insert(id);
+        if crate::catalogue::is_ours(&shared.organisation, &shared.configured_nodes, &state) {
+            targets.insert(crate::catalogue::state_node_id(&state));
         }
     }
     let targets: Vec<String> = targets.into_iter().collect();

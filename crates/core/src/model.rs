@@ -40,6 +40,7 @@ pub enum ActionKind {
     DisableMember,
     SetPruningSchedule,
     Verify,
+    DeleteBackup,
 }
 
 impl ActionKind {
@@ -55,6 +56,7 @@ impl ActionKind {
             | Self::Probe
             | Self::SetPruningSchedule
             | Self::Verify
+            | Self::DeleteBackup
             | Self::ExportPartyAcs => Idempotency::Natural,
             Self::Backup | Self::Restore => Idempotency::Guarded,
             Self::ImportPartyAcs
@@ -85,6 +87,7 @@ impl ActionKind {
             Self::DisableMember => "disable_member",
             Self::SetPruningSchedule => "set_pruning_schedule",
             Self::Verify => "verify",
+            Self::DeleteBackup => "delete_backup",
         }
     }
 }

@@ -218,6 +218,8 @@ pub(crate) fn effective_attempts(step: &StepDef) -> u32 {
 
 /// The runbooks of DESIGN §6 that need only the step types here.
 pub mod runbooks {
+    use std::collections::BTreeMap;
+
     use super::*;
     use crate::NodeKind;
 
@@ -260,6 +262,18 @@ pub mod runbooks {
     /// ledger-time-record-time tolerance (command deduplication is only safe then) → start
     /// apps. Restores are fix-forward: once databases are replaced there is nothing to undo.
     pub fn restore(backup_set: &str, nodes: &[NodeRef]) -> Runbook {
+        restore_replicated(backup_set, nodes, &BTreeMap::new())
+    }
+
+    /// [`restore`] for nodes with HA replicas (`replicas`: logical id → replica ids): every
+    /// replica is stopped and started (each runs its own process), while the restore itself,
+    /// the reconnect and the dedup check run once per logical node — the replicas share one
+    /// database, and the restore refuses while any replica is still connected to it.
+    pub fn restore_replicated(
+        backup_set: &str,
+        nodes: &[NodeRef],
+        replicas: &BTreeMap<String, Vec<String>>,
+    ) -> Runbook {
         let of = |kinds: &[NodeKind]| -> Vec<NodeRef> {
             nodes
                 .iter()
@@ -267,10 +281,23 @@ pub mod runbooks {
                 .cloned()
                 .collect()
         };
+        let every_replica = |logical: Vec<NodeRef>| -> Vec<NodeRef> {
+            logical
+                .into_iter()
+                .flat_map(|node| match replicas.get(&node.id) {
+                    Some(ids) if !ids.is_empty() => ids
+                        .iter()
+                        .map(|id| NodeRef::new(id, node.kind))
+                        .collect::<Vec<_>>(),
+                    _ => vec![node],
+                })
+                .collect()
+        };
         let apps = of(&[NodeKind::App]);
         let members = of(&[NodeKind::Participant, NodeKind::Mediator]);
         let participants = of(&[NodeKind::Participant]);
         let sequencers = of(&[NodeKind::Sequencer]);
+        let member_processes = every_replica(members.clone());
         let forced_back: Vec<&str> = participants.iter().map(|n| n.id.as_str()).collect();
         let prompt = if sequencers.is_empty() {
             format!("restore backup set {backup_set} onto {} nodes", nodes.len())
@@ -287,7 +314,7 @@ pub mod runbooks {
             .action("stop-apps", ActionKind::Stop, &apps)
             .timeout_ms(120_000)
             .done()
-            .action("stop-members", ActionKind::Stop, &members)
+            .action("stop-members", ActionKind::Stop, &member_processes)
             .timeout_ms(120_000)
             .done()
             .action("stop-sequencers", ActionKind::Stop, &sequencers)
@@ -302,7 +329,7 @@ pub mod runbooks {
             .timeout_ms(300_000)
             .fix_forward()
             .done()
-            .action("start-members", ActionKind::Start, &members)
+            .action("start-members", ActionKind::Start, &member_processes)
             .timeout_ms(300_000)
             .fix_forward()
             .done()

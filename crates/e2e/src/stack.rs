@@ -146,6 +146,19 @@ impl Stack {
         deadline: Duration,
         env: &[(&str, &str)],
     ) -> anyhow::Result<Duration> {
+        self.start_coordinator_with(organisation, deadline, env, "")
+            .await
+    }
+
+    /// [`Stack::start_coordinator_with_env`] with `extra_toml` appended to the configuration
+    /// (whole sections, such as `[retention]`).
+    pub async fn start_coordinator_with(
+        &mut self,
+        organisation: &str,
+        deadline: Duration,
+        env: &[(&str, &str)],
+        extra_toml: &str,
+    ) -> anyhow::Result<Duration> {
         let started = Instant::now();
         let dir = self.dir.path().join(format!("coordinator-{organisation}"));
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -164,7 +177,7 @@ impl Stack {
              config_key_id = {config_key_id:?}\n\n\
              [api]\nlisten = \"127.0.0.1:{port}\"\noperator_token_file = {token:?}\n\n\
              [leader]\nlease_ttl = \"4s\"\nshort_lease_for_tests = true\n\n\
-             [driver]\nfence_timeout = \"10s\"\ntick = \"100ms\"\n",
+             [driver]\nfence_timeout = \"10s\"\ntick = \"100ms\"\n\n{extra_toml}",
             network = self.names().network().as_str(),
             nats = self.nats.url(),
             seed = self.keys.seed_path(signer.key_id()),

@@ -26,10 +26,11 @@ pub enum ActionName {
     DisableMember,
     SetPruningSchedule,
     Verify,
+    DeleteBackup,
 }
 
 impl ActionName {
-    pub const ALL: [ActionName; 20] = [
+    pub const ALL: [ActionName; 21] = [
         Self::Disconnect,
         Self::Reconnect,
         Self::Connect,
@@ -50,6 +51,7 @@ impl ActionName {
         Self::DisableMember,
         Self::SetPruningSchedule,
         Self::Verify,
+        Self::DeleteBackup,
     ];
 
     /// The action of a decoded command; `None` when the action is missing or of a kind this
@@ -77,6 +79,7 @@ impl ActionName {
             Kind::DisableMember(_) => Self::DisableMember,
             Kind::SetPruningSchedule(_) => Self::SetPruningSchedule,
             Kind::Verify(_) => Self::Verify,
+            Kind::DeleteBackup(_) => Self::DeleteBackup,
         })
     }
 
@@ -102,6 +105,7 @@ impl ActionName {
             Self::DisableMember => "disable_member",
             Self::SetPruningSchedule => "set_pruning_schedule",
             Self::Verify => "verify",
+            Self::DeleteBackup => "delete_backup",
         }
     }
 

@@ -156,6 +156,7 @@ pub fn check_command(
             ),
         ));
     }
+    check_replica(&command, ctx).map_err(|detail| reject(RejectionReason::WrongNode, detail))?;
     if key.organisation != command.organisation || command.organisation != ctx.organisation {
         return Err(reject(
             RejectionReason::WrongOrganisation,
@@ -264,6 +265,41 @@ pub fn check_command(
         fence_epoch,
         approval,
     })
+}
+
+/// A command to a logical HA node runs on the one replica its body names: the coordinator
+/// signs each attempt for exactly one replica, so no other replica can execute it, whatever
+/// subject it arrived on. A standalone agent refuses a body naming a replica.
+fn check_replica(command: &Command, ctx: &CheckContext<'_>) -> Result<(), String> {
+    let addressed_to_logical = command.node == ctx.node;
+    match ctx.replica {
+        Some(own) if addressed_to_logical && command.replica != own => {
+            Err(if command.replica.is_empty() {
+                format!(
+                    "command for HA node {:?} names no replica; this agent is replica {own:?} and runs only commands routed to it",
+                    command.node
+                )
+            } else {
+                format!(
+                    "command for HA node {:?} is routed to replica {:?}; this agent is replica {own:?}",
+                    command.node, command.replica
+                )
+            })
+        }
+        Some(own)
+            if !addressed_to_logical && !command.replica.is_empty() && command.replica != own =>
+        {
+            Err(format!(
+                "command for {:?} names replica {:?}",
+                command.node, command.replica
+            ))
+        }
+        None if !command.replica.is_empty() => Err(format!(
+            "command names replica {:?} of node {:?}; this agent serves the standalone node",
+            command.replica, command.node
+        )),
+        _ => Ok(()),
+    }
 }
 
 fn check_epoch(

@@ -158,6 +158,7 @@ pub fn seed_inputs() -> Vec<(String, Vec<u8>)> {
             })),
         }),
         approval: None,
+        replica: String::new(),
     };
     let mut restore = Command {
         step: "restore".into(),

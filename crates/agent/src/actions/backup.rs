@@ -9,6 +9,8 @@
 //!   `restored_by` marker in the database. Replacing the database is what a restore is: the
 //!   runbook's approval step authorises it, so `overwrite` changes nothing here.
 //! - `verify` (read-only): this node's manifest in the set, checked against its file.
+//! - `delete_backup` (natural): removes this node's files of a set, manifest first; a set
+//!   already gone is done. Only the coordinator's opt-in retention sends it.
 //! - `stop` / `start` (natural): the `[lifecycle]` hooks, confirmed by the status hook.
 //!
 //! Files are named after the logical node, so HA replicas share one backup per set.
@@ -40,10 +42,12 @@ pub fn backup_handlers(
     dedup: Option<Arc<DedupGuard>>,
 ) -> Result<Vec<Arc<dyn ActionHandler>>, backup::Error> {
     let node = config.node.logical().to_owned();
+    // Each HA replica is a process of its own: its hooks stop and start that replica
+    // (`{node}` = `<node>.<replica>`), while backup files are named after the logical node.
     let lifecycle = config
         .lifecycle
         .clone()
-        .map(|hooks| backup::Lifecycle::new(hooks, node.clone()))
+        .map(|hooks| backup::Lifecycle::new(hooks, config.node.to_string()))
         .transpose()?;
     let mut handlers: Vec<Arc<dyn ActionHandler>> = Vec::new();
     if let Some(lifecycle) = &lifecycle {
@@ -71,6 +75,7 @@ pub fn backup_handlers(
             // Each command names it (checked against the agent's by the command path).
             organisation: String::new(),
             participant: settings.participant.clone(),
+            replica: config.node.replica().map(|_| config.node.to_string()),
         },
         settings,
         database,
@@ -78,7 +83,12 @@ pub fn backup_handlers(
         lifecycle,
         dedup,
     });
-    for kind in [ActionName::Backup, ActionName::Restore, ActionName::Verify] {
+    for kind in [
+        ActionName::Backup,
+        ActionName::Restore,
+        ActionName::Verify,
+        ActionName::DeleteBackup,
+    ] {
         handlers.push(Arc::new(BackupAction {
             kind,
             shared: shared.clone(),
@@ -169,6 +179,7 @@ fn request(node: &str, command: &Command) -> Result<Request, ActionError> {
         Some(Kind::Backup(b)) => (b.backup_set, b.target),
         Some(Kind::Restore(r)) => (r.backup_set, r.source),
         Some(Kind::Verify(v)) => (v.backup_set, String::new()),
+        Some(Kind::DeleteBackup(d)) => (d.backup_set, d.target),
         other => {
             return Err(ActionError::Failed(format!(
                 "{node}: a backup action got {other:?}"
@@ -340,6 +351,30 @@ impl Shared {
                     detail: format!(
                         "{}: the manifest of backup set {} matches its file",
                         self.node.id, request.set
+                    ),
+                })
+            }
+            ActionName::DeleteBackup => {
+                let removed = backups
+                    .delete(&request.set, &self.node.id)
+                    .await
+                    .map_err(classify)?;
+                let files: Vec<String> = removed
+                    .iter()
+                    .filter_map(|path| path.file_name()?.to_str().map(str::to_owned))
+                    .collect();
+                let result = json!({
+                    "node": self.node.id,
+                    "backup_set": request.set,
+                    "deleted": files,
+                });
+                Ok(ActionOutput {
+                    result: serde_json::to_vec(&result).unwrap_or_default(),
+                    detail: format!(
+                        "{}: backup set {} deleted ({} files)",
+                        self.node.id,
+                        request.set,
+                        files.len()
                     ),
                 })
             }

@@ -170,6 +170,7 @@ impl Trust {
             traceparent: String::new(),
             action: Some(pb::Action { kind: Some(kind) }),
             approval: None,
+            replica: String::new(),
         }
     }
 

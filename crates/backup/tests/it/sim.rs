@@ -96,6 +96,7 @@ async fn app_backup_restores_into_a_fresh_database(
         kind: NodeKind::App,
         organisation: "org1".to_owned(),
         participant: Some("participant1".to_owned()),
+        replica: None,
     };
     let cancel = CancellationToken::new();
     let manifest = backups
@@ -199,6 +200,7 @@ async fn heavy_backup_of_a_participant_restores_and_the_node_catches_up() {
         kind: NodeKind::Participant,
         organisation: "org1".to_owned(),
         participant: None,
+        replica: None,
     };
     let cancel = CancellationToken::new();
     let started = Instant::now();

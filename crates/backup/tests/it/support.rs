@@ -102,6 +102,7 @@ pub fn node(id: &str) -> NodeRef {
         kind: NodeKind::Participant,
         organisation: "org1".to_owned(),
         participant: None,
+        replica: None,
     }
 }
 

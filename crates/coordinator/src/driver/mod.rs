@@ -27,7 +27,8 @@ use sidecar_core::{
 use sidecar_trust::{SigningIdentity, sign_command};
 
 use ports::{
-    ClaimOutcome, Clock, Lease, OutboundCommand, Publisher, RunStore, StoreError, StoreErrorKind,
+    ClaimOutcome, Clock, Lease, NoReplicas, OutboundCommand, Publisher, Router, RunStore,
+    StoreError, StoreErrorKind,
 };
 use record::{ClaimRecord, ProgressMark, RevokeStamp, RunRecord, result_key, run_key};
 use spans::RunSpans;
@@ -176,6 +177,7 @@ pub struct Driver {
     publisher: Arc<dyn Publisher>,
     clock: Arc<dyn Clock>,
     lease: Arc<dyn Lease>,
+    router: Arc<dyn Router>,
     /// The epoch this driver took over with; `None` until [`Driver::take_over`].
     tenure: Option<u64>,
     active: BTreeMap<String, Cached>,
@@ -184,6 +186,16 @@ pub struct Driver {
     metrics: CoordinatorMetrics,
     /// Open run and step spans of this tenure, by run id.
     spans: BTreeMap<String, RunSpans>,
+    /// Runs that finished since [`Driver::take_finished`] was last called.
+    finished: Vec<FinishedRun>,
+}
+
+/// A run this tenure saw finish.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FinishedRun {
+    pub run: String,
+    pub runbook: String,
+    pub status: RunStatus,
 }
 
 impl Driver {
@@ -202,17 +214,31 @@ impl Driver {
             publisher,
             clock,
             lease,
+            router: Arc::new(NoReplicas),
             tenure: None,
             active: BTreeMap::new(),
             unfinished_effects: BTreeSet::new(),
             metrics: CoordinatorMetrics::default(),
             spans: BTreeMap::new(),
+            finished: Vec::new(),
         }
     }
 
     /// Records runs, steps and backups on `metrics` (instruments that record nothing otherwise).
     pub fn with_metrics(mut self, metrics: CoordinatorMetrics) -> Self {
         self.metrics = metrics;
+        self
+    }
+
+    /// The runs that finished since the last call (what follows a finished run, such as
+    /// backup retention, is the caller's).
+    pub fn take_finished(&mut self) -> Vec<FinishedRun> {
+        std::mem::take(&mut self.finished)
+    }
+
+    /// Routes commands to logical HA nodes through `router` (default: no node has replicas).
+    pub fn with_router(mut self, router: Arc<dyn Router>) -> Self {
+        self.router = router;
         self
     }
 
@@ -320,6 +346,8 @@ impl Driver {
                     stamp.resend = Some(epoch);
                 }
             }
+            let outstanding: Vec<Outgoing> = record.state.outbox.values().cloned().collect();
+            self.route(&mut record, outstanding.iter());
             record.updated_at = self.clock.now_ms();
             revision = self.write(&record, Some(revision)).await?;
         }
@@ -363,6 +391,7 @@ impl Driver {
             answers: BTreeMap::new(),
             approvals: BTreeMap::new(),
             trace: record::TraceRecord::default(),
+            routes: BTreeMap::new(),
             created_at: now,
             updated_at: now,
             finished_at: None,
@@ -371,6 +400,7 @@ impl Driver {
         record.trace.run = run_spans.traceparent();
         self.spans.insert(record.run_id().to_owned(), run_spans);
         self.stamp(&mut record, &effects, now, epoch);
+        self.route(&mut record, sends(&effects));
         let revision = match self.write(&record, None).await {
             Ok(revision) => revision,
             Err(error) => {
@@ -475,6 +505,7 @@ impl Driver {
             let now = self.clock.now_ms();
             let (mut record, effects) = self.fold(&cached.record, &inputs, now).await?;
             self.stamp(&mut record, &effects, now, epoch);
+            self.route(&mut record, sends(&effects));
             match self.write(&record, Some(cached.revision)).await {
                 Ok(revision) => {
                     if record.state.status.is_finished() {
@@ -583,6 +614,18 @@ impl Driver {
         answer: &AgentAnswer,
     ) -> Result<Option<Event>, DriverError> {
         let ack = &answer.ack;
+        if let Some(routed) = record.route(&ack.command_id, ack.attempt)
+            && routed != ack.node
+        {
+            tracing::warn!(
+                command = %ack.command_id,
+                attempt = ack.attempt,
+                from = %ack.node,
+                routed,
+                "ack from a replica the attempt was not routed to; dropped"
+            );
+            return Ok(None);
+        }
         let status = match wire::ack_meaning(ack, record.state.owner_epoch) {
             AckMeaning::Ignore => return Ok(None),
             AckMeaning::Deposed { seen_epoch } => {
@@ -684,6 +727,34 @@ impl Driver {
                         },
                     );
                 }
+            }
+        }
+    }
+
+    /// Chooses the replica of every new attempt on an HA node, before the record that sends it
+    /// is written. An attempt keeps its replica for good: a command reaches another replica
+    /// only as a new attempt, which the engine issues only after the earlier one settled (a
+    /// final answer, or past its expiry plus skew) and was revoked on the replica that had it.
+    fn route<'a>(&self, record: &mut RunRecord, sends: impl Iterator<Item = &'a Outgoing>) {
+        for outgoing in sends {
+            if record
+                .route(&outgoing.command_id, outgoing.attempt)
+                .is_some()
+            {
+                continue;
+            }
+            if let Some(replica) = self.router.replica_for(&outgoing.node.id) {
+                tracing::info!(
+                    command = %outgoing.command_id,
+                    attempt = outgoing.attempt,
+                    %replica,
+                    "routing to replica"
+                );
+                record
+                    .routes
+                    .entry(outgoing.command_id.clone())
+                    .or_default()
+                    .insert(outgoing.attempt, replica);
             }
         }
     }
@@ -862,6 +933,11 @@ impl Driver {
                     self.run_finished(record, status);
                     self.release_claims(record).await;
                     self.active.remove(record.run_id());
+                    self.finished.push(FinishedRun {
+                        run: record.run_id().to_owned(),
+                        runbook: record.state.runbook.name.clone(),
+                        status: record.state.status,
+                    });
                     tracing::info!(run = record.run_id(), ?status, "run finished");
                 }
                 Effect::SetTimer { .. } => {}
@@ -945,7 +1021,8 @@ impl Driver {
             outgoing.attempt,
             record.resends.get(&outgoing.command_id).copied(),
         );
-        self.publish(&command, message_id).await
+        let replica = record.route(&outgoing.command_id, outgoing.attempt);
+        self.publish(&command, replica, message_id).await
     }
 
     async fn send_revoke(&self, record: &RunRecord, revoked: &str) -> Result<(), DriverError> {
@@ -960,17 +1037,41 @@ impl Driver {
             ));
         };
         let message_id = wire::message_id(&command.command_id, 1, stamp.resend);
-        self.publish(&command, message_id).await
+        let replicas = record.routed_replicas(revoked, stamp.up_to_attempt);
+        if replicas.is_empty() {
+            return self.publish(&command, None, message_id).await;
+        }
+        // Each replica that had an attempt gets its own revoke (its own journal closes the
+        // door); distinct message ids keep the stream from dropping all but the first.
+        for replica in replicas {
+            self.publish(&command, Some(replica), format!("{message_id}@{replica}"))
+                .await?;
+        }
+        Ok(())
     }
 
+    /// Signs and publishes `command`; with `replica` (`<node>.<replica>`) the body names that
+    /// replica and goes to its subject only.
     async fn publish(
         &self,
         command: &proto_sidecar::Command,
+        replica: Option<&str>,
         message_id: String,
     ) -> Result<(), DriverError> {
-        let envelope = sign_command(&self.signer, command);
+        let mut command = command.clone();
+        let target = match replica {
+            Some(replica) => {
+                command.replica = replica
+                    .split_once('.')
+                    .map(|(_, name)| name.to_owned())
+                    .unwrap_or_default();
+                replica.to_owned()
+            }
+            None => command.node.clone(),
+        };
+        let envelope = sign_command(&self.signer, &command);
         let outbound = OutboundCommand {
-            node: command.node.clone(),
+            node: target,
             message_id,
             payload: Bytes::from(envelope.encode_to_vec()),
             traceparent: command.traceparent.clone(),
@@ -1029,6 +1130,13 @@ impl Driver {
     pub async fn read(&self, run: &str) -> Result<Option<RunRecord>, DriverError> {
         Ok(self.load(&run_key(run)).await?.map(|(record, _)| record))
     }
+}
+
+fn sends(effects: &[Effect]) -> impl Iterator<Item = &Outgoing> {
+    effects.iter().filter_map(|effect| match effect {
+        Effect::Send(outgoing) => Some(outgoing),
+        _ => None,
+    })
 }
 
 /// Whether a state is waiting for the operator.

@@ -106,6 +106,24 @@ pub trait Publisher: Send + Sync {
     fn emit(&self, run: &str, event: &sidecar_core::RunEvent);
 }
 
+/// Where a command to a logical HA node goes. Asked once per attempt, when the engine first
+/// sends it; the answer is stored in the run record before anything is published, so
+/// resends and revokes of that attempt go to the same replica.
+pub trait Router: Send + Sync {
+    /// The replica id (`<node>.<replica>`) that should execute a new attempt on `node`, or
+    /// `None` when `node` has no HA replicas.
+    fn replica_for(&self, node: &str) -> Option<String>;
+}
+
+/// No node has replicas: every command goes to its node's own subject.
+pub struct NoReplicas;
+
+impl Router for NoReplicas {
+    fn replica_for(&self, _node: &str) -> Option<String> {
+        None
+    }
+}
+
 pub trait Clock: Send + Sync {
     fn now_ms(&self) -> Millis;
 }

@@ -63,6 +63,10 @@ pub struct RunRecord {
     /// W3C trace context, so a resend signs the same body and a successor continues the trace.
     #[serde(default)]
     pub trace: TraceRecord,
+    /// The replica each attempt of a command to an HA node was routed to: command id →
+    /// attempt → replica id (`<node>.<replica>`). Written before the attempt is published.
+    #[serde(default)]
+    pub routes: BTreeMap<String, BTreeMap<u32, String>>,
     pub created_at: Millis,
     pub updated_at: Millis,
     pub finished_at: Option<Millis>,
@@ -79,6 +83,28 @@ impl RunRecord {
 
     pub fn decode(bytes: &[u8]) -> Result<Self, serde_json::Error> {
         serde_json::from_slice(bytes)
+    }
+
+    /// The replica attempt `attempt` of `command_id` was routed to, if its node has replicas.
+    pub fn route(&self, command_id: &str, attempt: u32) -> Option<&str> {
+        self.routes
+            .get(command_id)
+            .and_then(|attempts| attempts.get(&attempt))
+            .map(String::as_str)
+    }
+
+    /// Every replica that received an attempt up to `up_to_attempt` of `command_id`, once each:
+    /// where a revoke of those attempts must go.
+    pub fn routed_replicas(&self, command_id: &str, up_to_attempt: u32) -> Vec<&str> {
+        let mut replicas: Vec<&str> = self
+            .routes
+            .get(command_id)
+            .into_iter()
+            .flat_map(|attempts| attempts.range(..=up_to_attempt).map(|(_, r)| r.as_str()))
+            .collect();
+        replicas.sort_unstable();
+        replicas.dedup();
+        replicas
     }
 
     /// The next deadline among the state's timers.

@@ -53,6 +53,10 @@ pub fn action(spec: &ActionSpec) -> Result<pb::Action, WireError> {
         ActionKind::Verify => Kind::Verify(pb::Verify {
             backup_set: text(spec, "backup_set"),
         }),
+        ActionKind::DeleteBackup => Kind::DeleteBackup(pb::DeleteBackup {
+            backup_set: text(spec, "backup_set"),
+            target: text(spec, "target"),
+        }),
         ActionKind::Restore => Kind::Restore(pb::Restore {
             backup_set: text(spec, "backup_set"),
             source: text(spec, "source"),
@@ -105,6 +109,7 @@ pub fn command(ctx: &CommandContext<'_>, outgoing: &Outgoing) -> Result<pb::Comm
         traceparent: String::new(),
         action: Some(action(&outgoing.action)?),
         approval: None,
+        replica: String::new(),
     })
 }
 
@@ -151,6 +156,7 @@ pub fn revoke_command(
             })),
         }),
         approval: None,
+        replica: String::new(),
     })
 }
 
@@ -187,6 +193,7 @@ pub fn fence_command(
             kind: Some(pb::action::Kind::Fence(pb::Fence { epoch })),
         }),
         approval: None,
+        replica: String::new(),
     }
 }
 

@@ -250,6 +250,31 @@ impl Detector {
     }
 }
 
+impl LogicalNodeView {
+    /// The replica a new command to this logical node should go to, or `None` when it has no
+    /// replicas: the active one; while none is known (mid-failover), the most recently heard
+    /// replica, else the first. The command's own answer or expiry decides what happens next;
+    /// this choice only decides where an attempt goes.
+    pub fn command_replica(&self) -> Option<NodeId> {
+        let replicas: Vec<&NodeView> = self
+            .replicas
+            .iter()
+            .filter(|view| view.node.replica().is_some())
+            .collect();
+        if let Some(active) = &self.active
+            && active.replica().is_some()
+        {
+            return Some(active.clone());
+        }
+        replicas
+            .iter()
+            .filter(|view| view.heartbeat_age.is_some())
+            .min_by_key(|view| view.heartbeat_age)
+            .or_else(|| replicas.first())
+            .map(|view| view.node.clone())
+    }
+}
+
 fn active_replica(replicas: &[NodeView]) -> Option<NodeId> {
     replicas
         .iter()
@@ -389,6 +414,39 @@ mod tests {
         let later = now + 3 * SECOND;
         detector.on_heartbeat(node("p1.a"), heartbeat(Role::Passive), later);
         assert_eq!(detector.view(later)[0].active, None);
+    }
+
+    #[test]
+    fn commands_go_to_the_active_replica_else_the_latest_heard() {
+        let t0 = Instant::now();
+        let mut detector = Detector::new(DetectorConfig::default(), t0);
+        detector.expect(node("p1.a"), t0);
+        detector.expect(node("p1.b"), t0);
+        detector.on_heartbeat(node("s1"), heartbeat(Role::Standalone), t0);
+        let group = |detector: &Detector, at| {
+            detector
+                .view(at)
+                .into_iter()
+                .find(|group| group.logical == "p1")
+                .unwrap()
+        };
+        assert_eq!(group(&detector, t0).command_replica(), Some(node("p1.a")));
+        assert_eq!(
+            detector.view(t0)[1].command_replica(),
+            None,
+            "s1 has no replicas"
+        );
+        let now = t0 + SECOND;
+        detector.on_heartbeat(node("p1.a"), heartbeat(Role::Passive), now);
+        detector.on_heartbeat(node("p1.b"), heartbeat(Role::Active), now);
+        assert_eq!(group(&detector, now).command_replica(), Some(node("p1.b")));
+        // The active went silent and the other has not taken over yet: the latest heard.
+        let later = now + 3 * SECOND;
+        detector.on_heartbeat(node("p1.a"), heartbeat(Role::Passive), later);
+        assert_eq!(
+            group(&detector, later).command_replica(),
+            Some(node("p1.a"))
+        );
     }
 
     #[derive(Clone, Debug)]

@@ -290,6 +290,29 @@ impl Registry {
                 observer.observe(u64::from(!lock(&detector).suspended(Instant::now())), &[]);
             })
             .build();
+/// Routes commands to the active replica of an HA node, as the registry sees it now.
+#[derive(Clone)]
+pub struct ReplicaRouter {
+    detector: Arc<Mutex<Detector>>,
+}
+
+impl crate::driver::ports::Router for ReplicaRouter {
+    fn replica_for(&self, node: &str) -> Option<String> {
+        lock(&self.detector)
+            .view(Instant::now())
+            .into_iter()
+            .find(|group| group.logical == node)
+            .and_then(|group| group.command_replica())
+            .map(|replica| replica.to_string())
+    }
+}
+
+impl Registry {
+    /// The router the driver asks where commands to HA nodes go.
+    pub fn router(&self) -> ReplicaRouter {
+        ReplicaRouter {
+            detector: self.detector.clone(),
+        }
     }
 }
 

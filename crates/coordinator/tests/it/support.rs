@@ -129,6 +129,7 @@ pub fn config(names: &Names, url: &str, nodes: &[TestNode]) -> Config {
         clock_skew: Duration::from_millis(500),
         fence_timeout: Duration::from_secs(3),
         tick: Duration::from_millis(50),
+        retention: Default::default(),
     }
 }
 

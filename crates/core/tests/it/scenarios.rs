@@ -340,6 +340,40 @@ fn restore_stops_everything_before_restoring_and_starts_apps_last() {
 }
 
 #[test]
+fn an_ha_restore_stops_and_starts_every_replica_and_restores_once() {
+    let all = nodes();
+    let replicas = std::collections::BTreeMap::from([(
+        "p1".to_owned(),
+        vec!["p1.a".to_owned(), "p1.b".to_owned()],
+    )]);
+    let mut driver = Driver::new(runbooks::restore_replicated("bs1", &all, &replicas));
+    driver.apply(Event::Started);
+    driver.apply(Event::Approval {
+        step: "approve".into(),
+        nodes: all.iter().map(|n| n.id.clone()).collect(),
+    });
+    let mut order = Vec::new();
+    while !driver.state.status.is_finished() {
+        order.push(driver.outbox_ids().join(" "));
+        driver.done_all();
+    }
+    assert_eq!(driver.state.status, RunStatus::Succeeded);
+    assert_eq!(
+        order[1],
+        "r1/stop-members/m1 r1/stop-members/p1.a r1/stop-members/p1.b"
+    );
+    assert_eq!(
+        order[3],
+        "r1/restore/app1 r1/restore/m1 r1/restore/p1 r1/restore/s1"
+    );
+    assert_eq!(
+        order[5],
+        "r1/start-members/m1 r1/start-members/p1.a r1/start-members/p1.b"
+    );
+    assert_eq!(order[6], "r1/reconnect/p1");
+}
+
+#[test]
 fn restore_waits_on_the_dedup_check_by_retrying_it() {
     let mut driver = Driver::new(runbooks::restore("bs1", &nodes()));
     driver.apply(Event::Started);

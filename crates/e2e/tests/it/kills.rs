@@ -5,16 +5,16 @@
 //!
 //! Kill points: each driver failpoint (the binary exits at once, without cleanup), and a
 //! SIGKILL after a seeded random delay (`SEED=<n>` replays one).
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use e2e::stack::Stack;
 use nix::sys::signal::Signal;
 
-use crate::support::{DEMO_TOPOLOGY, ORGANISATION, final_run, manifests, ops_json, running_stack};
+use crate::support::{
+    DEMO_TOPOLOGY, ORGANISATION, dump_connections, final_run, manifests, ops_json, running_stack,
+};
 
 const REQUEST_ID: &str = "killed-backup";
-const DUMP_STEPS: [&str; 3] = ["apps", "members", "sequencers"];
 const NODES: [&str; 6] = [
     "app1",
     "mediator1",
@@ -52,37 +52,6 @@ async fn restart_coordinator(stack: &mut Stack) {
         .await
         .expect("restarting the coordinator");
     eprintln!("restarted coordinator leads after {took:?}");
-}
-
-/// Dump connections per node of backup run `run_id`, from the server's connection log.
-fn dump_connections(stack: &Stack, run_id: &str) -> BTreeMap<String, Vec<String>> {
-    let path = stack
-        .postgres
-        .log_path()
-        .expect("a private PostgreSQL server");
-    let log = std::fs::read_to_string(path).expect("reading the PostgreSQL log");
-    let mut by_node: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for line in log.lines().filter(|l| l.contains("connection authorized")) {
-        let Some(name) = line
-            .split_whitespace()
-            .find_map(|word| word.strip_prefix("application_name="))
-        else {
-            continue;
-        };
-        let mut parts = name.split('/');
-        let (Some(run), Some(step), Some(node), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
-            continue;
-        };
-        if run == run_id && DUMP_STEPS.contains(&step) {
-            by_node
-                .entry(node.to_owned())
-                .or_default()
-                .push(name.to_owned());
-        }
-    }
-    by_node
 }
 
 /// Finishes the interrupted run from a fresh coordinator and checks the set and the dumps.

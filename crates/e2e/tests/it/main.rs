@@ -2,9 +2,11 @@
 mod backup_barrier;
 mod disconnect;
 mod dr_timestamp;
+mod ha_backup;
 mod kills;
 mod lifecycle;
 mod out_of_order;
 mod restore;
+mod retention;
 mod support;
 mod telemetry;

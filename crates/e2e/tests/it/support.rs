@@ -16,6 +16,11 @@ pub const DEMO_TOPOLOGY: &str = include_str!("../../demo/network.toml");
 
 /// Starts the stack, an agent beside every node and the coordinator, logging each wait.
 pub async fn running_stack(topology: &str) -> Stack {
+    running_stack_with(topology, "").await
+}
+
+/// [`running_stack`] with `coordinator_toml` added to the coordinator's configuration.
+pub async fn running_stack_with(topology: &str, coordinator_toml: &str) -> Stack {
     let started = Instant::now();
     let mut stack = Stack::start(&StackOptions {
         topology,
@@ -31,7 +36,7 @@ pub async fn running_stack(topology: &str) -> Stack {
         .expect("starting the agents");
     eprintln!("agents published node state in {took:?}");
     let took = stack
-        .start_coordinator(ORGANISATION, Duration::from_secs(60))
+        .start_coordinator_with(ORGANISATION, Duration::from_secs(60), &[], coordinator_toml)
         .await
         .expect("starting the coordinator");
     eprintln!("coordinator leads after {took:?}");
@@ -110,4 +115,40 @@ pub fn bound(manifest: &Value, field: &str, bound: &str) -> i64 {
     manifest[field][bound]
         .as_i64()
         .unwrap_or_else(|| panic!("manifest has no {field}.{bound}: {manifest:#}"))
+}
+
+/// The steps of the `backup` runbook that dump.
+pub const DUMP_STEPS: [&str; 3] = ["apps", "members", "sequencers"];
+
+/// Dump connections per node of backup run `run_id`, from the PostgreSQL server's connection
+/// log: a dump connects with `application_name` = its command id `<run>/<step>/<node>`, so a
+/// second dump of a node (an attempt on another replica too) is a second connection.
+pub fn dump_connections(stack: &Stack, run_id: &str) -> BTreeMap<String, Vec<String>> {
+    let path = stack
+        .postgres
+        .log_path()
+        .expect("a private PostgreSQL server");
+    let log = std::fs::read_to_string(path).expect("reading the PostgreSQL log");
+    let mut by_node: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for line in log.lines().filter(|l| l.contains("connection authorized")) {
+        let Some(name) = line
+            .split_whitespace()
+            .find_map(|word| word.strip_prefix("application_name="))
+        else {
+            continue;
+        };
+        let mut parts = name.split('/');
+        let (Some(run), Some(step), Some(node), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        if run == run_id && DUMP_STEPS.contains(&step) {
+            by_node
+                .entry(node.to_owned())
+                .or_default()
+                .push(name.to_owned());
+        }
+    }
+    by_node
 }

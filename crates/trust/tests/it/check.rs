@@ -145,6 +145,35 @@ fn the_agents_own_replica_id_is_accepted_and_another_replica_is_not() {
 }
 
 #[test]
+fn a_command_to_the_logical_ha_node_runs_only_on_the_replica_it_names() {
+    let agent = Agent::new();
+    let routed_here = signed_command(&command(backup()));
+    assert!(check_command(&routed_here, &agent.context()).is_ok());
+    let routed_elsewhere = with(|c| c.replica = "b".into());
+    let rejection = check_command(&routed_elsewhere, &agent.context()).unwrap_err();
+    assert_eq!(rejection.reason, RejectionReason::WrongNode);
+    assert!(
+        rejection.detail.contains("routed to replica \"b\""),
+        "{}",
+        rejection.detail
+    );
+    let unrouted = with(|c| c.replica.clear());
+    assert_eq!(rejected(&agent, &unrouted), RejectionReason::WrongNode);
+}
+
+#[test]
+fn a_standalone_agent_refuses_a_command_naming_a_replica() {
+    let agent = Agent::new();
+    let mut standalone = agent.context();
+    standalone.replica = None;
+    let unrouted = with(|c| c.replica.clear());
+    assert!(check_command(&unrouted, &standalone).is_ok());
+    let routed = signed_command(&command(backup()));
+    let rejection = check_command(&routed, &standalone).unwrap_err();
+    assert_eq!(rejection.reason, RejectionReason::WrongNode);
+}
+
+#[test]
 fn wrong_organisation_when_another_organisations_coordinator_signs() {
     let agent = Agent::new();
     let mut command = command(backup());

@@ -64,6 +64,7 @@ pub fn command(action: Kind) -> Command {
         traceparent: String::new(),
         action: Some(Action { kind: Some(action) }),
         approval: None,
+        replica: "a".into(),
     }
 }
 
