@@ -91,7 +91,14 @@ pub fn verify_ack(
             ),
         ));
     }
-    if !ack.command_id.ends_with(&node_suffix) {
+    // An HA replica (`p1.a`) acks the commands routed to it, whose ids name the logical node.
+    let logical_suffix = ack
+        .node
+        .split_once('.')
+        .map(|(logical, _)| format!("/{logical}"));
+    if !ack.command_id.ends_with(&node_suffix)
+        && !logical_suffix.is_some_and(|suffix| ack.command_id.ends_with(&suffix))
+    {
         return Err(reject(
             RejectionReason::Malformed,
             format!("ack command id does not end with its node {:?}", ack.node),

@@ -42,9 +42,10 @@ workload = { rate_per_second = 5.0 }
 const HA_NODE: &str = "participant1";
 const REPLICAS: [&str; 2] = ["participant1.a", "participant1.b"];
 
-/// Waits until the agents' heartbeats (which the coordinator routes by) show `active` as the
-/// healthy active replica and no other replica claiming the role.
-async fn wait_for_active(stack: &Stack, deadline: Duration) -> String {
+/// Waits until the agents' heartbeats (which the coordinator routes by) show one healthy
+/// active replica, other than `not` (a killed one whose agent has not noticed yet), and no
+/// other replica claiming the role.
+async fn wait_for_active(stack: &Stack, deadline: Duration, not: Option<&str>) -> String {
     let started = Instant::now();
     let mut subscription = stack
         .network
@@ -72,13 +73,32 @@ async fn wait_for_active(stack: &Stack, deadline: Duration) -> String {
             .filter(|(_, a)| **a)
             .map(|(id, _)| id)
             .collect();
-        if roles.len() == REPLICAS.len() && actives.len() == 1 {
+        if roles.len() == REPLICAS.len() && actives.len() == 1 && Some(actives[0].as_str()) != not {
             eprintln!(
                 "{} is the active replica after {:?}",
                 actives[0],
                 started.elapsed()
             );
             return actives[0].clone();
+        }
+    }
+}
+
+/// The tails of the coordinator's and the HA agents' logs, for a failure's report.
+fn print_logs(stack: &Stack) {
+    let dir = stack.work_dir();
+    let mut logs = vec![dir.join("coordinator-operator").join("coordinator-1.log")];
+    logs.extend(
+        REPLICAS
+            .iter()
+            .map(|replica| dir.join("agents").join(replica).join("agent.log")),
+    );
+    for log in logs {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let tail: Vec<&str> = text.lines().rev().take(40).collect();
+        eprintln!("--- {}", log.display());
+        for line in tail.into_iter().rev() {
+            eprintln!("{line}");
         }
     }
 }
@@ -96,10 +116,15 @@ fn backup_once(stack: &Stack, set: &str, expected_replica: &str) -> String {
             set,
             "--param",
             &format!("backup_set={set}"),
+            "--param",
+            "timeout=60s",
             "--wait",
         ],
     );
     eprintln!("backup into {set} took {:?}", started.elapsed());
+    if !status.success() {
+        print_logs(stack);
+    }
     assert!(status.success(), "backup into {set} failed: {values:#?}");
     let run = final_run(&values);
     assert_eq!(run["status"], "succeeded", "{run:#}");
@@ -155,7 +180,7 @@ fn backup_once(stack: &Stack, set: &str, expected_replica: &str) -> String {
 async fn ha_participant_is_backed_up_once_by_its_active_replica_also_after_a_failover() {
     let started = Instant::now();
     let stack = running_stack(TOPOLOGY).await;
-    let first = wait_for_active(&stack, Duration::from_secs(60)).await;
+    let first = wait_for_active(&stack, Duration::from_secs(60), None).await;
     backup_once(&stack, "ha-1", &first);
 
     // The active replica dies; the other takes the database lock and becomes active.
@@ -163,7 +188,7 @@ async fn ha_participant_is_backed_up_once_by_its_active_replica_also_after_a_fai
     stack
         .with_sims(|sims| sims.node_mut(&first).expect("the active replica").kill())
         .expect("sim network");
-    let second = wait_for_active(&stack, Duration::from_secs(60)).await;
+    let second = wait_for_active(&stack, Duration::from_secs(60), Some(&first)).await;
     assert_ne!(second, first, "the surviving replica took over");
     eprintln!("failover seen after {:?}", failover.elapsed());
     backup_once(&stack, "ha-2", &second);

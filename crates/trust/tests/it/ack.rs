@@ -1,6 +1,6 @@
 use prost::Message;
 use sidecar_trust::proto::{Ack, AckStatus};
-use sidecar_trust::{AckExpectation, RejectionReason, body_hash, sign_ack, verify_ack};
+use sidecar_trust::{AckExpectation, KeyPurpose, RejectionReason, body_hash, sign_ack, verify_ack};
 
 use crate::fixtures::*;
 
@@ -91,4 +91,24 @@ fn an_ack_of_the_wrong_network_is_refused() {
     let raw = sign_ack(&agent_p1(), ack).encode_to_vec();
     let rejection = verify_ack(&raw, &keyring(), &expect("r1"), NOW).unwrap_err();
     assert_eq!(rejection.reason, RejectionReason::WrongNetwork);
+}
+
+#[test]
+fn a_replica_acks_a_command_to_its_logical_node_but_not_to_another() {
+    let replica = identity("org-a/agent-p1a", KeyPurpose::Agent, "org-a", 9).with_node("p1.a");
+    let mut keys = keyring();
+    keys.insert(replica.trusted_key(None, None)).unwrap();
+    let mut ack = done_ack();
+    ack.node = "p1.a".into();
+    let expectation = AckExpectation {
+        network: "net1",
+        run: "r1",
+        node: None,
+    };
+    let raw = sign_ack(&replica, ack.clone()).encode_to_vec();
+    assert!(verify_ack(&raw, &keys, &expectation, NOW).is_ok());
+    ack.command_id = "r1/participants/p2".into();
+    let raw = sign_ack(&replica, ack).encode_to_vec();
+    let rejection = verify_ack(&raw, &keys, &expectation, NOW).unwrap_err();
+    assert_eq!(rejection.reason, RejectionReason::Malformed);
 }
