@@ -290,6 +290,9 @@ impl Registry {
                 observer.observe(u64::from(!lock(&detector).suspended(Instant::now())), &[]);
             })
             .build();
+    }
+}
+
 /// Routes commands to the active replica of an HA node, as the registry sees it now.
 #[derive(Clone)]
 pub struct ReplicaRouter {
