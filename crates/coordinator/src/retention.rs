@@ -142,6 +142,36 @@ struct Found {
     deleted: bool,
 }
 
+/// Why the set in `found` is not verified (`None` when it is), for the log; `Err` when the runs bucket
+/// cannot be read, so the pass stops instead of judging on missing data.
+async fn unverified_because(
+    runs_bucket: &sidecar_bus::Kv,
+    backup_set: &str,
+    found: &Found,
+) -> Result<Option<String>, String> {
+    if let Some(run) = found
+        .runs
+        .iter()
+        .find(|run| run.state.status != RunStatus::Succeeded)
+    {
+        return Ok(Some(format!(
+            "backup run {} is {:?}",
+            run.run_id(),
+            run.state.status
+        )));
+    }
+    match backup_sets::latest_points(runs_bucket, backup_set, &found.runs).await {
+        Ok(points) => Ok(sidecar_core::backup_set::check_backup_set(&points)
+            .err()
+            .map(|violations| {
+                let named: Vec<String> = violations.iter().map(ToString::to_string).collect();
+                named.join("; ")
+            })),
+        Err(SetReadError::Unavailable(detail)) => Err(detail),
+        Err(other) => Ok(Some(other.to_string())),
+    }
+}
+
 /// Judges every backup set of the organisation and starts the deletion of those the policy
 /// lets go. Returns the sets whose deletion started.
 pub async fn apply(shared: &Shared) -> Result<Vec<String>, RetentionError> {
@@ -192,24 +222,20 @@ pub async fn apply(shared: &Shared) -> Result<Vec<String>, RetentionError> {
         found
             .runs
             .sort_by_key(|run| (run.created_at, run.run_id().to_owned()));
-        let finished = found.runs.iter().all(|run| run.state.status.is_finished());
-        let succeeded = found
-            .runs
-            .iter()
-            .all(|run| run.state.status == RunStatus::Succeeded);
-        let verified = finished
-            && succeeded
-            && !found.deleted
-            && match backup_sets::latest_points(runs_bucket, backup_set, &found.runs).await {
-                Ok(points) => sidecar_core::backup_set::check_backup_set(&points).is_ok(),
-                Err(SetReadError::Unavailable(detail)) => {
+        // A deleted set is neither counted nor deleted again.
+        let verified = !found.deleted
+            && match unverified_because(runs_bucket, backup_set, found).await {
+                Ok(None) => true,
+                Ok(Some(reason)) => {
+                    tracing::info!(%backup_set, %reason, "retention: set is not verified; it stays");
+                    false
+                }
+                Err(detail) => {
                     return Err(RetentionError::Set {
                         backup_set: backup_set.clone(),
                         source: SetReadError::Unavailable(detail),
                     });
                 }
-                // A set whose manifests cannot be judged is not verified: it stays.
-                Err(_) => false,
             };
         states.push(SetState {
             backup_set: backup_set.clone(),

@@ -3,9 +3,12 @@
 //!
 //! A set restores to a working network only if
 //! - every sequencer snapshot lies after every member snapshot in sequencer time: the lower
-//!   bound of each sequencer's interval is above the upper bound of each participant's and
-//!   mediator's interval. Otherwise a restored member has processed events the restored
-//!   sequencer never sequenced, and Canton refuses the connection (ForkHappened);
+//!   bound of each sequencer's interval is at or above the upper bound of each participant's
+//!   and mediator's interval. Otherwise a restored member has processed events the restored
+//!   sequencer never sequenced, and Canton refuses the connection (ForkHappened). Equal is
+//!   safe: both numbers are timestamps of sequenced events, so a sequencer whose latest event
+//!   is the member's last processed one has that event in its dump. On a quiet network every
+//!   correctly ordered set is equal;
 //! - every app is not ahead of its participant: the app's upper ledger offset is at most its
 //!   participant's lower one. Otherwise the app refers to transactions the restored
 //!   participant never saw.
@@ -120,7 +123,7 @@ pub fn check_backup_set(points: &[SnapshotPoint]) -> Result<SetVerdict, Vec<Viol
     let sequencers = || points.iter().filter(|p| p.kind == NodeKind::Sequencer);
     for sequencer in sequencers() {
         for member in members() {
-            if sequencer.sequencer_time_before <= member.sequencer_time_after {
+            if sequencer.sequencer_time_before < member.sequencer_time_after {
                 violations.push(Violation::SequencerNotAfterMember {
                     sequencer: sequencer.node.clone(),
                     member: member.node.clone(),
