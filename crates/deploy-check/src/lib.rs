@@ -159,12 +159,7 @@ pub fn tool(name: &str, env_var: &str, hint: &str) -> Result<PathBuf> {
         })
 }
 
-pub fn on_path(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(name))
-        .find(|p| p.is_file())
-}
+pub use testkit::on_path;
 
 #[cfg(test)]
 mod tests {

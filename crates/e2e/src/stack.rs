@@ -47,6 +47,9 @@ pub struct Stack {
     pub process_env: Vec<(String, String)>,
     /// Agents and coordinators started from now on serve `/metrics` on a free port.
     pub serve_metrics: bool,
+    /// Extra arguments of every agent and coordinator started from now on (e.g.
+    /// `--log-format json`).
+    pub process_args: Vec<String>,
     pub coordinators: BTreeMap<String, CoordinatorProcess>,
     pub agents: BTreeMap<String, AgentProcess>,
     /// Stops and starts nodes for the agents' lifecycle hooks.
@@ -103,6 +106,7 @@ impl Stack {
         let stack = Self {
             process_env: Vec::new(),
             serve_metrics: false,
+            process_args: Vec::new(),
             coordinators: BTreeMap::new(),
             agents: BTreeMap::new(),
             orchestrator,
@@ -284,10 +288,11 @@ impl Stack {
         &self.network.names
     }
 
-    /// Adds the stack's process environment and, when serving metrics, `--metrics-listen` on a
+    /// Adds the stack's process environment and arguments and, when serving metrics, `--metrics-listen` on a
     /// free port; returns the metrics URL.
     fn observe(&self, command: &mut std::process::Command) -> anyhow::Result<Option<String>> {
         command.envs(self.process_env.iter().map(|(k, v)| (k, v)));
+        command.args(&self.process_args);
         if !self.serve_metrics {
             return Ok(None);
         }

@@ -16,6 +16,7 @@ mod nats;
 mod ports;
 mod postgres;
 mod process;
+mod skip;
 
 pub use binaries::{binary_path, workspace_root};
 pub use error::{Error, ErrorKind, Result};
@@ -26,6 +27,7 @@ pub use nats::{
 pub use ports::free_port;
 pub use postgres::{Postgres, pg_bin};
 pub use process::{ChildProcess, wait_until};
+pub use skip::{SKIP_FILE_VAR, on_path, skip};
 
 use std::sync::atomic::{AtomicU32, Ordering};
 

@@ -159,6 +159,7 @@ pub fn seed_inputs() -> Vec<(String, Vec<u8>)> {
         }),
         approval: None,
         replica: String::new(),
+        runbook: String::new(),
     };
     let mut restore = Command {
         step: "restore".into(),

@@ -440,12 +440,17 @@ impl Shared {
             node = %self.context.identity.node,
             organisation = %command.organisation,
             kind = %action,
+            runbook = tracing::field::Empty,
             run = %command.run,
             step = %command.step,
             command_id = %command.command_id,
             attempt = command.attempt,
             outcome = tracing::field::Empty,
         );
+        // A fence belongs to no runbook; an older coordinator sends none.
+        if !command.runbook.is_empty() {
+            span.record("runbook", command.runbook.as_str());
+        }
         sidecar_telemetry::propagation::set_parent(&span, &command.traceparent);
         span
     }
@@ -518,6 +523,12 @@ impl Shared {
             Err(_) => "failed",
         };
         tracing::Span::current().record("outcome", label);
+        // Inside the action span: the line carries the trace and span ids in JSON logs.
+        tracing::info!(
+            outcome = label,
+            took_ms = started.elapsed().as_millis() as u64,
+            "action finished"
+        );
         self.context.metrics.instruments.command_finished(
             handler.kind().as_str(),
             label,

@@ -171,6 +171,7 @@ impl Trust {
             action: Some(pb::Action { kind: Some(kind) }),
             approval: None,
             replica: String::new(),
+            runbook: String::new(),
         }
     }
 

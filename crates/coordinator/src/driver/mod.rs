@@ -986,7 +986,7 @@ impl Driver {
         }
     }
 
-    fn context<'a>(&'a self, record: &RunRecord) -> CommandContext<'a> {
+    fn context<'a>(&'a self, record: &'a RunRecord) -> CommandContext<'a> {
         let claim = (!record.claims.is_empty()).then(|| proto_sidecar::Claim {
             run: record.run_id().to_owned(),
             epoch: record.claim_epoch,
@@ -996,6 +996,7 @@ impl Driver {
             network: &self.config.network,
             organisation: &self.config.organisation,
             claim,
+            runbook: &record.state.runbook.name,
         }
     }
 

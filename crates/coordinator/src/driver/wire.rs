@@ -89,6 +89,8 @@ pub struct CommandContext<'a> {
     pub network: &'a str,
     pub organisation: &'a str,
     pub claim: Option<pb::Claim>,
+    /// The runbook's name, carried so the agent's spans and metrics can name it.
+    pub runbook: &'a str,
 }
 
 /// The command body of an outbox entry. Deterministic: the same entry always encodes to the
@@ -110,6 +112,7 @@ pub fn command(ctx: &CommandContext<'_>, outgoing: &Outgoing) -> Result<pb::Comm
         action: Some(action(&outgoing.action)?),
         approval: None,
         replica: String::new(),
+        runbook: ctx.runbook.to_owned(),
     })
 }
 
@@ -157,6 +160,7 @@ pub fn revoke_command(
         }),
         approval: None,
         replica: String::new(),
+        runbook: ctx.runbook.to_owned(),
     })
 }
 
@@ -194,6 +198,7 @@ pub fn fence_command(
         }),
         approval: None,
         replica: String::new(),
+        runbook: String::new(),
     }
 }
 

@@ -6,6 +6,7 @@ mod ha_backup;
 mod kills;
 mod lifecycle;
 mod out_of_order;
+mod prometheus;
 mod restore;
 mod retention;
 mod support;

@@ -26,7 +26,7 @@ fn otel_env(endpoint: Option<&str>) -> Vec<(String, String)> {
     env
 }
 
-async fn observed_stack(topology: &str, env: Vec<(String, String)>) -> Stack {
+async fn observed_stack(topology: &str, env: Vec<(String, String)>, args: &[&str]) -> Stack {
     let started = Instant::now();
     let mut stack = Stack::start(&StackOptions {
         topology,
@@ -36,6 +36,7 @@ async fn observed_stack(topology: &str, env: Vec<(String, String)>) -> Stack {
     .await
     .expect("starting the stack");
     stack.process_env = env;
+    stack.process_args = args.iter().map(|arg| (*arg).to_owned()).collect();
     stack.serve_metrics = true;
     stack
         .start_agents(Duration::from_secs(60))
@@ -100,12 +101,69 @@ fn assert_families(exposition: &Exposition, families: &[&str], who: &str) {
     );
 }
 
+/// With `--log-format json` every line an agent or the coordinator wrote is one JSON object,
+/// and each agent's "action finished" line of the run carries the run's trace id and the id of
+/// the exported action span it was logged in.
+fn assert_json_logs_follow_the_trace(stack: &Stack, trace: &str, actions: &[ReceivedSpan]) {
+    let action_spans: BTreeSet<&str> = actions.iter().map(|s| s.span_id.as_str()).collect();
+    let logs = stack
+        .agents
+        .values()
+        .map(|agent| agent.process.log_path().to_owned())
+        .chain(
+            stack
+                .coordinators
+                .values()
+                .map(|coordinator| coordinator.process.log_path().to_owned()),
+        );
+    let (mut lines, mut in_run) = (0, BTreeSet::new());
+    for path in logs {
+        let text = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+        for line in text.lines().filter(|line| !line.trim().is_empty()) {
+            lines += 1;
+            let value: serde_json::Value = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("{}: not JSON ({e}): {line}", path.display()));
+            for key in ["timestamp", "level", "target", "fields"] {
+                assert!(
+                    value.get(key).is_some(),
+                    "{}: no {key}: {line}",
+                    path.display()
+                );
+            }
+            if value["fields"]["message"] == "action finished" && value["trace_id"] == trace {
+                let span_id = value["span_id"].as_str().unwrap_or_default();
+                assert!(
+                    action_spans.contains(span_id),
+                    "{}: span_id {span_id} is no exported action span: {line}",
+                    path.display()
+                );
+                in_run.insert(span_id.to_owned());
+            }
+        }
+    }
+    eprintln!(
+        "{lines} JSON log lines; {} action spans logged with trace {trace}",
+        in_run.len()
+    );
+    assert_eq!(
+        in_run.len(),
+        action_spans.len(),
+        "every action of the run logs its end inside its span"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backup_run_is_one_trace_and_metrics_reach_otlp_and_prometheus() {
     let receiver = OtlpReceiver::start("127.0.0.1:0".parse().expect("address"))
         .await
         .expect("starting the OTLP receiver");
-    let stack = observed_stack(DEMO_TOPOLOGY, otel_env(Some(&receiver.endpoint()))).await;
+    let stack = observed_stack(
+        DEMO_TOPOLOGY,
+        otel_env(Some(&receiver.endpoint())),
+        &["--log-format", "json"],
+    )
+    .await;
 
     let started = Instant::now();
     let (status, values) = ops_json(
@@ -189,6 +247,7 @@ async fn backup_run_is_one_trace_and_metrics_reach_otlp_and_prometheus() {
             "{action:?}"
         );
         assert_eq!(action.attribute("organisation"), Some(ORGANISATION));
+        assert_eq!(action.attribute("runbook"), Some("backup"), "{action:?}");
         assert!(
             action
                 .attribute("command_id")
@@ -210,6 +269,7 @@ async fn backup_run_is_one_trace_and_metrics_reach_otlp_and_prometheus() {
         backup_nodes.len() >= 4,
         "backup spans from {backup_nodes:?}"
     );
+    assert_json_logs_follow_the_trace(&stack, &trace, &actions);
     // Only our spans leave the process: nothing from the gRPC/HTTP stack.
     let foreign: Vec<&str> = received
         .spans
@@ -312,13 +372,14 @@ async fn without_an_endpoint_nothing_is_sent() {
     let receiver = match OtlpReceiver::start("127.0.0.1:4317".parse().expect("address")).await {
         Ok(receiver) => receiver,
         Err(error) => {
-            eprintln!(
-                "SKIP without_an_endpoint_nothing_is_sent: 127.0.0.1:4317 is taken ({error})"
+            testkit::skip(
+                "without_an_endpoint_nothing_is_sent",
+                &format!("127.0.0.1:4317 is taken ({error})"),
             );
             return;
         }
     };
-    let stack = observed_stack(DEMO_TOPOLOGY, otel_env(None)).await;
+    let stack = observed_stack(DEMO_TOPOLOGY, otel_env(None), &[]).await;
     let agent_url = stack.agents["participant1"]
         .metrics_url
         .clone()

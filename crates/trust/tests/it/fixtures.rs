@@ -65,6 +65,7 @@ pub fn command(action: Kind) -> Command {
         action: Some(Action { kind: Some(action) }),
         approval: None,
         replica: "a".into(),
+        runbook: String::new(),
     }
 }
 
