@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Provisions the compose network's secrets once: an ed25519 key per coordinator, operator and
-# agent, the config key and the signed network configuration, the API tokens, the database
-# password (.env) and the coordinator's configuration with the config key filled in.
+# agent, the config key and the signed network configuration, the NATS users (an nkey per agent
+# and coordinator), the API tokens, the database password (.env) and the coordinator's
+# configuration with the config key filled in.
 #
 #   deploy/compose/provision.sh            # uses canton-ops from PATH
 #   CANTON_OPS=target/release/canton-ops deploy/compose/provision.sh
@@ -34,6 +35,10 @@ done
 cp "$here/keys/network.toml" "$secrets/network.toml"
 "$ops" --output json keys network-config --input "$secrets/network.toml" \
     --out "$secrets/network-config.bin" >/dev/null
+# The NATS server's users: one nkey per agent and per organisation's coordinator, each allowed
+# only its own subjects (secrets/nats/accounts.conf for the server, seeds in secrets/nats/users).
+"$ops" --output json gen nats-config --input "$secrets/network.toml" \
+    --out-dir "$secrets/nats" >/dev/null
 
 random_hex() { od -An -N24 -tx1 /dev/urandom | tr -d ' \n'; }
 random_hex >"$secrets/operator.token"
@@ -41,4 +46,4 @@ random_hex >"$secrets/read-only.token"
 config_key=$(tr -d ' \n' <"$secrets/config-1.pub")
 sed "s/REPLACE_CONFIG_PUBLIC_KEY/$config_key/" "$here/coordinator.toml" >"$secrets/coordinator.toml"
 printf 'POSTGRES_PASSWORD=%s\nCONFIG_PUBLIC_KEY=%s\n' "$(random_hex)" "$config_key" >"$env_file"
-echo "provision: keys, network configuration and tokens in $secrets; database password in $env_file"
+echo "provision: keys, network configuration, NATS users and tokens in $secrets; database password in $env_file"

@@ -116,8 +116,14 @@ impl Agent {
             "canton-agent {}/{}",
             self.identity.network, self.identity.node
         );
-        let connecting =
-            Link::establish(&self.config.nats, &client_name, &self.metrics, &tasks_stop);
+        let inbox = Names::new(self.identity.network.clone()).agent_inbox(&self.identity.node);
+        let connecting = Link::establish(
+            &self.config.nats,
+            &client_name,
+            &inbox,
+            &self.metrics,
+            &tasks_stop,
+        );
         let outcome = tokio::select! {
             link = connecting => match link {
                 Some(link) => {

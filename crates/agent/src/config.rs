@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use config::{Environment, File, FileFormat, Value, ValueKind};
-use sidecar_bus::{NetworkId, NodeId};
+use sidecar_bus::{AuthSetting, NatsAuth, NatsCredentials, NetworkId, NodeId};
 
 /// Prefix of environment overrides: `CANTON_AGENT__NATS__URL` sets `nats.url`.
 pub const ENV_PREFIX: &str = "CANTON_AGENT";
@@ -67,8 +67,9 @@ pub struct Schedule {
 pub struct NatsConfig {
     /// One or more server URLs, comma separated.
     pub url: String,
-    /// A `.creds` file (user JWT + seed), when the server requires one.
-    pub credentials: Option<PathBuf>,
+    /// The credential (`nats.nkey_seed_file` or `nats.credentials`) and the CA of the
+    /// servers' certificates (`nats.tls_ca_file`).
+    pub auth: NatsAuth,
     /// Client pings; a dead server is noticed after about two of them.
     pub ping_interval: Duration,
     pub connect_timeout: Duration,
@@ -403,7 +404,7 @@ fn read(keys: &mut Keys) -> Result<AgentConfig, ConfigError> {
                     .then(|| s.to_owned())
             },
         )?,
-        credentials: keys.optional_string("nats.credentials")?.map(PathBuf::from),
+        auth: read_nats_auth(keys)?,
         ping_interval: keys.duration("nats.ping_interval", Duration::from_secs(2))?,
         connect_timeout: keys.duration("nats.connect_timeout", Duration::from_secs(5))?,
         max_reconnect_delay: keys.duration("nats.max_reconnect_delay", Duration::from_secs(5))?,
@@ -492,6 +493,62 @@ fn read(keys: &mut Keys) -> Result<AgentConfig, ConfigError> {
         backup,
         lifecycle,
     })
+}
+
+/// `nats.nkey_seed_file` or `nats.credentials`, and `nats.tls_ca_file`, each file read and
+/// checked now.
+fn read_nats_auth(keys: &mut Keys) -> Result<NatsAuth, ConfigError> {
+    const SEED: &str = "nats.nkey_seed_file";
+    const CREDS: &str = "nats.credentials";
+    const CA: &str = "nats.tls_ca_file";
+    let values: BTreeMap<&str, Value> = [SEED, CREDS, CA]
+        .into_iter()
+        .filter_map(|key| keys.values.get(key).map(|value| (key, value.clone())))
+        .collect();
+    let seed = keys.optional_string(SEED)?.map(PathBuf::from);
+    let creds = keys.optional_string(CREDS)?.map(PathBuf::from);
+    let credentials = match (seed, creds) {
+        (Some(_), Some(_)) => {
+            return Err(ConfigError::Invalid {
+                key: CREDS.to_owned(),
+                value: "set together with nats.nkey_seed_file".to_owned(),
+                origin: keys.origin(CREDS),
+                expected: "one NATS credential: nats.nkey_seed_file or nats.credentials".to_owned(),
+            });
+        }
+        (Some(path), None) => Some(NatsCredentials::NkeySeedFile(path)),
+        (None, Some(path)) => Some(NatsCredentials::CredsFile(path)),
+        (None, None) => None,
+    };
+    let auth = NatsAuth {
+        credentials,
+        tls_ca_file: keys.optional_string(CA)?.map(PathBuf::from),
+    };
+    auth.check().map_err(|error| {
+        let (key, expected) = match error.setting {
+            AuthSetting::NkeySeedFile => (
+                SEED,
+                "a readable file holding a NATS user nkey seed (SU…), as `canton-ops gen nats-config` writes",
+            ),
+            AuthSetting::CredsFile => (
+                CREDS,
+                "a readable NATS .creds file (user JWT and user nkey seed)",
+            ),
+            AuthSetting::TlsCaFile => (
+                CA,
+                "a readable PEM file with the CA certificate of the NATS servers",
+            ),
+        };
+        ConfigError::Invalid {
+            key: key.to_owned(),
+            value: values
+                .get(key)
+                .map_or_else(|| error.path.display().to_string(), ToString::to_string),
+            origin: keys.origin(key),
+            expected: format!("{expected}; it {}", error.detail),
+        }
+    })?;
+    Ok(auth)
 }
 
 const COMMAND_EXPECTED: &str =
@@ -685,6 +742,8 @@ const KNOWN_KEYS: &[&str] = &[
     "kind",
     "nats.url",
     "nats.credentials",
+    "nats.nkey_seed_file",
+    "nats.tls_ca_file",
     "nats.ping_interval",
     "nats.connect_timeout",
     "nats.max_reconnect_delay",
@@ -1236,6 +1295,46 @@ max_deliver = 5
         assert_eq!(path.commands.ack_wait, Duration::from_secs(5));
         assert_eq!(path.commands.max_deliver, 5);
         assert_eq!(path.commands.max_ack_pending, 64);
+    }
+
+    #[test]
+    fn nats_credentials_are_checked_at_start_and_errors_name_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let seed = dir.path().join("agent.nk");
+        std::fs::write(&seed, "SUnot-a-seed\n").unwrap();
+        let seed_key = "CANTON_AGENT__NATS__NKEY_SEED_FILE";
+        let seed_path = seed.display().to_string();
+        let error = parse(MINIMAL, &[(seed_key, seed_path.as_str())]).unwrap_err();
+        assert_eq!(error.key(), Some("nats.nkey_seed_file"), "{error}");
+        assert!(error.to_string().contains(seed_key), "{error}");
+
+        let user = nkeys::KeyPair::new_user().seed().unwrap();
+        std::fs::write(&seed, format!("{user}\n")).unwrap();
+        let config = parse(MINIMAL, &[(seed_key, seed_path.as_str())]).unwrap();
+        assert_eq!(
+            config.nats.auth.credentials,
+            Some(NatsCredentials::NkeySeedFile(seed.clone()))
+        );
+        assert!(
+            !format!("{config:?}").contains(&user),
+            "the seed stays out of the config"
+        );
+
+        let both = parse(
+            MINIMAL,
+            &[
+                (seed_key, seed_path.as_str()),
+                ("CANTON_AGENT__NATS__CREDENTIALS", "/etc/agent.creds"),
+            ],
+        )
+        .unwrap_err();
+        assert_eq!(both.key(), Some("nats.credentials"), "{both}");
+        let no_ca = parse(
+            MINIMAL,
+            &[("CANTON_AGENT__NATS__TLS_CA_FILE", "/nonexistent/ca.pem")],
+        )
+        .unwrap_err();
+        assert_eq!(no_ca.key(), Some("nats.tls_ca_file"), "{no_ca}");
     }
 
     #[test]

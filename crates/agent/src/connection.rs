@@ -46,6 +46,7 @@ impl Link {
     pub async fn establish(
         config: &NatsConfig,
         client_name: &str,
+        inbox_prefix: &str,
         metrics: &AgentMetrics,
         shutdown: &CancellationToken,
     ) -> Option<Link> {
@@ -55,6 +56,7 @@ impl Link {
             let options = options(
                 config,
                 client_name,
+                inbox_prefix,
                 connected_tx.clone(),
                 Arc::clone(&ever_connected),
                 metrics.clone(),
@@ -100,20 +102,20 @@ impl Link {
 async fn options(
     config: &NatsConfig,
     client_name: &str,
+    inbox_prefix: &str,
     connected: watch::Sender<bool>,
     ever_connected: Arc<AtomicBool>,
     metrics: AgentMetrics,
 ) -> Result<async_nats::ConnectOptions, String> {
     let max_delay = config.max_reconnect_delay;
-    let mut options = async_nats::ConnectOptions::new();
-    if let Some(path) = &config.credentials {
-        options = options
-            .credentials_file(path)
-            .await
-            .map_err(|e| format!("reading NATS credentials {}: {e}", path.display()))?;
-    }
+    let options = config
+        .auth
+        .apply(async_nats::ConnectOptions::new())
+        .await
+        .map_err(|e| e.to_string())?;
     Ok(options
         .name(client_name)
+        .custom_inbox_prefix(inbox_prefix)
         .ping_interval(config.ping_interval)
         .connection_timeout(config.connect_timeout)
         .max_reconnects(None)

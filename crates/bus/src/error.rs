@@ -81,6 +81,9 @@ pub enum NameErrorKind {
 pub enum SetupErrorKind {
     #[error("cannot connect to NATS")]
     Connect,
+    /// The credential or CA file cannot be used.
+    #[error("unusable NATS credentials")]
+    Credentials,
     #[error(
         "nats-server is older than 2.11; upgrade it (the project needs per-message TTL and sync_interval)"
     )]

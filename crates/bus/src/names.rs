@@ -72,7 +72,7 @@ impl NodeId {
 
     /// The id as one token without dots (for consumer names): `p1.a` → `p1_a`. Node ids never
     /// contain `_`, so this cannot collide.
-    fn flat(&self) -> String {
+    pub(crate) fn flat(&self) -> String {
         self.0.replace('.', "_")
     }
 }
@@ -236,6 +236,28 @@ impl Names {
     /// `cs.<net>.prop.<org>`: proposal documents and organisations' signed answers.
     pub fn proposals(&self, org: &str) -> String {
         format!("cs.{}.prop.{org}", self.net)
+    }
+
+    /// The JetStream stream that holds a KV bucket.
+    pub fn bucket_stream(&self, bucket: Bucket) -> String {
+        format!("KV_{}", self.bucket(bucket))
+    }
+
+    /// The subject under which a bucket stores `key` (what a write publishes to).
+    pub fn bucket_key_subject(&self, bucket: Bucket, key: &str) -> String {
+        format!("$KV.{}.{key}", self.bucket(bucket))
+    }
+
+    /// Prefix of the reply subjects of one agent's requests (JetStream API answers, publish
+    /// acks). Each client has its own, so a user may subscribe to its own replies only.
+    pub fn agent_inbox(&self, node: &NodeId) -> String {
+        format!("_INBOX.cs.{}.agent.{}", self.net, node.flat())
+    }
+
+    /// Prefix of the reply subjects of an organisation's coordinators. `organisation` must be
+    /// a [`valid_token`].
+    pub fn coordinator_inbox(&self, organisation: &str) -> String {
+        format!("_INBOX.cs.{}.coordinator.{organisation}", self.net)
     }
 
     pub fn bucket(&self, bucket: Bucket) -> String {

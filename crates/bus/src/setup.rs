@@ -3,6 +3,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, kv, stream};
 
+use crate::auth::NatsAuth;
 use crate::error::{Error, SetupErrorKind};
 use crate::kv::{CasOptions, Kv};
 use crate::names::{Bucket, Names};
@@ -139,11 +140,15 @@ pub async fn connect(url: &str, name: &str) -> Result<async_nats::Client, Error<
     connect_with(url, name, async_nats::ConnectOptions::new()).await
 }
 
-/// As [`connect`], and also returns the connection's events (disconnects, slow-consumer
-/// drops), which a failure detector needs to know when its own view is unreliable.
+/// As [`connect`], logged in with `auth` and with replies under `inbox_prefix` (a user whose
+/// permissions allow only its own inbox needs it), and also returns the connection's events
+/// (disconnects, slow-consumer drops, permission violations), which a failure detector needs
+/// to know when its own view is unreliable.
 pub async fn connect_with_events(
     url: &str,
     name: &str,
+    auth: &NatsAuth,
+    inbox_prefix: &str,
 ) -> Result<
     (
         async_nats::Client,
@@ -152,13 +157,16 @@ pub async fn connect_with_events(
     Error<SetupErrorKind>,
 > {
     let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
-    let options = async_nats::ConnectOptions::new().event_callback(move |event| {
-        let sender = sender.clone();
-        async move {
-            // The receiver is gone only when the detector stopped; nothing left to tell.
-            let _ = sender.send(event);
-        }
-    });
+    let options = async_nats::ConnectOptions::new()
+        .custom_inbox_prefix(inbox_prefix)
+        .event_callback(move |event| {
+            let sender = sender.clone();
+            async move {
+                // The receiver is gone only when the detector stopped; nothing left to tell.
+                let _ = sender.send(event);
+            }
+        });
+    let options = auth.apply(options).await?;
     let client = connect_with(url, name, options).await?;
     Ok((client, receiver))
 }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
-use sidecar_bus::{NetworkId, valid_token};
+use sidecar_bus::{AuthSetting, NatsAuth, NatsCredentials, NetworkId, valid_token};
 
 use crate::leadership::LeaseTiming;
 
@@ -57,6 +57,12 @@ struct RawNats {
     /// JetStream replicas of the streams and buckets this coordinator creates: 3 on a NATS
     /// cluster, so that run state and leases survive a server and a minority cannot write.
     replicas: Option<usize>,
+    /// User nkey seed file (`canton-ops gen nats-config` writes one per coordinator).
+    nkey_seed_file: Option<PathBuf>,
+    /// A `.creds` file (user JWT + seed), for servers in operator mode.
+    credentials: Option<PathBuf>,
+    /// CA of the servers' certificates; TLS is required when set.
+    tls_ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -160,6 +166,8 @@ pub struct Config {
     pub name: String,
     pub nats_url: String,
     pub nats_replicas: usize,
+    /// How the coordinator logs in to NATS and which CA it trusts.
+    pub nats_auth: NatsAuth,
     pub signing_seed: [u8; 32],
     pub signing_key_id: String,
     pub network_config: Vec<u8>,
@@ -189,11 +197,7 @@ fn duration(
 }
 
 fn read(key: &'static str, path: &Path, base: &Path) -> Result<Vec<u8>, ConfigError> {
-    let path = if path.is_relative() {
-        base.join(path)
-    } else {
-        path.to_owned()
-    };
+    let path = resolve(path, base);
     std::fs::read(&path).map_err(|e| invalid(key, format!("cannot read {}: {e}", path.display())))
 }
 
@@ -217,6 +221,42 @@ pub fn read_key32(key: &'static str, bytes: &[u8]) -> Result<[u8; 32], ConfigErr
         .map_err(|e| invalid(key, format!("expected 64 hex digits ({e})")))?;
     <[u8; 32]>::try_from(decoded.as_slice())
         .map_err(|_| invalid(key, "expected 32 bytes (64 hex digits)"))
+}
+
+fn resolve(path: &Path, base: &Path) -> PathBuf {
+    if path.is_relative() {
+        base.join(path)
+    } else {
+        path.to_owned()
+    }
+}
+
+/// `[nats]` credentials and CA, their files checked now so that a bad one names its key.
+fn nats_auth(raw: &RawNats, base: &Path) -> Result<NatsAuth, ConfigError> {
+    let credentials = match (&raw.nkey_seed_file, &raw.credentials) {
+        (Some(_), Some(_)) => {
+            return Err(invalid(
+                "nats.nkey_seed_file",
+                "set one of nats.nkey_seed_file and nats.credentials, not both",
+            ));
+        }
+        (Some(seed), None) => Some(NatsCredentials::NkeySeedFile(resolve(seed, base))),
+        (None, Some(creds)) => Some(NatsCredentials::CredsFile(resolve(creds, base))),
+        (None, None) => None,
+    };
+    let auth = NatsAuth {
+        credentials,
+        tls_ca_file: raw.tls_ca_file.as_deref().map(|path| resolve(path, base)),
+    };
+    auth.check().map_err(|error| {
+        let key = match error.setting {
+            AuthSetting::NkeySeedFile => "nats.nkey_seed_file",
+            AuthSetting::CredsFile => "nats.credentials",
+            AuthSetting::TlsCaFile => "nats.tls_ca_file",
+        };
+        invalid(key, error.to_string())
+    })?;
+    Ok(auth)
 }
 
 impl Config {
@@ -261,6 +301,7 @@ impl Config {
         if raw.nats.url.trim().is_empty() {
             return Err(invalid("nats.url", "must not be empty"));
         }
+        let nats_auth = nats_auth(&raw.nats, base)?;
         let signing_seed = read_key32(
             "signing.seed_file",
             &read("signing.seed_file", &raw.signing.seed_file, base)?,
@@ -334,6 +375,7 @@ impl Config {
             name,
             nats_url: raw.nats.url,
             nats_replicas,
+            nats_auth,
             signing_seed,
             signing_key_id: raw.signing.key_id,
             network_config,
@@ -395,6 +437,62 @@ mod tests {
         assert!(
             garbled.to_string().starts_with("retention.keep_for:"),
             "{garbled}"
+        );
+    }
+
+    fn raw(seed: Option<&str>, creds: Option<&str>, ca: Option<&str>) -> RawNats {
+        RawNats {
+            url: "tls://127.0.0.1:4222".to_owned(),
+            replicas: None,
+            nkey_seed_file: seed.map(PathBuf::from),
+            credentials: creds.map(PathBuf::from),
+            tls_ca_file: ca.map(PathBuf::from),
+        }
+    }
+
+    fn key_of(error: ConfigError) -> &'static str {
+        match error {
+            ConfigError::Invalid { key, .. } => key,
+            other => panic!("not a key error: {other}"),
+        }
+    }
+
+    #[test]
+    fn nats_credentials_are_read_relative_to_the_config_and_errors_name_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let seed = nkeys::KeyPair::new_user().seed().unwrap();
+        std::fs::write(dir.path().join("coordinator.nk"), format!("{seed}\n")).unwrap();
+        let auth = nats_auth(&raw(Some("coordinator.nk"), None, None), dir.path()).unwrap();
+        assert_eq!(
+            auth.credentials,
+            Some(NatsCredentials::NkeySeedFile(
+                dir.path().join("coordinator.nk")
+            ))
+        );
+        assert!(!format!("{auth:?}").contains(&seed));
+
+        let account = nkeys::KeyPair::new_account().seed().unwrap();
+        std::fs::write(dir.path().join("account.nk"), account).unwrap();
+        let wrong = nats_auth(&raw(Some("account.nk"), None, None), dir.path()).unwrap_err();
+        assert!(wrong.to_string().contains("user seed"), "{wrong}");
+        assert_eq!(key_of(wrong), "nats.nkey_seed_file");
+        assert_eq!(
+            key_of(
+                nats_auth(
+                    &raw(Some("coordinator.nk"), Some("c.creds"), None),
+                    dir.path()
+                )
+                .unwrap_err()
+            ),
+            "nats.nkey_seed_file"
+        );
+        assert_eq!(
+            key_of(nats_auth(&raw(None, Some("absent.creds"), None), dir.path()).unwrap_err()),
+            "nats.credentials"
+        );
+        assert_eq!(
+            key_of(nats_auth(&raw(None, None, Some("absent.pem")), dir.path()).unwrap_err()),
+            "nats.tls_ca_file"
         );
     }
 }

@@ -199,10 +199,14 @@ impl Coordinator {
             .map(|org| org.nodes.clone())
             .unwrap_or_default();
 
-        let (client, client_events) =
-            sidecar_bus::connect_with_events(&config.nats_url, "canton-coordinator")
-                .await
-                .map_err(|e| ServiceError::Bus(e.to_string()))?;
+        let (client, client_events) = sidecar_bus::connect_with_events(
+            &config.nats_url,
+            "canton-coordinator",
+            &config.nats_auth,
+            &Names::new(config.network.clone()).coordinator_inbox(&config.organisation),
+        )
+        .await
+        .map_err(|e| ServiceError::Bus(e.to_string()))?;
         let network = Network::ensure(
             client.clone(),
             Names::new(config.network.clone()),

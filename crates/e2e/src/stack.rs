@@ -15,8 +15,8 @@ use canton_sim::network::LaunchOptions;
 use canton_sim::{NetworkSpec, NodeKind, PostgresTarget, SimNetwork, SimNode};
 use futures::StreamExt;
 use nix::sys::signal::Signal;
-use sidecar_bus::{BusSettings, Names, Network, NetworkId, connect};
-use testkit::{ChildProcess, NatsServer, Postgres, binary_path};
+use sidecar_bus::{BusSettings, Names, NatsAuth, NatsCredentials, Network, NetworkId};
+use testkit::{ChildProcess, NatsOptions, NatsServer, Postgres, binary_path};
 
 use crate::keys::{NetworkKeys, NodeEntry};
 use crate::orchestrator::{Orchestrator, SharedSims};
@@ -42,6 +42,38 @@ pub struct CoordinatorProcess {
     pub process: ChildProcess,
 }
 
+/// What the stack's NATS server requires: per-user nkeys with the generated permissions, over
+/// TLS (`canton-ops gen nats-config`).
+pub struct NatsLogin {
+    /// `canton-ops gen nats-config`'s output directory (`accounts.conf`, `tls.conf`, `users/`).
+    pub dir: PathBuf,
+    pub tls: testkit::TlsFiles,
+}
+
+impl NatsLogin {
+    /// The seed file of a generated user (`agent-<node>`, `coordinator-<organisation>`).
+    pub fn seed_file(&self, user: &str) -> PathBuf {
+        self.dir.join("users").join(format!("{user}.nk"))
+    }
+
+    /// How `user` logs in.
+    pub fn auth(&self, user: &str) -> NatsAuth {
+        NatsAuth {
+            credentials: Some(NatsCredentials::NkeySeedFile(self.seed_file(user))),
+            tls_ca_file: Some(self.tls.ca.clone()),
+        }
+    }
+
+    /// The `[nats]` lines that make `user` log in.
+    fn toml(&self, user: &str) -> String {
+        format!(
+            "nkey_seed_file = {:?}\ntls_ca_file = {:?}\n",
+            self.seed_file(user),
+            self.tls.ca
+        )
+    }
+}
+
 pub struct Stack {
     /// Extra environment of every agent and coordinator started from now on (e.g. `OTEL_*`).
     pub process_env: Vec<(String, String)>,
@@ -59,6 +91,8 @@ pub struct Stack {
     pub network: Network,
     pub postgres: Postgres,
     pub nats: NatsServer,
+    /// Set when the server requires logins ([`StackOptions::nats_login`]).
+    pub nats_login: Option<NatsLogin>,
     /// Configs, keys, journals and logs; removed on drop.
     pub dir: tempfile::TempDir,
 }
@@ -69,6 +103,9 @@ pub struct StackOptions<'a> {
     pub heartbeat_interval: Duration,
     /// Agents accept signed commands (trust and journal configured).
     pub commands: bool,
+    /// The NATS server requires TLS and a generated nkey user per agent and coordinator,
+    /// each limited to its own subjects; otherwise it is open.
+    pub nats_login: bool,
 }
 
 impl Stack {
@@ -79,14 +116,8 @@ impl Stack {
             .prefix("canton-sidecar-stack-")
             .tempdir()
             .context("creating the stack's work dir")?;
-        let nats = NatsServer::start().context("starting nats-server")?;
         let postgres = Postgres::start().context("starting PostgreSQL")?;
         let names = Names::new(NetworkId::new(spec.name.as_str())?);
-        let client = connect(nats.url(), "canton-stack").await?;
-        let network = Network::ensure(client, names, &BusSettings::default())
-            .await
-            .context("creating the network's streams and buckets")?;
-
         let (sims, postgres) = start_sims(spec, postgres, dir.path()).await?;
         let entries: Vec<NodeEntry> = sims
             .nodes()
@@ -96,6 +127,37 @@ impl Stack {
                 organisation: node.config().organisation.clone(),
             })
             .collect();
+        let nats_login = if options.nats_login {
+            Some(generate_nats_login(names.network(), &entries, dir.path())?)
+        } else {
+            None
+        };
+        let nats = NatsServer::start_with(NatsOptions {
+            includes: nats_login
+                .as_ref()
+                .map(|login| vec![login.dir.join("accounts.conf"), login.dir.join("tls.conf")])
+                .unwrap_or_default(),
+            ..NatsOptions::default()
+        })
+        .context("starting nats-server")?;
+        // The stack sets the bus up and reads it as the first organisation's coordinator would.
+        let setup_user = entries
+            .first()
+            .map(|entry| entry.organisation.clone())
+            .unwrap_or_default();
+        let (client, _events) = sidecar_bus::connect_with_events(
+            nats.url(),
+            "canton-stack",
+            &nats_login
+                .as_ref()
+                .map(|login| login.auth(&format!("coordinator-{setup_user}")))
+                .unwrap_or_default(),
+            &names.coordinator_inbox(&setup_user),
+        )
+        .await?;
+        let network = Network::ensure(client, names, &BusSettings::default())
+            .await
+            .context("creating the network's streams and buckets")?;
         let keys = NetworkKeys::provision(
             sims.spec().name.as_str(),
             &entries,
@@ -115,6 +177,7 @@ impl Stack {
             network,
             postgres,
             nats,
+            nats_login,
             dir,
         };
         stack.write_agent_configs(options)?;
@@ -175,7 +238,7 @@ impl Stack {
         )?;
         let config = format!(
             "network = {network:?}\norganisation = {organisation:?}\nname = \"coordinator-1\"\n\n\
-             [nats]\nurl = {nats:?}\n\n\
+             [nats]\nurl = {nats:?}\n{login}\n\
              [signing]\nseed_file = {seed:?}\nkey_id = {key_id:?}\n\n\
              [network_config]\nfile = {config_file:?}\nconfig_public_key = {config_key:?}\n\
              config_key_id = {config_key_id:?}\n\n\
@@ -184,6 +247,11 @@ impl Stack {
              [driver]\nfence_timeout = \"10s\"\ntick = \"100ms\"\n\n{extra_toml}",
             network = self.names().network().as_str(),
             nats = self.nats.url(),
+            login = self
+                .nats_login
+                .as_ref()
+                .map(|login| login.toml(&format!("coordinator-{organisation}")))
+                .unwrap_or_default(),
             seed = self.keys.seed_path(signer.key_id()),
             key_id = signer.key_id(),
             config_file = self.keys.network_config_path,
@@ -438,6 +506,42 @@ fn collect_logs(dir: &Path, logs: &mut Vec<PathBuf>) {
     }
 }
 
+/// Runs `canton-ops gen nats-config` for the stack's agents, with TLS material made here.
+fn generate_nats_login(
+    network: &NetworkId,
+    entries: &[NodeEntry],
+    dir: &Path,
+) -> anyhow::Result<NatsLogin> {
+    let tls_dir = dir.join("nats-tls");
+    std::fs::create_dir_all(&tls_dir)?;
+    let tls = testkit::tls_files(&tls_dir)?;
+    let out = dir.join("nats-config");
+    let mut command = std::process::Command::new(binary_path("canton-ops")?);
+    command
+        .args(["gen", "nats-config", "--network", network.as_str()])
+        .arg("--out-dir")
+        .arg(&out)
+        .arg("--tls-cert")
+        .arg(&tls.cert)
+        .arg("--tls-key")
+        .arg(&tls.key);
+    for entry in entries {
+        command
+            .arg("--agent")
+            .arg(format!("{}/{}", entry.organisation, entry.id));
+    }
+    let output = command
+        .output()
+        .context("running canton-ops gen nats-config")?;
+    if !output.status.success() {
+        bail!(
+            "canton-ops gen nats-config failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(NatsLogin { dir: out, tls })
+}
+
 fn rand_token() -> [u8; 24] {
     use rand_core::RngCore;
     let mut token = [0u8; 24];
@@ -525,7 +629,7 @@ fn agent_config(
     };
     let mut toml = format!(
         "network = {network:?}\nnode = {node:?}\nkind = {kind:?}\n{participant}\n\
-         [nats]\nurl = {url:?}\n\n[heartbeat]\ninterval = {interval:?}\n\n\
+         [nats]\nurl = {url:?}\n{login}\n[heartbeat]\ninterval = {interval:?}\n\n\
          [database]\nurl = {database:?}\n",
         network = stack.names().network().as_str(),
         node = node.id(),
@@ -533,6 +637,11 @@ fn agent_config(
             .map(|p| format!("participant = {p:?}\n"))
             .unwrap_or_default(),
         url = stack.nats.url(),
+        login = stack
+            .nats_login
+            .as_ref()
+            .map(|login| login.toml(&format!("agent-{}", node.id())))
+            .unwrap_or_default(),
         interval = humantime::format_duration(options.heartbeat_interval).to_string(),
         database = node.database(),
     );

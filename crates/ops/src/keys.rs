@@ -42,39 +42,47 @@ pub enum KeysCommand {
     },
 }
 
+/// The network description `keys network-config` signs (and `gen nats-config` reads).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct NetworkToml {
-    network: String,
+pub(crate) struct NetworkToml {
+    pub(crate) network: String,
     serial: u64,
     config_key_id: String,
     config_seed_file: PathBuf,
     #[serde(default)]
-    organisations: Vec<OrganisationToml>,
+    pub(crate) organisations: Vec<OrganisationToml>,
     #[serde(default)]
-    keys: Vec<KeyToml>,
+    pub(crate) keys: Vec<KeyToml>,
+}
+
+impl NetworkToml {
+    pub(crate) fn read(path: &Path) -> Result<Self, OpsError> {
+        let text = read_text("--input", path)?;
+        toml::from_str(&text).map_err(|e| OpsError::Usage(format!("{}: {e}", path.display())))
+    }
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct OrganisationToml {
-    id: String,
+pub(crate) struct OrganisationToml {
+    pub(crate) id: String,
     #[serde(default)]
     display_name: String,
     #[serde(default)]
-    nodes: Vec<String>,
+    pub(crate) nodes: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct KeyToml {
+pub(crate) struct KeyToml {
     key_id: String,
-    purpose: String,
-    organisation: String,
+    pub(crate) purpose: String,
+    pub(crate) organisation: String,
     public_key_file: Option<PathBuf>,
     public_key: Option<String>,
     #[serde(default)]
-    node: String,
+    pub(crate) node: String,
     #[serde(default)]
     not_before_unix_ms: i64,
     #[serde(default)]
@@ -93,7 +101,12 @@ fn read_text(what: &str, path: &Path) -> Result<String, OpsError> {
         .map_err(|e| OpsError::Usage(format!("{what} {}: {e}", path.display())))
 }
 
-fn write(path: &Path, bytes: &[u8], private: bool, force: bool) -> Result<(), OpsError> {
+pub(crate) fn write_file(
+    path: &Path,
+    bytes: &[u8],
+    private: bool,
+    force: bool,
+) -> Result<(), OpsError> {
     if path.exists() && !force {
         return Err(OpsError::Refused(format!(
             "{} exists; pass --force to replace it",
@@ -126,13 +139,13 @@ pub fn run(command: &KeysCommand, out: &Out) -> Result<u8, OpsError> {
             let public = hex::encode(identity.trusted_key(None, None).public.to_bytes());
             let seed_path = out_dir.join(format!("{name}.seed"));
             let pub_path = out_dir.join(format!("{name}.pub"));
-            write(
+            write_file(
                 &seed_path,
                 format!("{}\n", hex::encode(identity.seed())).as_bytes(),
                 true,
                 *force,
             )?;
-            write(&pub_path, format!("{public}\n").as_bytes(), false, *force)?;
+            write_file(&pub_path, format!("{public}\n").as_bytes(), false, *force)?;
             if out.json() {
                 out.value(&json!({"seed_file": seed_path, "public_key_file": pub_path, "public_key": public}));
             } else {
@@ -144,9 +157,7 @@ pub fn run(command: &KeysCommand, out: &Out) -> Result<u8, OpsError> {
             }
         }
         KeysCommand::NetworkConfig { input, out: target } => {
-            let text = read_text("--input", input)?;
-            let spec: NetworkToml = toml::from_str(&text)
-                .map_err(|e| OpsError::Usage(format!("{}: {e}", input.display())))?;
+            let spec = NetworkToml::read(input)?;
             let base = input.parent().unwrap_or(Path::new("."));
             let seed = hex32(
                 "config_seed_file",
@@ -223,7 +234,7 @@ pub fn run(command: &KeysCommand, out: &Out) -> Result<u8, OpsError> {
                     .unwrap_or(0),
             };
             let envelope = sign_network_config(&signer, &config);
-            write(target, &envelope.encode_to_vec(), false, true)?;
+            write_file(target, &envelope.encode_to_vec(), false, true)?;
             let public = hex::encode(signer.trusted_key(None, None).public.to_bytes());
             if out.json() {
                 out.value(&json!({"network_config": target, "serial": spec.serial, "config_key_id": spec.config_key_id, "config_public_key": public}));

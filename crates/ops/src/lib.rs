@@ -1,5 +1,6 @@
 //! canton-ops: the operator CLI over the coordinator API.
 
+pub mod generate;
 pub mod keys;
 mod render;
 
@@ -270,6 +271,11 @@ pub enum Command {
         #[command(subcommand)]
         command: keys::KeysCommand,
     },
+    /// Generated deployment files: the NATS server's users and permissions.
+    Gen {
+        #[command(subcommand)]
+        command: generate::GenCommand,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -403,6 +409,9 @@ pub async fn run(cli: Cli) -> Result<u8, OpsError> {
     if let Command::Keys { command } = &cli.command {
         return keys::run(command, &out);
     }
+    if let Command::Gen { command } = &cli.command {
+        return generate::run(command, &out);
+    }
     let mut client = connect(&cli).await?;
     match &cli.command {
         Command::Nodes => {
@@ -516,7 +525,7 @@ pub async fn run(cli: Cli) -> Result<u8, OpsError> {
             out.runs(&runs);
         }
         Command::Dr { command } => return dr(&mut client, command, &out).await,
-        Command::Keys { .. } => {}
+        Command::Keys { .. } | Command::Gen { .. } => {}
     }
     Ok(exit::OK)
 }

@@ -17,6 +17,7 @@ mod ports;
 mod postgres;
 mod process;
 mod skip;
+mod tls;
 
 pub use binaries::{binary_path, workspace_root};
 pub use error::{Error, ErrorKind, Result};
@@ -28,6 +29,7 @@ pub use ports::free_port;
 pub use postgres::{Postgres, pg_bin};
 pub use process::{ChildProcess, wait_until};
 pub use skip::{SKIP_FILE_VAR, on_path, skip};
+pub use tls::{TlsFiles, tls_files};
 
 use std::sync::atomic::{AtomicU32, Ordering};
 

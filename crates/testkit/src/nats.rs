@@ -21,6 +21,10 @@ pub struct NatsOptions {
     pub sync_always: bool,
     /// Membership in a cluster of private servers (see [`NatsCluster`]).
     pub cluster: Option<ClusterMembership>,
+    /// Configuration files included after the server's own settings (accounts, users, a
+    /// `tls` block). nats-server includes only files beside its configuration, so each is
+    /// copied into the server's directory under its own name.
+    pub includes: Vec<PathBuf>,
 }
 
 /// How one server of a [`NatsCluster`] joins the others.
@@ -59,6 +63,7 @@ impl NatsServer {
             .tempdir()
             .map_err(|e| Error::io(ErrorKind::Filesystem, "creating the nats-server dir", e))?;
         let config_path = dir.path().join("nats.conf");
+        copy_includes(dir.path(), &options.includes)?;
         write_config(&config_path, dir.path(), None, &options)?;
         let mut server = Self {
             url: String::new(),
@@ -110,6 +115,11 @@ impl NatsServer {
 
     pub fn pid(&self) -> Option<u32> {
         self.process.as_ref().map(ChildProcess::pid)
+    }
+
+    /// The server's log (connections, permission violations), for a private server.
+    pub fn log_path(&self) -> Option<PathBuf> {
+        self.dir.as_ref().map(|dir| dir.path().join("nats.log"))
     }
 
     /// SIGKILL, as a crash: no flush, no goodbye to clients.
@@ -214,10 +224,13 @@ fn write_config(path: &Path, dir: &Path, port: Option<u16>, options: &NatsOption
             )
         }
     };
-    let text = format!(
+    let mut text = format!(
         "listen: \"127.0.0.1:{port}\"\nserver_name: \"{server_name}\"\nmax_payload: 8MB\njetstream {{\n  store_dir: \"{}\"\n  max_memory_store: 256MB\n  max_file_store: 4GB{sync}\n}}\n{cluster}",
         dir.join("js").display()
     );
+    for name in options.includes.iter().filter_map(|path| path.file_name()) {
+        text.push_str(&format!("include \"{}\"\n", name.to_string_lossy()));
+    }
     std::fs::write(path, text).map_err(|e| {
         Error::io(
             ErrorKind::Filesystem,
@@ -225,6 +238,25 @@ fn write_config(path: &Path, dir: &Path, port: Option<u16>, options: &NatsOption
             e,
         )
     })
+}
+
+fn copy_includes(dir: &Path, includes: &[PathBuf]) -> Result<()> {
+    for source in includes {
+        let name = source.file_name().ok_or_else(|| {
+            Error::new(
+                ErrorKind::Filesystem,
+                format!("include {} names no file", source.display()),
+            )
+        })?;
+        std::fs::copy(source, dir.join(name)).map_err(|e| {
+            Error::io(
+                ErrorKind::Filesystem,
+                format!("copying {}", source.display()),
+                e,
+            )
+        })?;
+    }
+    Ok(())
 }
 
 /// Private nats-servers joined in one JetStream cluster on 127.0.0.1, each with its own store.

@@ -36,7 +36,7 @@ pub fn config(url: &str, net: &Network, node: &str) -> AgentConfig {
         kind: NodeKind::Participant,
         nats: NatsConfig {
             url: url.to_owned(),
-            credentials: None,
+            auth: Default::default(),
             ping_interval: Duration::from_millis(500),
             connect_timeout: Duration::from_secs(2),
             max_reconnect_delay: Duration::from_millis(500),

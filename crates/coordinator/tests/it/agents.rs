@@ -132,7 +132,7 @@ pub fn start_agent(
         kind: NodeKind::Participant,
         nats: NatsConfig {
             url: nats_url.to_owned(),
-            credentials: None,
+            auth: Default::default(),
             ping_interval: Duration::from_millis(500),
             connect_timeout: Duration::from_secs(2),
             max_reconnect_delay: Duration::from_millis(500),

@@ -116,6 +116,7 @@ pub fn config(names: &Names, url: &str, nodes: &[TestNode]) -> Config {
         name: "coord".into(),
         nats_url: url.into(),
         nats_replicas: 1,
+        nats_auth: Default::default(),
         signing_seed: coordinator_key().seed(),
         signing_key_id: coordinator_key().key_id().to_owned(),
         network_config: signed_network_config(names.network().as_str(), nodes),

@@ -264,6 +264,15 @@ fn kubernetes_agent_configurations_pass_the_agents_own_check() {
         keys.join("ack.seed"),
     )
     .unwrap();
+    // The pod's NATS user (from the generator) and the cluster's CA (from cert-manager there).
+    std::fs::copy(
+        secrets.join("nats/users/agent-participant1.nk"),
+        keys.join("nats.nk"),
+    )
+    .unwrap();
+    let ca_dir = scratch.join("nats-ca");
+    std::fs::create_dir_all(&ca_dir).unwrap();
+    let ca = testkit::tls_files(&ca_dir).unwrap().ca;
     let mounts = [
         ("/etc/canton-sidecar/", format!("{}/", scratch.display())),
         (
@@ -282,13 +291,34 @@ fn kubernetes_agent_configurations_pass_the_agents_own_check() {
         ),
         (
             "CANTON_AGENT__NATS__URL".to_owned(),
-            "tls://agent:secret@127.0.0.1:4222".to_owned(),
+            "tls://127.0.0.1:4222".to_owned(),
+        ),
+        (
+            "CANTON_AGENT__NATS__NKEY_SEED_FILE".to_owned(),
+            keys.join("nats.nk").display().to_string(),
+        ),
+        (
+            "CANTON_AGENT__NATS__TLS_CA_FILE".to_owned(),
+            ca.display().to_string(),
         ),
         (
             "CANTON_AGENT__TRUST__CONFIG_KEY".to_owned(),
             provisioned.env["CONFIG_PUBLIC_KEY"].clone(),
         ),
     ]);
+    // The pods set the NATS login the check is given here.
+    for pod in [
+        "base/participant1.yaml",
+        "components/external-agent/agent.yaml",
+    ] {
+        let text = read_text(&deploy_dir().join("kubernetes").join(pod)).unwrap();
+        for variable in [
+            "CANTON_AGENT__NATS__NKEY_SEED_FILE",
+            "CANTON_AGENT__NATS__TLS_CA_FILE",
+        ] {
+            assert!(text.contains(variable), "{pod} sets {variable}");
+        }
+    }
     for file in [
         "base/participant1-agent.toml",
         "components/external-agent/participant1-agent.toml",

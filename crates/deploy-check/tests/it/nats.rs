@@ -3,60 +3,17 @@
 //! leader and serves a real canton-coordinator, provisioned with the compose network's script.
 
 use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use deploy_check::{deploy_dir, read_text};
 use nix::sys::signal::Signal;
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
-};
 use serde_json::Value;
-use testkit::{ChildProcess, nats_server_binary};
+use testkit::{ChildProcess, TlsFiles, nats_server_binary, tls_files};
 
-use crate::support::{describe, provision};
-
-/// A CA and one certificate for 127.0.0.1 and localhost, good for serving and for the
-/// members' routes (which present it as a client).
-pub struct TlsFiles {
-    pub ca: PathBuf,
-    pub cert: PathBuf,
-    pub key: PathBuf,
-}
-
-pub fn tls_files(dir: &Path) -> TlsFiles {
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "canton-sidecar test CA");
-    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
-    let issuer = Issuer::new(ca_params, ca_key);
-    let server_key = KeyPair::generate().unwrap();
-    let mut params =
-        CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()]).unwrap();
-    params
-        .distinguished_name
-        .push(DnType::CommonName, "nats test member");
-    params.extended_key_usages = vec![
-        ExtendedKeyUsagePurpose::ServerAuth,
-        ExtendedKeyUsagePurpose::ClientAuth,
-    ];
-    let cert = params.signed_by(&server_key, &issuer).unwrap();
-    let files = TlsFiles {
-        ca: dir.join("ca.pem"),
-        cert: dir.join("server.pem"),
-        key: dir.join("server-key.pem"),
-    };
-    std::fs::write(&files.ca, ca_cert.pem()).unwrap();
-    std::fs::write(&files.cert, cert.pem()).unwrap();
-    std::fs::write(&files.key, server_key.serialize_pem()).unwrap();
-    files
-}
+use crate::support::{Provisioned, describe, provision};
 
 /// The variables of deploy/nats/nats-1.env, the per-host part of the configuration.
 fn env_file_vars() -> BTreeMap<String, String> {
@@ -83,7 +40,7 @@ fn test_config(config: &Path, env: &BTreeMap<String, String>) -> std::process::O
 #[test]
 fn nats_config_is_accepted_by_nats_server_with_the_per_host_environment() {
     let dir = tempfile::tempdir().unwrap();
-    let tls = tls_files(dir.path());
+    let tls = tls_files(dir.path()).unwrap();
     let mut env = env_file_vars();
     env.insert(
         "NATS_STORE_DIR".into(),
@@ -131,26 +88,61 @@ struct Member {
     process: ChildProcess,
 }
 
-const PASSWORD: &str = "test-password";
-
-/// deploy/nats's two files in `dir`, the accounts' placeholders filled for this test.
-fn write_configs(dir: &Path) -> PathBuf {
+/// deploy/nats's server configuration in `dir`, with the accounts `canton-ops gen nats-config`
+/// wrote for the provisioned compose network in place of the shipped example.
+fn write_configs(dir: &Path, provisioned: &Provisioned) -> PathBuf {
     let config = dir.join("nats-server.conf");
     std::fs::copy(deploy_dir().join("nats/nats-server.conf"), &config).unwrap();
-    let accounts = read_text(&deploy_dir().join("nats/accounts.conf"))
-        .unwrap()
-        .replace("REPLACE_ORGANISATION", "operator")
-        .replace("REPLACE_NODE", "participant1")
-        .replace("REPLACE_BCRYPT_HASH", PASSWORD);
-    // The coordinator has no NATS credential setting yet (and the client ignores credentials
-    // in the URL), so the test maps unauthenticated clients to the coordinator's user.
-    let accounts = format!("{accounts}\nno_auth_user: coordinator-operator\n");
-    std::fs::write(dir.join("accounts.conf"), accounts).unwrap();
+    std::fs::copy(
+        provisioned.secrets().join("nats/accounts.conf"),
+        dir.join("accounts.conf"),
+    )
+    .unwrap();
     config
 }
 
-fn start_cluster(dir: &Path, tls: &TlsFiles) -> Vec<Member> {
-    let config = write_configs(dir);
+/// The text of an accounts file from its `accounts` block on, every public nkey blanked.
+fn users_and_permissions(text: &str) -> String {
+    let start = text.find("accounts {").expect("an accounts block");
+    text[start..]
+        .lines()
+        .map(|line| match line.trim_start().strip_prefix("nkey: ") {
+            Some(_) => "nkey: <public key>",
+            None => line,
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn shipped_accounts_are_the_generators_output_for_the_compose_network() {
+    let provisioned = provision();
+    let generated = read_text(&provisioned.secrets().join("nats/accounts.conf")).unwrap();
+    let shipped = read_text(&deploy_dir().join("nats/accounts.conf")).unwrap();
+    assert_eq!(
+        users_and_permissions(&shipped),
+        users_and_permissions(&generated),
+        "deploy/nats/accounts.conf is `canton-ops gen nats-config --input deploy/compose/keys/network.toml` output"
+    );
+    let seeds = provisioned.secrets().join("nats/users");
+    for user in [
+        "agent-participant1",
+        "agent-participant1.a",
+        "coordinator-operator",
+        "system",
+    ] {
+        let path = seeds.join(format!("{user}.nk"));
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{} is private", path.display());
+    }
+    assert!(
+        !shipped.contains("password"),
+        "users log in with nkeys only"
+    );
+}
+
+fn start_cluster(dir: &Path, tls: &TlsFiles, provisioned: &Provisioned) -> Vec<Member> {
+    let config = write_configs(dir, provisioned);
     let ports: Vec<[u16; 3]> = (0..3)
         .map(|_| [0; 3].map(|_| testkit::free_port().unwrap()))
         .collect();
@@ -251,9 +243,10 @@ where
 async fn heavy_nats_cluster_from_the_deploy_config_elects_a_meta_leader_and_serves_the_coordinator()
 {
     let dir = tempfile::tempdir().unwrap();
-    let tls = tls_files(dir.path());
+    let tls = tls_files(dir.path()).unwrap();
+    let provisioned = provision();
     let started = Instant::now();
-    let mut members = start_cluster(dir.path(), &tls);
+    let mut members = start_cluster(dir.path(), &tls, &provisioned);
     eprintln!("three members ready after {:?}", started.elapsed());
     let leader = eventually(
         "JetStream meta leader agreed",
@@ -283,8 +276,7 @@ async fn heavy_nats_cluster_from_the_deploy_config_elects_a_meta_leader_and_serv
     }
 
     // The coordinator of the compose network, connected through a member that is not the
-    // meta leader, with the cluster CA trusted through SSL_CERT_FILE as in the images.
-    let provisioned = provision();
+    // meta leader, logged in as its organisation's generated user over TLS.
     let secrets = provisioned.secrets();
     let through = members.iter().find(|m| m.name != leader).unwrap();
     let api_port = testkit::free_port().unwrap();
@@ -297,14 +289,15 @@ async fn heavy_nats_cluster_from_the_deploy_config_elects_a_meta_leader_and_serv
         .parse()
         .unwrap();
     config["nats"]["url"] = format!("nats://127.0.0.1:{}", through.client_port).into();
+    config["nats"]
+        .as_table_mut()
+        .unwrap()
+        .insert("tls_ca_file".into(), tls.ca.display().to_string().into());
     config["api"]["listen"] = format!("127.0.0.1:{api_port}").into();
     let config_path = dir.path().join("coordinator.toml");
     std::fs::write(&config_path, toml::to_string(&config).unwrap()).unwrap();
     let mut command = Command::new(testkit::binary_path("canton-coordinator").unwrap());
-    command
-        .arg("--config")
-        .arg(&config_path)
-        .env("SSL_CERT_FILE", &tls.ca);
+    command.arg("--config").arg(&config_path);
     let mut coordinator = ChildProcess::spawn(
         "canton-coordinator",
         command,

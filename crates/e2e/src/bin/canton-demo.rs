@@ -33,6 +33,7 @@ async fn demo() -> anyhow::Result<()> {
         topology: TOPOLOGY,
         heartbeat_interval: Duration::from_millis(500),
         commands: true,
+        nats_login: false,
     })
     .await?;
     println!(

@@ -33,6 +33,7 @@ async fn hook_stops_and_starts_a_sim_node() {
         topology: TOPOLOGY,
         heartbeat_interval: Duration::from_millis(500),
         commands: false,
+        nats_login: false,
     })
     .await
     .expect("stack");

@@ -5,6 +5,7 @@ mod dr_timestamp;
 mod ha_backup;
 mod kills;
 mod lifecycle;
+mod nats_login;
 mod out_of_order;
 mod prometheus;
 mod restore;

@@ -16,16 +16,26 @@ pub const DEMO_TOPOLOGY: &str = include_str!("../../demo/network.toml");
 
 /// Starts the stack, an agent beside every node and the coordinator, logging each wait.
 pub async fn running_stack(topology: &str) -> Stack {
-    running_stack_with(topology, "").await
+    start(topology, "", false).await
 }
 
 /// [`running_stack`] with `coordinator_toml` added to the coordinator's configuration.
 pub async fn running_stack_with(topology: &str, coordinator_toml: &str) -> Stack {
+    start(topology, coordinator_toml, false).await
+}
+
+/// [`running_stack`] with a NATS server that requires each process's generated login.
+pub async fn running_stack_with_logins(topology: &str) -> Stack {
+    start(topology, "", true).await
+}
+
+async fn start(topology: &str, coordinator_toml: &str, nats_login: bool) -> Stack {
     let started = Instant::now();
     let mut stack = Stack::start(&StackOptions {
         topology,
         heartbeat_interval: Duration::from_millis(500),
         commands: true,
+        nats_login,
     })
     .await
     .expect("starting the stack");
