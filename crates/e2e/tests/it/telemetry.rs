@@ -32,6 +32,7 @@ async fn observed_stack(topology: &str, env: Vec<(String, String)>, args: &[&str
         topology,
         heartbeat_interval: Duration::from_millis(500),
         commands: true,
+        nats_login: false,
     })
     .await
     .expect("starting the stack");
