@@ -1,0 +1,69 @@
+//! Smoke versions of every benchmark program (tiny sizes, seconds each), in the extras tier so
+//! the programs cannot rot. They assert that each program measures what it claims: runs that
+//! succeed, answers from every agent, no dropped heartbeats, Down verdicts for killed agents only.
+#![allow(clippy::unwrap_used)]
+
+use std::process::Command;
+
+#[test]
+fn extras_barrier_smoke_runs_the_disconnect_runbook_and_the_raw_baseline() {
+    let results = bench::barrier::run(&bench::barrier::Options::smoke()).unwrap();
+    assert_eq!(results.len(), 1);
+    let result = &results[0];
+    assert_eq!(result.run_ms.count, 2);
+    assert!(result.run_ms.min > 0.0 && result.baseline_ms.min > 0.0);
+    // Every command and ack crossed the coordinator's own connection.
+    assert!(result.coordinator_bytes_per_node > 100.0, "{result:?}");
+    assert!(result.coordinator_cpu_ms_per_run > 0.0, "{result:?}");
+}
+
+#[test]
+fn extras_heartbeat_ingest_smoke_keeps_every_node_alive_without_drops() {
+    let results = bench::heartbeat::run(&bench::heartbeat::Options::smoke()).unwrap();
+    let result = &results[0];
+    assert_eq!(result.slow_consumer_events, 0);
+    assert_eq!(result.alive, result.rate, "{result:?}");
+    assert!(!result.suspended);
+    assert!(
+        result.received_per_s > result.rate as f64 * 0.8,
+        "{result:?}"
+    );
+}
+
+#[test]
+fn extras_failure_detection_smoke_sees_the_killed_agent_down_and_no_other() {
+    let result = bench::failure::run(&bench::failure::Options::smoke()).unwrap();
+    assert!(result.kills >= 1);
+    assert_eq!(result.false_downs, 0);
+    let timeout_ms = result.failure_timeout.as_secs_f64() * 1e3;
+    // Down means a full failure timeout of silence, and not much more.
+    assert!(
+        result.from_last_heartbeat_ms.min >= timeout_ms * 0.95,
+        "{result:?}"
+    );
+    assert!(result.from_kill_ms.max <= timeout_ms * 2.0, "{result:?}");
+}
+
+#[test]
+fn extras_engine_smoke_prints_transitions_per_second_and_the_divan_table() {
+    let output = Command::new(testkit::binary_path("bench").unwrap())
+        .args(["engine", "--smoke"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("transitions/s"), "{stdout}");
+    assert!(stdout.contains("backup_run_transitions"), "{stdout}");
+    assert!(stdout.contains("transition / clone"), "{stdout}");
+}
+
+#[test]
+fn extras_agent_footprint_smoke_measures_a_running_agent() {
+    let result = bench::footprint::run(&bench::footprint::Options::smoke()).unwrap();
+    assert!(result.rss_mb.min > 1.0, "{result:?}");
+    assert!(result.cpu_percent >= 0.0);
+}
