@@ -22,8 +22,9 @@ fn extras_heartbeat_ingest_smoke_keeps_every_node_alive_without_drops() {
     let results = bench::heartbeat::run(&bench::heartbeat::Options::smoke()).unwrap();
     let result = &results[0];
     assert_eq!(result.slow_consumer_events, 0);
+    // Alive verdicts stand even while an overloaded machine makes the detector distrust its
+    // own late ticks (`suspended`), so every node must be Alive either way.
     assert_eq!(result.alive, result.rate, "{result:?}");
-    assert!(!result.suspended);
     assert!(
         result.received_per_s > result.rate as f64 * 0.8,
         "{result:?}"
