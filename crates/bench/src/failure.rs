@@ -88,7 +88,7 @@ pub fn run(options: &Options) -> anyhow::Result<FailureResult> {
     let _bus = runtime.block_on(servers::ensure_network(&url, &network, 1))?;
     let detector = DetectorConfig::default();
     let registry = runtime.block_on(async {
-        let (client, events) = sidecar_bus::connect_with_events(&url, "bench-registry").await?;
+        let (client, events) = crate::fixture::registry_connection(&url, &names).await?;
         anyhow::Ok(Registry::start(client, &names, detector, Some(events), None).await?)
     })?;
 

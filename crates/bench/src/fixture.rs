@@ -23,11 +23,29 @@ use canton_coordinator::leadership::LeaseTiming;
 use futures::future::BoxFuture;
 use prost::Message as _;
 use proto_sidecar as pb;
-use sidecar_bus::{NetworkId, NodeId};
+use sidecar_bus::{Names, NatsAuth, NetworkId, NodeId};
 use sidecar_trust::{KeyPurpose, SigningIdentity, sign_network_config};
 use tokio_util::sync::CancellationToken;
 
 pub const ORG: &str = "org-bench";
+
+/// The connection a failure detector needs (with its events), as the coordinator of [`ORG`]
+/// opens it.
+pub async fn registry_connection(
+    url: &str,
+    names: &Names,
+) -> anyhow::Result<(
+    async_nats::Client,
+    tokio::sync::mpsc::UnboundedReceiver<async_nats::Event>,
+)> {
+    Ok(sidecar_bus::connect_with_events(
+        url,
+        "bench-registry",
+        &NatsAuth::default(),
+        &names.coordinator_inbox(ORG),
+    )
+    .await?)
+}
 pub const OPERATOR_TOKEN: &str = "bench-operator-token-0123456789";
 
 pub fn now_ms() -> i64 {
@@ -101,12 +119,14 @@ pub fn coordinator_config(
         name: "bench-coordinator".into(),
         nats_url: nats_url.into(),
         nats_replicas: replicas,
+        nats_auth: NatsAuth::default(),
         signing_seed: coordinator_key().seed(),
         signing_key_id: coordinator_key().key_id().to_owned(),
         network_config: signed_network_config(network.as_str(), agents),
         config_public_key: config_key().trusted_key(None, None).public.to_bytes(),
         config_key_id: config_key().key_id().to_owned(),
         api_listen: "127.0.0.1:0".parse()?,
+        retention: Default::default(),
         tokens,
         tls: None,
         lease: LeaseTiming::new(Duration::from_secs(15), LeaseTiming::DEFAULT_EPSILON)
@@ -182,7 +202,7 @@ pub fn agent(
         kind: NodeKind::Participant,
         nats: NatsConfig {
             url: nats_url.to_owned(),
-            credentials: None,
+            auth: NatsAuth::default(),
             ping_interval: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(10),
             max_reconnect_delay: Duration::from_secs(2),

@@ -125,7 +125,7 @@ fn one_rate(
         drop(bare_client);
 
         let rss_before = measure::rss_kb(pid)? as f64 / 1024.0;
-        let (client, events) = sidecar_bus::connect_with_events(url, "bench-registry").await?;
+        let (client, events) = crate::fixture::registry_connection(url, &names).await?;
         let (forward, forwarded) = tokio::sync::mpsc::unbounded_channel();
         let slow = Arc::new(AtomicU64::new(0));
         let slow_seen = slow.clone();

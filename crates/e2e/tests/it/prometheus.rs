@@ -79,6 +79,7 @@ async fn extras_prometheus_scrapes_an_agent_and_answers_queries_for_its_series()
         topology: TOPOLOGY,
         heartbeat_interval: Duration::from_millis(500),
         commands: false,
+        nats_login: false,
     })
     .await
     .expect("starting the stack");
