@@ -238,6 +238,15 @@ impl Names {
         format!("cs.{}.prop.{org}", self.net)
     }
 
+    pub fn all_proposals(&self) -> String {
+        format!("cs.{}.prop.>", self.net)
+    }
+
+    /// Proposal documents and answers of every organisation, kept like audit records.
+    pub fn proposal_stream(&self) -> String {
+        format!("CS_{}_PROP", self.upper())
+    }
+
     /// The JetStream stream that holds a KV bucket.
     pub fn bucket_stream(&self, bucket: Bucket) -> String {
         format!("KV_{}", self.bucket(bucket))

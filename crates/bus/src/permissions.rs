@@ -73,6 +73,8 @@ impl Names {
             self.commands(),
             self.run_events("*"),
             self.audits(),
+            // Its own organisation's proposals and answers only.
+            self.proposals(organisation),
             self.bucket_key_subject(Bucket::Runs, ">"),
             self.bucket_key_subject(Bucket::Claims, ">"),
             format!("{JS_API}.CONSUMER.CREATE.{acks}.{consumer}.{}", self.acks()),
@@ -88,18 +90,27 @@ impl Names {
             ]
             .map(|key| self.bucket_key_subject(Bucket::Leader, &key)),
         );
-        let streams = [self.command_stream(), acks.clone(), self.audit_stream()]
-            .into_iter()
-            .chain(Bucket::ALL.map(|bucket| self.bucket_stream(bucket)));
+        let streams = [
+            self.command_stream(),
+            acks.clone(),
+            self.audit_stream(),
+            self.proposal_stream(),
+        ]
+        .into_iter()
+        .chain(Bucket::ALL.map(|bucket| self.bucket_stream(bucket)));
         for stream in streams {
             publish.extend(
                 ["CREATE", "UPDATE", "INFO"].map(|verb| format!("{JS_API}.STREAM.{verb}.{stream}")),
             );
         }
-        for bucket in Bucket::ALL {
-            let stream = self.bucket_stream(bucket);
-            // Reads by key; listings (ephemeral consumers) and watches (ordered consumers, whose
-            // flow control the client answers and which it deletes when it recreates them).
+        // Reads by key; listings (ephemeral consumers) and watches (ordered consumers, whose
+        // flow control the client answers and which it deletes when it recreates them). The
+        // proposal stream is read the same way, every organisation's answers included.
+        let readable = Bucket::ALL
+            .map(|bucket| self.bucket_stream(bucket))
+            .into_iter()
+            .chain([self.proposal_stream()]);
+        for stream in readable {
             publish.extend([
                 format!("{JS_API}.DIRECT.GET.{stream}.>"),
                 format!("{JS_API}.CONSUMER.CREATE.{stream}"),

@@ -75,6 +75,11 @@ impl Network {
             ),
             (names.ack_stream(), names.acks(), settings.ack_max_age),
             (names.audit_stream(), names.audits(), settings.audit_max_age),
+            (
+                names.proposal_stream(),
+                names.all_proposals(),
+                settings.audit_max_age,
+            ),
         ] {
             let config = stream::Config {
                 name: name.clone(),

@@ -20,15 +20,17 @@ use crate::driver::ports::RunStore;
 use crate::driver::record::{RunRecord, result_key, run_key};
 use crate::driver::{DriverError, DriverErrorKind, Input, StartRequest};
 use crate::nats::NatsStore;
+use crate::proposals;
 use crate::registry::Health;
 use crate::service::Shared;
 
 /// What a bearer token allows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Role {
-    /// Plan, GetRun, ListRuns, WatchRun, ListNodes, GetDrTimestamp.
+    /// Plan, GetRun, ListRuns, WatchRun, ListNodes, GetDrTimestamp, ListProposals.
     ReadOnly,
-    /// Everything, including StartRun, Approve, Cancel and Resume.
+    /// Everything, including StartRun, Approve, Cancel, Resume, ProposeDrTimestamp and
+    /// AnswerProposal.
     Operator,
 }
 
@@ -896,6 +898,99 @@ impl CoordinatorService for Api {
             record.recorded_at_unix_ms,
             proposal,
         )))
+    }
+
+    async fn propose_dr_timestamp(
+        &self,
+        request: Request<pb::ProposeDrTimestampRequest>,
+    ) -> Result<Response<pb::ProposalView>, Status> {
+        require(&request, Role::Operator)?;
+        let run = request.into_inner().run_id;
+        let record = self.dr_record(&run).await?;
+        let Some(proposal) = record.proposal.as_ref() else {
+            return Err(Status::failed_precondition(format!(
+                "run {run} gave no recovery timestamp to propose: {}",
+                record.error.as_deref().unwrap_or("no quorum")
+            )));
+        };
+        let document = proposals::dr_timestamp_document(
+            self.shared.config.network.as_str(),
+            &self.shared.organisation,
+            &self.shared.organisations,
+            &record,
+            proposal,
+        );
+        let outcome = proposals::propose(&self.shared, document).await;
+        self.audit_proposal("propose", &run, &outcome).await;
+        Ok(Response::new(proposals::view(
+            &outcome.map_err(proposal_status)?,
+        )))
+    }
+
+    async fn list_proposals(
+        &self,
+        request: Request<pb::ListProposalsRequest>,
+    ) -> Result<Response<pb::ListProposalsResponse>, Status> {
+        require(&request, Role::ReadOnly)?;
+        let books = proposals::books(&self.shared)
+            .await
+            .map_err(proposal_status)?;
+        Ok(Response::new(pb::ListProposalsResponse {
+            proposals: books.iter().map(proposals::view).collect(),
+        }))
+    }
+
+    async fn answer_proposal(
+        &self,
+        request: Request<pb::AnswerProposalRequest>,
+    ) -> Result<Response<pb::ProposalView>, Status> {
+        require(&request, Role::Operator)?;
+        let request = request.into_inner();
+        let books = proposals::books(&self.shared)
+            .await
+            .map_err(proposal_status)?;
+        let book = proposals::find(&books, &request.proposal_hash).map_err(proposal_status)?;
+        let outcome = proposals::answer(&self.shared, book, request.accept, &request.reason).await;
+        let call = if request.accept { "accept" } else { "abort" };
+        self.audit_proposal(call, &hex::encode(book.hash()), &outcome)
+            .await;
+        Ok(Response::new(proposals::view(
+            &outcome.map_err(proposal_status)?,
+        )))
+    }
+}
+
+impl Api {
+    /// Appends a proposal call and its outcome to the audit stream.
+    async fn audit_proposal(
+        &self,
+        call: &str,
+        subject: &str,
+        outcome: &Result<sidecar_trust::ProposalBook, proposals::ProposalsError>,
+    ) {
+        let outcome = match outcome {
+            Ok(book) => serde_json::json!({
+                "hash": hex::encode(book.hash()),
+                "missing": book.missing_accepts(),
+                "aborted": book.aborted().map(|(by, _)| by.to_owned()),
+            }),
+            Err(error) => serde_json::json!({"refused": error.to_string()}),
+        };
+        self.shared
+            .audit(
+                &format!("proposal_{call}"),
+                serde_json::json!({"organisation": self.shared.organisation, "subject": subject,
+                    "outcome": outcome}),
+            )
+            .await;
+    }
+}
+
+fn proposal_status(error: proposals::ProposalsError) -> Status {
+    match error {
+        proposals::ProposalsError::Unavailable(detail) => Status::unavailable(detail),
+        proposals::ProposalsError::NotFound(detail) => Status::not_found(detail),
+        proposals::ProposalsError::Refused(detail) => Status::failed_precondition(detail),
     }
 }
 

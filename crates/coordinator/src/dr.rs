@@ -3,9 +3,8 @@
 //! judged by `sidecar_core::dr_timestamp` and recorded once under `dr.<run>` in the runs
 //! bucket, so everyone who asks later sees the same proposal.
 //!
-//! Only our organisation's participants are listed today: a proposal other organisations
-//! accept by signature needs the cross-organisation proposal exchange, which the coordinator
-//! does not have yet.
+//! The evidence lists our organisation's participants; other organisations accept the
+//! result by signature through `crate::proposals`.
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -10,6 +10,7 @@ pub mod driver;
 pub mod leadership;
 pub mod metrics;
 pub mod nats;
+pub mod proposals;
 pub mod registry;
 pub mod retention;
 pub mod service;

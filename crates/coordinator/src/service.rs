@@ -57,6 +57,11 @@ pub struct Shared {
     pub keys: KeyRing,
     /// Nodes the network configuration lists for our organisation.
     pub configured_nodes: Vec<String>,
+    /// Every organisation of the network configuration with its nodes (the parties of a
+    /// cross-organisation proposal).
+    pub organisations: BTreeMap<String, Vec<String>>,
+    /// Our coordinator key, which signs proposal documents and answers.
+    pub proposal_signer: SigningIdentity,
     /// Fence acks by epoch.
     pub fences: Mutex<BTreeMap<u64, BTreeSet<String>>>,
     pub config: Config,
@@ -193,6 +198,11 @@ impl Coordinator {
                 ),
             });
         }
+        let organisations = verified
+            .organisations
+            .iter()
+            .map(|(id, organisation)| (id.clone(), organisation.nodes.clone()))
+            .collect();
         let configured_nodes = verified
             .organisations
             .get(&config.organisation)
@@ -253,7 +263,7 @@ impl Coordinator {
         driver_config.skew_ms = i64::try_from(config.clock_skew.as_millis()).unwrap_or(i64::MAX);
         let driver = Driver::new(
             driver_config,
-            signer,
+            signer.clone(),
             Arc::new(NatsStore::new(&network)),
             Arc::new(NatsPublisher::new(&network, Duration::from_secs(5))),
             Arc::new(SystemClock),
@@ -269,6 +279,8 @@ impl Coordinator {
             registry,
             keys: verified.keys,
             configured_nodes,
+            organisations,
+            proposal_signer: signer,
             fences: Mutex::new(BTreeMap::new()),
             config: config.clone(),
             crashed: CancellationToken::new(),

@@ -266,6 +266,11 @@ pub enum Command {
         #[command(subcommand)]
         command: DrCommand,
     },
+    /// Cross-organisation proposals: list them, accept or abort for our organisation.
+    Proposals {
+        #[command(subcommand)]
+        command: Option<ProposalsCommand>,
+    },
     /// Key material: ed25519 seeds and the signed network configuration.
     Keys {
         #[command(subcommand)]
@@ -295,6 +300,26 @@ pub enum DrCommand {
     },
     /// The recorded recovery timestamp of a finished dr-timestamp run.
     Show { run: String },
+    /// Proposes a finished run's recovery timestamp to every organisation of the network
+    /// (signed, with our acceptance); each accepts with `canton-ops proposals accept`.
+    Propose { run: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ProposalsCommand {
+    /// Every proposal with who accepted and who is missing (the default).
+    List,
+    /// Our organisation's signed acceptance.
+    Accept {
+        /// The proposal hash, or at least its first 8 hex digits.
+        hash: String,
+    },
+    /// Aborts the proposal for every organisation, with a reason they all see.
+    Abort {
+        hash: String,
+        #[arg(long)]
+        reason: String,
+    },
 }
 
 #[derive(clap::Args, Debug)]
@@ -525,6 +550,36 @@ pub async fn run(cli: Cli) -> Result<u8, OpsError> {
             out.runs(&runs);
         }
         Command::Dr { command } => return dr(&mut client, command, &out).await,
+        Command::Proposals { command } => {
+            let answer = |hash: &str, accept: bool, reason: &str| pb::AnswerProposalRequest {
+                proposal_hash: hash.to_owned(),
+                accept,
+                reason: reason.to_owned(),
+            };
+            match command.as_ref().unwrap_or(&ProposalsCommand::List) {
+                ProposalsCommand::List => {
+                    let listed = client
+                        .list_proposals(pb::ListProposalsRequest {})
+                        .await?
+                        .into_inner();
+                    out.proposals(&listed.proposals);
+                }
+                ProposalsCommand::Accept { hash } => {
+                    let view = client
+                        .answer_proposal(answer(hash, true, ""))
+                        .await?
+                        .into_inner();
+                    out.proposals(&[view]);
+                }
+                ProposalsCommand::Abort { hash, reason } => {
+                    let view = client
+                        .answer_proposal(answer(hash, false, reason))
+                        .await?
+                        .into_inner();
+                    out.proposals(&[view]);
+                }
+            }
+        }
         Command::Keys { .. } | Command::Gen { .. } => {}
     }
     Ok(exit::OK)
@@ -533,6 +588,16 @@ pub async fn run(cli: Cli) -> Result<u8, OpsError> {
 async fn dr(client: &mut Client, command: &DrCommand, out: &render::Out) -> Result<u8, OpsError> {
     let run = match command {
         DrCommand::Show { run } => run.clone(),
+        DrCommand::Propose { run } => {
+            let view = client
+                .propose_dr_timestamp(pb::ProposeDrTimestampRequest {
+                    run_id: run.clone(),
+                })
+                .await?
+                .into_inner();
+            out.proposals(&[view]);
+            return Ok(exit::OK);
+        }
         DrCommand::Timestamp {
             nodes,
             params,

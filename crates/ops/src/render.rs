@@ -156,9 +156,77 @@ pub fn dr_json(dr: &pb::GetDrTimestampResponse) -> Value {
     })
 }
 
+pub fn proposal_json(view: &pb::ProposalView) -> Value {
+    let status =
+        pb::ProposalStatus::try_from(view.status).map_or("unknown", |status| match status {
+            pb::ProposalStatus::Awaiting => "awaiting",
+            pb::ProposalStatus::Agreed => "agreed",
+            pb::ProposalStatus::Aborted => "aborted",
+            pb::ProposalStatus::Unspecified => "unknown",
+        });
+    let parameters: serde_json::Map<String, Value> = view
+        .parameters
+        .iter()
+        .map(|p| (p.key.clone(), json!(p.value)))
+        .collect();
+    json!({
+        "proposal_hash": view.proposal_hash,
+        "proposal_id": view.proposal_id,
+        "runbook": view.runbook,
+        "proposer": view.proposer,
+        "status": status,
+        "organisations": view.organisations.iter().map(|o| o.organisation.clone()).collect::<Vec<_>>(),
+        "accepted": view.accepted,
+        "missing": view.missing,
+        "aborted_by": (!view.aborted_by.is_empty()).then_some(&view.aborted_by),
+        "abort_reason": (!view.abort_reason.is_empty()).then_some(&view.abort_reason),
+        "parameters": parameters,
+        "created_at_unix_ms": view.created_at_unix_ms,
+    })
+}
+
 impl Out {
     pub fn new(output: Output) -> Self {
         Self { output }
+    }
+
+    /// Proposals: one line each with status and who is missing, then the parameters.
+    pub fn proposals(&self, views: &[pb::ProposalView]) {
+        if self.json() {
+            for view in views {
+                line(&proposal_json(view));
+            }
+            return;
+        }
+        if views.is_empty() {
+            println!("no proposals on the network");
+        }
+        for view in views {
+            let value = proposal_json(view);
+            let short = view.proposal_hash.get(..12).unwrap_or(&view.proposal_hash);
+            println!(
+                "{short}  {} {} by {}: {}",
+                view.runbook,
+                view.proposal_id,
+                view.proposer,
+                value["status"].as_str().unwrap_or_default()
+            );
+            println!("  accepted: {}", view.accepted.join(", "));
+            if !view.missing.is_empty() {
+                println!("  waiting for: {}", view.missing.join(", "));
+            }
+            if !view.aborted_by.is_empty() {
+                println!("  aborted by {}: {}", view.aborted_by, view.abort_reason);
+            }
+            for parameter in &view.parameters {
+                if parameter.key == "timestamp_micros" {
+                    let micros = parameter.value.parse().unwrap_or(0);
+                    println!("  timestamp: {} ({micros} µs)", instant(micros));
+                } else {
+                    println!("  {}: {}", parameter.key, parameter.value);
+                }
+            }
+        }
     }
 
     /// A recovery timestamp with its evidence table.

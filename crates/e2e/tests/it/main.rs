@@ -8,6 +8,7 @@ mod lifecycle;
 mod nats_login;
 mod out_of_order;
 mod prometheus;
+mod proposals;
 mod restore;
 mod retention;
 mod support;

@@ -55,9 +55,14 @@ async fn start(topology: &str, coordinator_toml: &str, nats_login: bool) -> Stac
 
 /// `canton-ops <args>` of the organisation's operator, run to completion.
 pub fn ops_output(stack: &Stack, args: &[&str]) -> std::process::Output {
+    ops_output_of(stack, ORGANISATION, args)
+}
+
+/// `canton-ops <args>` of `organisation`'s operator, run to completion.
+pub fn ops_output_of(stack: &Stack, organisation: &str, args: &[&str]) -> std::process::Output {
     tokio::task::block_in_place(|| {
         stack
-            .ops(ORGANISATION)
+            .ops(organisation)
             .expect("canton-ops command")
             .args(args)
             .output()
@@ -67,8 +72,17 @@ pub fn ops_output(stack: &Stack, args: &[&str]) -> std::process::Output {
 
 /// `canton-ops --output json <args>`: exit status and one JSON value per output line.
 pub fn ops_json(stack: &Stack, args: &[&str]) -> (ExitStatus, Vec<Value>) {
+    ops_json_of(stack, ORGANISATION, args)
+}
+
+/// [`ops_json`] as `organisation`'s operator.
+pub fn ops_json_of(stack: &Stack, organisation: &str, args: &[&str]) -> (ExitStatus, Vec<Value>) {
     let started = Instant::now();
-    let output = ops_output(stack, &[&["--output", "json"][..], args].concat());
+    let output = ops_output_of(
+        stack,
+        organisation,
+        &[&["--output", "json"][..], args].concat(),
+    );
     let stdout = String::from_utf8_lossy(&output.stdout);
     let values = stdout
         .lines()
@@ -79,7 +93,7 @@ pub fn ops_json(stack: &Stack, args: &[&str]) -> (ExitStatus, Vec<Value>) {
         })
         .collect();
     eprintln!(
-        "canton-ops {} -> {} in {:?}; stderr: {}",
+        "canton-ops ({organisation}) {} -> {} in {:?}; stderr: {}",
         args.join(" "),
         output.status,
         started.elapsed(),

@@ -35,6 +35,9 @@ fn coordinator_method_paths_match_the_golden_table() {
         "Resume",
         "ListNodes",
         "GetDrTimestamp",
+        "ProposeDrTimestamp",
+        "ListProposals",
+        "AnswerProposal",
     ];
     assert_eq!(methods, golden);
     let paths: Vec<String> = methods
@@ -114,6 +117,24 @@ impl proto_sidecar::coordinator_service_server::CoordinatorService for Unimpleme
         &self,
         _: tonic::Request<proto_sidecar::GetDrTimestampRequest>,
     ) -> Result<tonic::Response<proto_sidecar::GetDrTimestampResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("test"))
+    }
+    async fn propose_dr_timestamp(
+        &self,
+        _: tonic::Request<proto_sidecar::ProposeDrTimestampRequest>,
+    ) -> Result<tonic::Response<proto_sidecar::ProposalView>, tonic::Status> {
+        Err(tonic::Status::unimplemented("test"))
+    }
+    async fn list_proposals(
+        &self,
+        _: tonic::Request<proto_sidecar::ListProposalsRequest>,
+    ) -> Result<tonic::Response<proto_sidecar::ListProposalsResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("test"))
+    }
+    async fn answer_proposal(
+        &self,
+        _: tonic::Request<proto_sidecar::AnswerProposalRequest>,
+    ) -> Result<tonic::Response<proto_sidecar::ProposalView>, tonic::Status> {
         Err(tonic::Status::unimplemented("test"))
     }
 }
