@@ -2,8 +2,10 @@
 //! organisations: the SV organisation proposes a `dr-timestamp` result, the validator's
 //! coordinator reads it from the proposal stream and accepts by signature, and both then show
 //! it agreed. A second proposal aborted by the validator is aborted for both and cannot be
-//! accepted any more; an acceptance forged with the SV's key in the validator's name changes
-//! nothing; proposing again sends nothing twice.
+//! accepted any more; an acceptance in the validator's name signed with the SV's key changes
+//! nothing, even sent with the validator's stolen NATS credential; proposing again sends
+//! nothing twice. The NATS server requires the generated logins, so every read and write of
+//! the proposal stream runs under the permissions operators deploy.
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -12,7 +14,7 @@ use prost::Message as _;
 use proto_sidecar as pb;
 use serde_json::Value;
 
-use crate::support::{ORGANISATION, ops_json_of, running_stack};
+use crate::support::{ORGANISATION, ops_json_of, running_stack_with_logins};
 
 const VALIDATOR: &str = "validator";
 
@@ -87,7 +89,7 @@ fn propose_timestamp(stack: &Stack, request_id: &str) -> (String, Value) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_recovery_timestamp_is_agreed_only_when_every_organisation_signs_it() {
     let started = Instant::now();
-    let mut stack = running_stack(TOPOLOGY).await;
+    let mut stack = running_stack_with_logins(TOPOLOGY).await;
     let took = stack
         .start_coordinator(VALIDATOR, Duration::from_secs(60))
         .await
@@ -153,7 +155,8 @@ async fn a_recovery_timestamp_is_agreed_only_when_every_organisation_signs_it() 
     assert_ne!(second_hash, hash);
 
     // Forged: the SV organisation's coordinator key signing an acceptance in the validator's
-    // name, published where the validator's answers go. Verification refuses it.
+    // name, published where the validator's answers go with the validator's coordinators'
+    // NATS credential (which NATS lets through). Verification refuses it.
     forge_acceptance(&stack, &second_hash).await;
     let still = listed(&stack, ORGANISATION, &second_hash);
     assert_eq!(
@@ -193,7 +196,7 @@ async fn a_recovery_timestamp_is_agreed_only_when_every_organisation_signs_it() 
 }
 
 /// Publishes an `Accept` of `hash` that claims to be the validator's but is signed with the
-/// SV organisation's coordinator key.
+/// SV organisation's coordinator key, logged in as the validator's coordinators.
 async fn forge_acceptance(stack: &Stack, hash: &str) {
     let forger = stack.keys.coordinator(ORGANISATION).expect("SV key");
     let message = pb::ProposalMessage {
@@ -204,10 +207,20 @@ async fn forge_acceptance(stack: &Stack, hash: &str) {
         })),
     };
     let envelope = sidecar_trust::sign_proposal_message(forger, &message);
-    let client = async_nats::connect(stack.nats.url())
+    let names = stack.names().clone();
+    let login = stack
+        .nats_login
+        .as_ref()
+        .expect("the server requires logins");
+    let client = login
+        .auth(&format!("coordinator-{VALIDATOR}"))
+        .apply(async_nats::ConnectOptions::new())
         .await
-        .expect("connecting");
-    let names = sidecar_bus::Names::new(sidecar_bus::NetworkId::new("props").expect("network"));
+        .expect("the stolen seed")
+        .custom_inbox_prefix(names.coordinator_inbox(VALIDATOR))
+        .connect(stack.nats.url())
+        .await
+        .expect("connecting with the validator's credential");
     async_nats::jetstream::new(client)
         .publish(
             names.proposals(VALIDATOR),
