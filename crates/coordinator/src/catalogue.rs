@@ -152,6 +152,8 @@ pub fn build(request: &Request<'_>, inventory: &Inventory) -> Result<Built, Cata
         "disconnect" => disconnect(&params, &selected)?,
         "reconnect" => reconnect(&params, &selected)?,
         "dr-timestamp" => dr_timestamp(&params, &selected)?,
+        "ignore-events" => event_repair(&params, &selected, ActionKind::IgnoreEvents)?,
+        "unignore-events" => event_repair(&params, &selected, ActionKind::UnignoreEvents)?,
         other => return Err(CatalogueError::UnknownRunbook(other.to_owned())),
     };
     let mut nodes: Vec<String> = runbook
@@ -391,6 +393,117 @@ fn dr_timestamp(params: &Params<'_>, nodes: &[&InventoryNode]) -> Result<Runbook
         .collect();
     Ok(Runbook::new("dr-timestamp")
         .check(crate::dr::EVIDENCE_STEP, crate::dr::PROBE_PART, &listed)
+        .timeout_ms(deadline)
+        .retry(1, 0)
+        .best_effort()
+        .done())
+}
+
+/// DESIGN §6 repairs: one participant skips (or, for `unignore-events`, stops skipping) the
+/// sequencer counters `from..=to` of one physical synchronizer. Only with Canton technical
+/// support: `with_technical_support=true` must be given, and an operator's signed approval
+/// gates the repair itself. The participant is disconnected (reconnected again if the repair
+/// fails, so a refused repair leaves it as it was), repaired with `force = false` (the node
+/// refuses counters it has already processed), reconnected, and its ACS commitments with every
+/// counter-participant are read afterwards for the report. Parameters: `synchronizer_id`
+/// (physical), `from`, `to`, `synchronizer_alias` (of the disconnect; default every
+/// synchronizer), `with_technical_support`, `deadline` (per step, default 60 s).
+fn event_repair(
+    params: &Params<'_>,
+    nodes: &[&InventoryNode],
+    repair: ActionKind,
+) -> Result<Runbook, CatalogueError> {
+    let name = if repair == ActionKind::IgnoreEvents {
+        "ignore-events"
+    } else {
+        "unignore-events"
+    };
+    let bad = |key: &str, detail: String| CatalogueError::BadParameter {
+        key: key.to_owned(),
+        detail,
+    };
+    if !params.flag("with_technical_support", false)? {
+        return Err(bad(
+            "with_technical_support",
+            format!(
+                "{name} changes which sequenced events the participant processes and can break \
+                 its ledger; run it only together with Canton technical support and say so with \
+                 with_technical_support=true"
+            ),
+        ));
+    }
+    let participants = of_kind(nodes, &[NodeKind::Participant]);
+    let [participant] = participants.as_slice() else {
+        return Err(bad(
+            "node",
+            format!(
+                "{name} repairs exactly one participant; name it with --node (selected: {})",
+                participants.len()
+            ),
+        ));
+    };
+    let synchronizer_id = params.text("synchronizer_id", "");
+    if synchronizer_id.is_empty() {
+        return Err(bad(
+            "synchronizer_id",
+            "the physical synchronizer id whose counters are repaired is required".to_owned(),
+        ));
+    }
+    let counter = |key: &str| -> Result<i64, CatalogueError> {
+        params
+            .0
+            .get(key)
+            .ok_or_else(|| bad(key, "a sequencer counter is required".to_owned()))?
+            .parse::<i64>()
+            .ok()
+            .filter(|counter| *counter >= 0)
+            .ok_or_else(|| {
+                bad(
+                    key,
+                    "must be a sequencer counter (an integer ≥ 0)".to_owned(),
+                )
+            })
+    };
+    let (from, to) = (counter("from")?, counter("to")?);
+    if to < from {
+        return Err(bad("to", format!("{to} is below from = {from}")));
+    }
+    let deadline = params.duration_ms("deadline", Duration::from_secs(60))?;
+    let alias = params.text("synchronizer_alias", "");
+    let nodes = [participant.clone()];
+    let prompt = format!(
+        "{name}: sequencer counters {from}..={to} of {synchronizer_id} on {} (with technical support)",
+        participant.id
+    );
+    Ok(Runbook::new(name)
+        .approval("approve", &prompt, &nodes)
+        .action_spec(
+            "disconnect",
+            ActionSpec::new(ActionKind::Disconnect).param("synchronizer_alias", &alias),
+            &nodes,
+        )
+        .timeout_ms(deadline)
+        .compensate_with(ActionKind::Reconnect)
+        .done()
+        .action_spec(
+            "repair",
+            ActionSpec::new(repair)
+                .param("synchronizer_id", &synchronizer_id)
+                .param("from_inclusive", &from.to_string())
+                .param("to_inclusive", &to.to_string())
+                .param("force", "false"),
+            &nodes,
+        )
+        .timeout_ms(deadline)
+        .done()
+        .action_spec(
+            "reconnect",
+            ActionSpec::new(ActionKind::Reconnect).param("synchronizer_alias", &alias),
+            &nodes,
+        )
+        .timeout_ms(deadline)
+        .done()
+        .check("commitments", crate::dr::PROBE_PART, &nodes)
         .timeout_ms(deadline)
         .retry(1, 0)
         .best_effort()

@@ -129,6 +129,20 @@ pub fn signed_approval_args(
     approval_step: &str,
     for_step: &str,
 ) -> anyhow::Result<Vec<String>> {
+    let every = stack.node_ids()?;
+    let nodes: Vec<&str> = every.iter().map(String::as_str).collect();
+    signed_approval_args_for(stack, organisation, run, [approval_step, for_step], &nodes)
+}
+
+/// [`signed_approval_args`] for an approval step of `nodes` only; `steps` = (approval step,
+/// the destructive step it gates).
+pub fn signed_approval_args_for(
+    stack: &Stack,
+    organisation: &str,
+    run: &str,
+    [approval_step, for_step]: [&str; 2],
+    nodes: &[&str],
+) -> anyhow::Result<Vec<String>> {
     let operator = stack
         .keys
         .operators
@@ -139,7 +153,7 @@ pub fn signed_approval_args(
         run,
         approval_step,
         "--nodes",
-        &stack.node_ids()?.join(","),
+        &nodes.join(","),
         "--operator-key",
         &stack
             .keys

@@ -18,6 +18,7 @@ mod commitments;
 mod connectivity;
 mod dedup;
 mod probe;
+mod repair;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -29,6 +30,7 @@ pub use backup::{AGENT_APPLICATION_NAME, BackupAction, LifecycleAction, backup_h
 pub use connectivity::ConnectivityAction;
 pub use probe::ProbeAction;
 pub use proto_sidecar::Command;
+pub use repair::RepairAction;
 pub use sidecar_core::Idempotency;
 pub use sidecar_trust::ActionName;
 
@@ -193,8 +195,8 @@ pub enum RegistryError {
     Backup(#[from] sidecar_backup::Error),
 }
 
-/// The handlers this build has for the configured node: `probe` everywhere, connectivity on
-/// participants, backup/restore/verify with `[backup]`, stop/start with `[lifecycle]`. Other
+/// The handlers this build has for the configured node: `probe` everywhere, connectivity and
+/// event repairs (ignore/unignore) on participants, backup/restore/verify with `[backup]`, stop/start with `[lifecycle]`. Other
 /// crates add theirs with [`ActionRegistry::register`].
 pub fn standard_registry(
     config: &crate::AgentConfig,
@@ -218,6 +220,9 @@ pub fn standard_registry(
         && client.node_kind() == canton_client::NodeKind::Participant
     {
         for action in ConnectivityAction::all(&client) {
+            handlers.push(Arc::new(action));
+        }
+        for action in RepairAction::all(&client) {
             handlers.push(Arc::new(action));
         }
     }

@@ -29,6 +29,17 @@ fn text(spec: &ActionSpec, key: &str) -> String {
     spec.params.get(key).cloned().unwrap_or_default()
 }
 
+/// `from_inclusive` and `to_inclusive`: sequencer counters.
+fn counters(spec: &ActionSpec) -> Result<(i64, i64), WireError> {
+    let counter = |key: &str| {
+        text(spec, key).parse::<i64>().map_err(|_| WireError {
+            action: spec.kind.name(),
+            detail: format!("parameter {key} must be a sequencer counter (an integer)"),
+        })
+    };
+    Ok((counter("from_inclusive")?, counter("to_inclusive")?))
+}
+
 /// The wire action for an engine action.
 pub fn action(spec: &ActionSpec) -> Result<pb::Action, WireError> {
     use pb::action::Kind;
@@ -74,6 +85,24 @@ pub fn action(spec: &ActionSpec) -> Result<pb::Action, WireError> {
                 .map(str::to_owned)
                 .collect(),
         }),
+        ActionKind::IgnoreEvents => {
+            let (from_inclusive, to_inclusive) = counters(spec)?;
+            Kind::IgnoreEvents(pb::IgnoreEvents {
+                synchronizer_id: text(spec, "synchronizer_id"),
+                from_inclusive,
+                to_inclusive,
+                force: flag(spec, "force")?,
+            })
+        }
+        ActionKind::UnignoreEvents => {
+            let (from_inclusive, to_inclusive) = counters(spec)?;
+            Kind::UnignoreEvents(pb::UnignoreEvents {
+                synchronizer_id: text(spec, "synchronizer_id"),
+                from_inclusive,
+                to_inclusive,
+                force: flag(spec, "force")?,
+            })
+        }
         other => {
             return Err(WireError {
                 action: other.name(),

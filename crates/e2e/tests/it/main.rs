@@ -2,6 +2,7 @@
 mod backup_barrier;
 mod disconnect;
 mod dr_timestamp;
+mod event_repair;
 mod ha_backup;
 mod kills;
 mod lifecycle;
