@@ -563,6 +563,14 @@ mod tests {
     }
 
     fn steps(runbook: &str, params: &[(&str, &str)]) -> Result<Vec<String>, CatalogueError> {
+        steps_on(runbook, &[], params)
+    }
+
+    fn steps_on(
+        runbook: &str,
+        nodes: &[String],
+        params: &[(&str, &str)],
+    ) -> Result<Vec<String>, CatalogueError> {
         let parameters: BTreeMap<String, String> = params
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
@@ -570,7 +578,7 @@ mod tests {
         let built = build(
             &Request {
                 runbook,
-                nodes: &[],
+                nodes,
                 parameters: &parameters,
                 run_id: "r1",
             },
@@ -596,5 +604,49 @@ mod tests {
         );
         let error = steps("disconnect", &[("pin_manual_connect", "true")]).unwrap_err();
         assert!(error.to_string().contains("synchronizer_alias"), "{error}");
+    }
+
+    #[test]
+    fn an_event_repair_needs_the_support_acknowledgement_one_participant_and_a_range() {
+        let p1 = ["p1".to_owned()];
+        let full = [
+            ("with_technical_support", "true"),
+            ("synchronizer_id", "global::1220ab::34-0"),
+            ("from", "10"),
+            ("to", "12"),
+        ];
+        for runbook in ["ignore-events", "unignore-events"] {
+            assert_eq!(
+                steps_on(runbook, &p1, &full).unwrap(),
+                [
+                    "approve",
+                    "disconnect",
+                    "repair",
+                    "reconnect",
+                    "commitments"
+                ]
+            );
+        }
+        let key_of = |nodes: &[String], params: &[(&str, &str)]| match steps_on(
+            "ignore-events",
+            nodes,
+            params,
+        ) {
+            Err(CatalogueError::BadParameter { key, .. }) => key,
+            other => panic!("expected a parameter error, got {other:?}"),
+        };
+        assert_eq!(key_of(&p1, &full[1..]), "with_technical_support");
+        assert_eq!(key_of(&[], &full), "node", "two participants selected");
+        let without = |skip: &str| -> Vec<(&str, &str)> {
+            full.iter().copied().filter(|(k, _)| *k != skip).collect()
+        };
+        assert_eq!(key_of(&p1, &without("synchronizer_id")), "synchronizer_id");
+        assert_eq!(key_of(&p1, &without("from")), "from");
+        let mut inverted = without("to");
+        inverted.push(("to", "9"));
+        assert_eq!(key_of(&p1, &inverted), "to");
+        let mut negative = without("from");
+        negative.push(("from", "-1"));
+        assert_eq!(key_of(&p1, &negative), "from");
     }
 }

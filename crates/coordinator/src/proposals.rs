@@ -355,3 +355,82 @@ pub fn view(book: &ProposalBook) -> pb::ProposalView {
         created_at_unix_ms: proposal.created_at_unix_ms,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn book(id: &str) -> ProposalBook {
+        ProposalBook::open(pb::Proposal {
+            network: "net".to_owned(),
+            proposal_id: id.to_owned(),
+            runbook: DR_TIMESTAMP.to_owned(),
+            proposer: "sv".to_owned(),
+            ..Default::default()
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn a_proposal_is_found_by_its_hash_or_a_prefix_of_at_least_eight_digits() {
+        let books: Vec<ProposalBook> = (0..40).map(|i| book(&format!("run-{i}"))).collect();
+        let wanted = hex::encode(books[7].hash());
+        assert_eq!(find(&books, &wanted).unwrap().hash(), books[7].hash());
+        assert_eq!(
+            find(&books, &wanted[..8].to_ascii_uppercase())
+                .unwrap()
+                .hash(),
+            books[7].hash()
+        );
+        assert!(matches!(
+            find(&books, &wanted[..7]),
+            Err(ProposalsError::Refused(_))
+        ));
+        assert!(matches!(
+            find(&books, "not-a-hash"),
+            Err(ProposalsError::Refused(_))
+        ));
+        assert!(matches!(
+            find(&books[..7], &wanted),
+            Err(ProposalsError::NotFound(_))
+        ));
+    }
+
+    #[test]
+    fn the_view_names_who_is_missing_until_everyone_accepted() {
+        let mut document = pb::Proposal {
+            network: "net".to_owned(),
+            proposal_id: "run".to_owned(),
+            runbook: DR_TIMESTAMP.to_owned(),
+            proposer: "sv".to_owned(),
+            organisations: ["sv", "validator"]
+                .map(|organisation| pb::OrganisationNodes {
+                    organisation: organisation.to_owned(),
+                    nodes: Vec::new(),
+                })
+                .to_vec(),
+            ..Default::default()
+        };
+        sidecar_trust::canonicalize_proposal(&mut document);
+        let mut book = ProposalBook::open(document).unwrap();
+        let accept = |organisation: &str, hash: [u8; 32]| sidecar_trust::VerifiedProposalMessage {
+            organisation: organisation.to_owned(),
+            key_id: format!("{organisation}-key"),
+            message: Kind::Accept(pb::Accept {
+                proposal_hash: hash.to_vec(),
+                organisation: organisation.to_owned(),
+                at_unix_ms: 1,
+            }),
+        };
+        book.record(&accept("sv", book.hash())).unwrap();
+        let awaiting = view(&book);
+        assert_eq!(awaiting.status(), pb::ProposalStatus::Awaiting);
+        assert_eq!(awaiting.accepted, ["sv"]);
+        assert_eq!(awaiting.missing, ["validator"]);
+        book.record(&accept("validator", book.hash())).unwrap();
+        let agreed = view(&book);
+        assert_eq!(agreed.status(), pb::ProposalStatus::Agreed);
+        assert!(agreed.missing.is_empty());
+        assert_eq!(agreed.proposal_hash, hex::encode(book.hash()));
+    }
+}
