@@ -106,6 +106,9 @@ pub struct StackOptions<'a> {
     /// The NATS server requires TLS and a generated nkey user per agent and coordinator,
     /// each limited to its own subjects; otherwise it is open.
     pub nats_login: bool,
+    /// A password added to every agent's database connection string (the test clusters trust
+    /// local connections, so any password works): a secret whose leaks tests can look for.
+    pub database_password: Option<&'a str>,
 }
 
 impl Stack {
@@ -643,7 +646,10 @@ fn agent_config(
             .map(|login| login.toml(&format!("agent-{}", node.id())))
             .unwrap_or_default(),
         interval = humantime::format_duration(options.heartbeat_interval).to_string(),
-        database = node.database(),
+        database = match options.database_password {
+            Some(password) => format!("{} password={password}", node.database()),
+            None => node.database().to_owned(),
+        },
     );
     if let Some(admin) = node.admin_url() {
         toml.push_str(&format!(

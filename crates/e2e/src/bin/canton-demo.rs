@@ -34,6 +34,7 @@ async fn demo() -> anyhow::Result<()> {
         heartbeat_interval: Duration::from_millis(500),
         commands: true,
         nats_login: false,
+        database_password: None,
     })
     .await?;
     println!(

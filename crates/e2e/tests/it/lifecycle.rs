@@ -34,6 +34,7 @@ async fn hook_stops_and_starts_a_sim_node() {
         heartbeat_interval: Duration::from_millis(500),
         commands: false,
         nats_login: false,
+        database_password: None,
     })
     .await
     .expect("stack");

@@ -12,5 +12,6 @@ mod prometheus;
 mod proposals;
 mod restore;
 mod retention;
+mod secrets;
 mod support;
 mod telemetry;

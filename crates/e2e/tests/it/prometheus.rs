@@ -80,6 +80,7 @@ async fn extras_prometheus_scrapes_an_agent_and_answers_queries_for_its_series()
         heartbeat_interval: Duration::from_millis(500),
         commands: false,
         nats_login: false,
+        database_password: None,
     })
     .await
     .expect("starting the stack");

@@ -59,6 +59,7 @@ async fn restore_after_losing_the_sequencer_waits_for_the_dedup_point_before_app
         heartbeat_interval: Duration::from_millis(500),
         commands: true,
         nats_login: false,
+        database_password: None,
     })
     .await
     .expect("stack");

@@ -36,6 +36,7 @@ async fn start(topology: &str, coordinator_toml: &str, nats_login: bool) -> Stac
         heartbeat_interval: Duration::from_millis(500),
         commands: true,
         nats_login,
+        database_password: None,
     })
     .await
     .expect("starting the stack");

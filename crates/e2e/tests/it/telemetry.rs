@@ -33,6 +33,7 @@ async fn observed_stack(topology: &str, env: Vec<(String, String)>, args: &[&str
         heartbeat_interval: Duration::from_millis(500),
         commands: true,
         nats_login: false,
+        database_password: None,
     })
     .await
     .expect("starting the stack");
