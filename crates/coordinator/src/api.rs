@@ -29,8 +29,8 @@ use crate::service::Shared;
 pub enum Role {
     /// Plan, GetRun, ListRuns, WatchRun, ListNodes, GetDrTimestamp, ListProposals.
     ReadOnly,
-    /// Everything, including StartRun, Approve, Cancel, Resume, ProposeDrTimestamp and
-    /// AnswerProposal.
+    /// Everything, including StartRun, Approve, Cancel, Resume, ProposeDrTimestamp,
+    /// ProposeJointRun and AnswerProposal.
     Operator,
 }
 
@@ -953,6 +953,36 @@ impl CoordinatorService for Api {
         let outcome = proposals::answer(&self.shared, book, request.accept, &request.reason).await;
         let call = if request.accept { "accept" } else { "abort" };
         self.audit_proposal(call, &hex::encode(book.hash()), &outcome)
+            .await;
+        Ok(Response::new(proposals::view(
+            &outcome.map_err(proposal_status)?,
+        )))
+    }
+
+    async fn propose_joint_run(
+        &self,
+        request: Request<pb::ProposeJointRunRequest>,
+    ) -> Result<Response<pb::ProposalView>, Status> {
+        require(&request, Role::Operator)?;
+        let request = request.into_inner();
+        if request.request_id.trim().is_empty() {
+            return Err(Status::invalid_argument(
+                "a joint run needs a request id (--request-id): it names the proposal for every organisation",
+            ));
+        }
+        let parameters: BTreeMap<String, String> = request.parameters.into_iter().collect();
+        let document = proposals::joint_document(
+            self.shared.config.network.as_str(),
+            &self.shared.organisation,
+            &self.shared.organisations,
+            &request.runbook,
+            &parameters,
+            &request.request_id,
+            crate::driver::ports::Clock::now_ms(&crate::driver::ports::SystemClock),
+        )
+        .map_err(proposal_status)?;
+        let outcome = proposals::propose_joint(&self.shared, document).await;
+        self.audit_proposal("propose_joint", &request.request_id, &outcome)
             .await;
         Ok(Response::new(proposals::view(
             &outcome.map_err(proposal_status)?,

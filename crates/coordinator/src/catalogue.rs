@@ -11,12 +11,14 @@ use sidecar_core::{ActionKind, ActionSpec, Millis, NodeKind, NodeRef, Runbook};
 
 /// Runbook names the catalogue knows.
 /// (`restore` is built by the API from a recorded backup set, see `backup_sets`.)
-pub const RUNBOOKS: [&str; 5] = [
+pub const RUNBOOKS: [&str; 7] = [
     "backup",
     "disconnect",
     "dr-timestamp",
+    "ignore-events",
     "reconnect",
     "restore",
+    "unignore-events",
 ];
 
 /// A request the catalogue cannot turn into a runbook; nothing was started.

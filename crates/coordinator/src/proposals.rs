@@ -8,6 +8,12 @@
 //! Messages are published with a `Nats-Msg-Id` derived from (organisation, kind, hash), and
 //! an answer is only sent when the book does not show it yet, so repeating a call sends
 //! nothing twice.
+//!
+//! A joint run (`joint-disconnect`) has phases. No organisation touches its nodes before every
+//! organisation accepted; then each leader runs the phase on its own nodes as an ordinary run
+//! (its id derived from the proposal hash, so a restarted or new leader finds it) and reports
+//! the nodes' outcomes in a signed `PhaseDone`. The phase is done when every organisation
+//! reported it; until then the view names who is missing.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -20,12 +26,19 @@ use proto_sidecar::proposal_message::Kind;
 use sha2::{Digest, Sha256};
 use sidecar_trust::{ProposalBook, sign_proposal_message, verify_proposal_message};
 
-use crate::driver::ports::{Clock, SystemClock};
-use crate::nats::publish_durable;
+use crate::driver::StartRequest;
+use crate::driver::ports::{Clock, RunStore, SystemClock};
+use crate::driver::record::{RunRecord, run_key};
+use crate::nats::{NatsStore, publish_durable};
 use crate::service::Shared;
+use sidecar_core::NodeStatus;
 
 /// The runbook name a recovery-timestamp proposal carries.
 pub const DR_TIMESTAMP: &str = "dr-timestamp";
+/// Every organisation disconnects its participants from a synchronizer.
+pub const JOINT_DISCONNECT: &str = "joint-disconnect";
+/// The one phase of a joint disconnect, and the local runbook each organisation runs for it.
+const DISCONNECT_PHASE: &str = "disconnect";
 /// How long reading the whole stream may take before the call fails as unavailable.
 const READ_DEADLINE: Duration = Duration::from_secs(10);
 
@@ -325,6 +338,264 @@ pub fn dr_timestamp_document(
     document
 }
 
+/// A joint run's document: every organisation with its nodes, the parameters the local runs
+/// take, one phase. The request id names it, so a repeat finds the proposal already there.
+pub fn joint_document(
+    network: &str,
+    proposer: &str,
+    organisations: &BTreeMap<String, Vec<String>>,
+    runbook: &str,
+    parameters: &BTreeMap<String, String>,
+    request_id: &str,
+    now_unix_ms: i64,
+) -> Result<pb::Proposal, ProposalsError> {
+    if runbook != JOINT_DISCONNECT {
+        return Err(ProposalsError::Refused(format!(
+            "{runbook:?} is not a joint runbook; the joint runbooks are {JOINT_DISCONNECT}"
+        )));
+    }
+    if let Some(key) = parameters
+        .keys()
+        .find(|key| !["synchronizer_alias", "deadline"].contains(&key.as_str()))
+    {
+        return Err(ProposalsError::Refused(format!(
+            "parameter {key}: {JOINT_DISCONNECT} takes synchronizer_alias and deadline"
+        )));
+    }
+    let deadline = match parameters.get("deadline") {
+        None => Duration::from_secs(60),
+        Some(text) => humantime::parse_duration(text).map_err(|error| {
+            ProposalsError::Refused(format!(
+                "parameter deadline: {text:?} is not a duration like 60s ({error})"
+            ))
+        })?,
+    };
+    let mut document = pb::Proposal {
+        network: network.to_owned(),
+        proposal_id: request_id.to_owned(),
+        runbook: runbook.to_owned(),
+        organisations: organisations
+            .iter()
+            .map(|(organisation, nodes)| pb::OrganisationNodes {
+                organisation: organisation.clone(),
+                nodes: nodes.clone(),
+            })
+            .collect(),
+        parameters: parameters
+            .iter()
+            .map(|(key, value)| pb::Parameter {
+                key: key.clone(),
+                value: value.clone(),
+            })
+            .collect(),
+        phases: vec![pb::Phase {
+            name: DISCONNECT_PHASE.to_owned(),
+            duration_ms: u64::try_from(deadline.as_millis()).unwrap_or(u64::MAX),
+        }],
+        proposer: proposer.to_owned(),
+        created_at_unix_ms: now_unix_ms,
+    };
+    sidecar_trust::canonicalize_proposal(&mut document);
+    Ok(document)
+}
+
+/// Proposes a joint run unless our organisation already proposed one under `request_id`
+/// (then that one is returned, with our acceptance made sure of).
+pub async fn propose_joint(
+    shared: &Shared,
+    document: pb::Proposal,
+) -> Result<ProposalBook, ProposalsError> {
+    let known = books(shared).await?;
+    let existing = known.iter().find(|book| {
+        let proposal = book.proposal();
+        proposal.proposer == document.proposer
+            && proposal.proposal_id == document.proposal_id
+            && proposal.runbook == document.runbook
+    });
+    match existing {
+        Some(book) => propose(shared, book.proposal().clone()).await,
+        None => propose(shared, document).await,
+    }
+}
+
+/// One pass of a leader over the joint runs: for every agreed one whose phase we have not
+/// reported, start our local run (once) or, when it finished, report its outcomes.
+pub async fn follow(shared: &Shared) -> Result<(), ProposalsError> {
+    let ours = shared.organisation.clone();
+    for book in books(shared).await? {
+        if book.proposal().runbook != JOINT_DISCONNECT
+            || !book.all_accepted()
+            || book.phase_results(DISCONNECT_PHASE, &ours).is_some()
+        {
+            continue;
+        }
+        let hash = hex::encode(book.hash());
+        let request_id = format!("proposal/{hash}");
+        let run_id = crate::catalogue::run_id(DISCONNECT_PHASE, &ours, &request_id);
+        let store = NatsStore::new(&shared.network);
+        let stored = store
+            .load(&run_key(&run_id))
+            .await
+            .map_err(|e| ProposalsError::Unavailable(e.to_string()))?;
+        match stored {
+            None => start_local_run(shared, &book, &run_id, &request_id).await?,
+            Some(stored) => {
+                let record = RunRecord::decode(&stored.value).map_err(|e| {
+                    ProposalsError::Unavailable(format!("run {run_id} does not decode: {e}"))
+                })?;
+                if record.state.status.is_finished() {
+                    report_phase(shared, &book, &record).await?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Our part of an agreed joint disconnect: the catalogue's `disconnect` on our participants
+/// the proposal lists, with its parameters.
+async fn start_local_run(
+    shared: &Shared,
+    book: &ProposalBook,
+    run_id: &str,
+    request_id: &str,
+) -> Result<(), ProposalsError> {
+    let proposal = book.proposal();
+    let listed: Vec<String> = proposal
+        .organisations
+        .iter()
+        .find(|o| o.organisation == shared.organisation)
+        .map(|o| o.nodes.clone())
+        .unwrap_or_default();
+    let inventory = shared.inventory().await;
+    let nodes: Vec<String> = listed
+        .into_iter()
+        .filter(|node| {
+            inventory
+                .nodes
+                .get(node)
+                .is_some_and(|n| n.kind == sidecar_core::NodeKind::Participant)
+        })
+        .collect();
+    let parameters: BTreeMap<String, String> = proposal
+        .parameters
+        .iter()
+        .map(|p| (p.key.clone(), p.value.clone()))
+        .collect();
+    let hash = hex::encode(book.hash());
+    if nodes.is_empty() {
+        // Nothing of ours to disconnect: the phase is done for us.
+        return publish_phase_done(shared, book, Vec::new()).await;
+    }
+    let built = crate::catalogue::build(
+        &crate::catalogue::Request {
+            runbook: DISCONNECT_PHASE,
+            nodes: &nodes,
+            parameters: &parameters,
+            run_id,
+        },
+        &inventory,
+    )
+    .map_err(|e| ProposalsError::Refused(format!("joint run {hash}: {e}")))?;
+    let started = shared
+        .driver
+        .lock()
+        .await
+        .start(StartRequest {
+            run_id: run_id.to_owned(),
+            request_id: request_id.to_owned(),
+            runbook: built.runbook,
+            parameters: parameters.clone(),
+            nodes: built.nodes.clone(),
+            claims_nodes: built.claims_nodes,
+        })
+        .await;
+    let outcome = match &started {
+        Ok(_) => "started".to_owned(),
+        Err(error) => format!("refused: {error}"),
+    };
+    tracing::info!(proposal = %hash, run = %run_id, %outcome, "joint run: our phase");
+    shared
+        .audit(
+            "proposal_phase_start",
+            serde_json::json!({"organisation": shared.organisation, "proposal": hash,
+                "run": run_id, "nodes": built.nodes, "outcome": outcome}),
+        )
+        .await;
+    started
+        .map(|_| ())
+        .map_err(|e| ProposalsError::Unavailable(e.to_string()))
+}
+
+/// Reports our finished local run of the phase: one outcome per node of its step.
+async fn report_phase(
+    shared: &Shared,
+    book: &ProposalBook,
+    record: &RunRecord,
+) -> Result<(), ProposalsError> {
+    let results = record
+        .state
+        .steps
+        .iter()
+        .filter(|step| step.id == DISCONNECT_PHASE)
+        .flat_map(|step| step.nodes.values())
+        .map(|node| {
+            let (status, result_hash, detail) = match &node.status {
+                NodeStatus::Done { result_hash } => {
+                    (pb::AckStatus::Done, result_hash.clone(), String::new())
+                }
+                NodeStatus::Failed { reason } => {
+                    (pb::AckStatus::Failed, Vec::new(), reason.clone())
+                }
+                NodeStatus::Rejected { reason } => {
+                    (pb::AckStatus::Rejected, Vec::new(), reason.clone())
+                }
+                other => (
+                    pb::AckStatus::OutcomeUnknown,
+                    Vec::new(),
+                    format!(
+                        "{other:?} when run {} ended {:?}",
+                        record.run_id(),
+                        record.state.status
+                    ),
+                ),
+            };
+            pb::NodeOutcome {
+                node: node.node.id.clone(),
+                status: status.into(),
+                result_hash,
+                detail,
+            }
+        })
+        .collect();
+    publish_phase_done(shared, book, results).await
+}
+
+async fn publish_phase_done(
+    shared: &Shared,
+    book: &ProposalBook,
+    results: Vec<pb::NodeOutcome>,
+) -> Result<(), ProposalsError> {
+    let hash = hex::encode(book.hash());
+    let message = pb::ProposalMessage {
+        kind: Some(Kind::PhaseDone(pb::PhaseDone {
+            proposal_hash: book.hash().to_vec(),
+            phase: DISCONNECT_PHASE.to_owned(),
+            organisation: shared.organisation.clone(),
+            results,
+            at_unix_ms: SystemClock.now_ms(),
+        })),
+    };
+    publish(
+        shared,
+        &message,
+        &format!("phase/{DISCONNECT_PHASE}/{hash}"),
+    )
+    .await?;
+    tracing::info!(proposal = %hash, "joint run: our phase reported done");
+    Ok(())
+}
+
 /// The API's view of a book.
 pub fn view(book: &ProposalBook) -> pb::ProposalView {
     let proposal = book.proposal();
@@ -353,6 +624,29 @@ pub fn view(book: &ProposalBook) -> pb::ProposalView {
         aborted_by,
         abort_reason,
         created_at_unix_ms: proposal.created_at_unix_ms,
+        phases: proposal
+            .phases
+            .iter()
+            .map(|phase| {
+                let (done_by, missing): (Vec<String>, Vec<String>) = proposal
+                    .organisations
+                    .iter()
+                    .map(|o| o.organisation.clone())
+                    .partition(|o| book.phase_results(&phase.name, o).is_some());
+                let results = done_by
+                    .iter()
+                    .filter_map(|o| book.phase_results(&phase.name, o))
+                    .flatten()
+                    .cloned()
+                    .collect();
+                pb::PhaseProgress {
+                    name: phase.name.clone(),
+                    done_by,
+                    missing,
+                    results,
+                }
+            })
+            .collect(),
     }
 }
 

@@ -295,6 +295,7 @@ impl Coordinator {
         let tasks = vec![
             tokio::spawn(leader_loop(shared.clone())),
             tokio::spawn(ack_loop(shared.clone(), consumer)),
+            tokio::spawn(proposal_loop(shared.clone())),
             tokio::spawn(crate::api::serve(shared.clone(), listener)),
         ];
         tracing::info!(%api_addr, organisation = %config.organisation, "coordinator started");
@@ -439,6 +440,25 @@ async fn leader_loop(shared: Arc<Shared>) {
             }) {
                 apply_retention(&shared).await;
             }
+        }
+    }
+}
+
+/// While leading, advances the joint runs every organisation agreed to (our phase runs once,
+/// then is reported); a failed pass is logged and made again on the next tick.
+async fn proposal_loop(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = shared.crashed.cancelled() => return,
+        }
+        if shared.driver.lock().await.tenure().is_none() {
+            continue;
+        }
+        if let Err(error) = crate::proposals::follow(&shared).await {
+            tracing::warn!(%error, "joint runs: pass failed; retried on the next tick");
         }
     }
 }

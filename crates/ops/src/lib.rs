@@ -309,6 +309,16 @@ pub enum DrCommand {
 pub enum ProposalsCommand {
     /// Every proposal with who accepted and who is missing (the default).
     List,
+    /// Proposes a runbook every organisation runs on its own nodes once all accepted
+    /// (`joint-disconnect`; parameters synchronizer_alias, deadline), with our acceptance.
+    Propose {
+        runbook: String,
+        /// Names the proposal for every organisation; a repeat returns the same one.
+        #[arg(long)]
+        request_id: String,
+        #[arg(long = "param", value_parser = parse_param)]
+        params: Vec<(String, String)>,
+    },
     /// Our organisation's signed acceptance.
     Accept {
         /// The proposal hash, or at least its first 8 hex digits.
@@ -563,6 +573,21 @@ pub async fn run(cli: Cli) -> Result<u8, OpsError> {
                         .await?
                         .into_inner();
                     out.proposals(&listed.proposals);
+                }
+                ProposalsCommand::Propose {
+                    runbook,
+                    request_id,
+                    params,
+                } => {
+                    let view = client
+                        .propose_joint_run(pb::ProposeJointRunRequest {
+                            runbook: runbook.clone(),
+                            parameters: params.iter().cloned().collect(),
+                            request_id: request_id.clone(),
+                        })
+                        .await?
+                        .into_inner();
+                    out.proposals(&[view]);
                 }
                 ProposalsCommand::Accept { hash } => {
                     let view = client

@@ -182,6 +182,19 @@ pub fn proposal_json(view: &pb::ProposalView) -> Value {
         "abort_reason": (!view.abort_reason.is_empty()).then_some(&view.abort_reason),
         "parameters": parameters,
         "created_at_unix_ms": view.created_at_unix_ms,
+        "phases": view.phases.iter().map(|phase| json!({
+            "name": phase.name,
+            "done_by": phase.done_by,
+            "missing": phase.missing,
+            "results": phase.results.iter().map(|r| json!({
+                "node": r.node,
+                "status": enum_name(
+                    pb::AckStatus::try_from(r.status).unwrap_or_default().as_str_name(),
+                    "ACK_STATUS_",
+                ),
+                "detail": r.detail,
+            })).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
     })
 }
 
@@ -217,6 +230,23 @@ impl Out {
             }
             if !view.aborted_by.is_empty() {
                 println!("  aborted by {}: {}", view.aborted_by, view.abort_reason);
+            }
+            for phase in &view.phases {
+                println!(
+                    "  phase {}: done by [{}], waiting for [{}]",
+                    phase.name,
+                    phase.done_by.join(", "),
+                    phase.missing.join(", ")
+                );
+                for result in &phase.results {
+                    let status = pb::AckStatus::try_from(result.status).unwrap_or_default();
+                    println!(
+                        "    {} {} {}",
+                        result.node,
+                        enum_name(status.as_str_name(), "ACK_STATUS_"),
+                        result.detail
+                    );
+                }
             }
             for parameter in &view.parameters {
                 if parameter.key == "timestamp_micros" {

@@ -4,6 +4,7 @@ mod disconnect;
 mod dr_timestamp;
 mod event_repair;
 mod ha_backup;
+mod joint_disconnect;
 mod kills;
 mod lifecycle;
 mod nats_login;

@@ -8,13 +8,13 @@
 //! the proposal stream runs under the permissions operators deploy.
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use e2e::stack::Stack;
-use prost::Message as _;
 use proto_sidecar as pb;
 use serde_json::Value;
 
-use crate::support::{ORGANISATION, ops_json_of, running_stack_with_logins};
+use crate::support::{
+    ORGANISATION, ops_json_of, publish_proposal_message, running_stack_with_logins,
+};
 
 const VALIDATOR: &str = "validator";
 
@@ -198,7 +198,6 @@ async fn a_recovery_timestamp_is_agreed_only_when_every_organisation_signs_it() 
 /// Publishes an `Accept` of `hash` that claims to be the validator's but is signed with the
 /// SV organisation's coordinator key, logged in as the validator's coordinators.
 async fn forge_acceptance(stack: &Stack, hash: &str) {
-    let forger = stack.keys.coordinator(ORGANISATION).expect("SV key");
     let message = pb::ProposalMessage {
         kind: Some(pb::proposal_message::Kind::Accept(pb::Accept {
             proposal_hash: hex::decode(hash).expect("hex"),
@@ -206,28 +205,5 @@ async fn forge_acceptance(stack: &Stack, hash: &str) {
             at_unix_ms: 1,
         })),
     };
-    let envelope = sidecar_trust::sign_proposal_message(forger, &message);
-    let names = stack.names().clone();
-    let login = stack
-        .nats_login
-        .as_ref()
-        .expect("the server requires logins");
-    let client = login
-        .auth(&format!("coordinator-{VALIDATOR}"))
-        .apply(async_nats::ConnectOptions::new())
-        .await
-        .expect("the stolen seed")
-        .custom_inbox_prefix(names.coordinator_inbox(VALIDATOR))
-        .connect(stack.nats.url())
-        .await
-        .expect("connecting with the validator's credential");
-    async_nats::jetstream::new(client)
-        .publish(
-            names.proposals(VALIDATOR),
-            Bytes::from(envelope.encode_to_vec()),
-        )
-        .await
-        .expect("publish")
-        .await
-        .expect("stored");
+    publish_proposal_message(stack, ORGANISATION, VALIDATOR, &message).await;
 }

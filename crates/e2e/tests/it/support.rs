@@ -177,3 +177,41 @@ pub fn dump_connections(stack: &Stack, run_id: &str) -> BTreeMap<String, Vec<Str
     }
     by_node
 }
+
+/// Publishes `message` signed with `signer`'s coordinator key on `publisher`'s proposal
+/// subject, logged in with `publisher`'s coordinator NATS credential: what that
+/// organisation's coordinator would send (signer = publisher), or a forgery (signer ≠
+/// publisher) with a stolen credential.
+pub async fn publish_proposal_message(
+    stack: &Stack,
+    signer: &str,
+    publisher: &str,
+    message: &proto_sidecar::ProposalMessage,
+) {
+    use prost::Message as _;
+    let key = stack.keys.coordinator(signer).expect("coordinator key");
+    let envelope = sidecar_trust::sign_proposal_message(key, message);
+    let names = stack.names().clone();
+    let login = stack
+        .nats_login
+        .as_ref()
+        .expect("the server requires logins");
+    let client = login
+        .auth(&format!("coordinator-{publisher}"))
+        .apply(async_nats::ConnectOptions::new())
+        .await
+        .expect("the coordinator seed")
+        .custom_inbox_prefix(names.coordinator_inbox(publisher))
+        .connect(stack.nats.url())
+        .await
+        .expect("connecting with the coordinator's credential");
+    async_nats::jetstream::new(client)
+        .publish(
+            names.proposals(publisher),
+            bytes::Bytes::from(envelope.encode_to_vec()),
+        )
+        .await
+        .expect("publish")
+        .await
+        .expect("stored");
+}

@@ -38,6 +38,7 @@ fn coordinator_method_paths_match_the_golden_table() {
         "ProposeDrTimestamp",
         "ListProposals",
         "AnswerProposal",
+        "ProposeJointRun",
     ];
     assert_eq!(methods, golden);
     let paths: Vec<String> = methods
@@ -134,6 +135,12 @@ impl proto_sidecar::coordinator_service_server::CoordinatorService for Unimpleme
     async fn answer_proposal(
         &self,
         _: tonic::Request<proto_sidecar::AnswerProposalRequest>,
+    ) -> Result<tonic::Response<proto_sidecar::ProposalView>, tonic::Status> {
+        Err(tonic::Status::unimplemented("test"))
+    }
+    async fn propose_joint_run(
+        &self,
+        _: tonic::Request<proto_sidecar::ProposeJointRunRequest>,
     ) -> Result<tonic::Response<proto_sidecar::ProposalView>, tonic::Status> {
         Err(tonic::Status::unimplemented("test"))
     }
