@@ -727,4 +727,36 @@ mod tests {
         assert!(agreed.missing.is_empty());
         assert_eq!(agreed.proposal_hash, hex::encode(book.hash()));
     }
+
+    #[test]
+    fn a_joint_document_takes_only_the_joint_runbooks_and_their_parameters() {
+        let organisations = BTreeMap::from([
+            ("validator".to_owned(), vec!["v1".to_owned()]),
+            ("sv".to_owned(), vec!["p2".to_owned(), "p1".to_owned()]),
+        ]);
+        let document = |runbook: &str, params: &[(&str, &str)]| {
+            let parameters: BTreeMap<String, String> = params
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect();
+            joint_document("net", "sv", &organisations, runbook, &parameters, "jd-1", 5)
+        };
+        let made = document(JOINT_DISCONNECT, &[("deadline", "90s")]).unwrap();
+        assert!(sidecar_trust::is_canonical(&made));
+        assert_eq!(made.organisations[0].organisation, "sv");
+        assert_eq!(made.organisations[0].nodes, ["p1", "p2"]);
+        assert_eq!(made.phases.len(), 1);
+        assert_eq!(made.phases[0].duration_ms, 90_000);
+        assert_eq!(made.proposal_id, "jd-1");
+        for refused in [
+            document("backup", &[]),
+            document(JOINT_DISCONNECT, &[("compensate", "false")]),
+            document(JOINT_DISCONNECT, &[("deadline", "soon")]),
+        ] {
+            assert!(
+                matches!(refused, Err(ProposalsError::Refused(_))),
+                "{refused:?}"
+            );
+        }
+    }
 }
