@@ -4,8 +4,8 @@ use prost::Message;
 use proto_sidecar::{NetworkConfig, Organisation, SignedEnvelope};
 
 use crate::{
-    Domain, KeyError, KeyPurpose, KeyRing, Rejection, SigningIdentity, TrustedKey, decode_envelope,
-    verify_envelope,
+    Domain, KeyError, KeyPurpose, KeyRing, MAX_NETWORK_CONFIG_BYTES, Rejection, SigningIdentity,
+    TrustedKey, decode_envelope_up_to, verify_envelope,
 };
 
 /// A network configuration that cannot be trusted or used.
@@ -74,7 +74,7 @@ pub fn verify_network_config(
     held_serial: Option<u64>,
     now_unix_ms: i64,
 ) -> Result<VerifiedNetworkConfig, ConfigError> {
-    let envelope = decode_envelope(raw_envelope)?;
+    let envelope = decode_envelope_up_to(raw_envelope, MAX_NETWORK_CONFIG_BYTES)?;
     let signer = verify_envelope(
         &envelope,
         Domain::NetworkConfig,

@@ -12,6 +12,11 @@ pub type BodyHash = [u8; 32];
 /// bytes; the bound keeps a hostile publisher from making an agent allocate.
 pub const MAX_ENVELOPE_BYTES: usize = 64 * 1024;
 
+/// The largest signed network configuration accepted. It lists every key of the network (about
+/// 90 bytes per agent), so 64 KiB would stop at some 700 agents; 4 MiB holds over 40,000. It is
+/// read from a local file the operator placed, not from the bus.
+pub const MAX_NETWORK_CONFIG_BYTES: usize = 4 * 1024 * 1024;
+
 /// The message family a signature is for. Each has its own prefix, so a signature made for one
 /// family never verifies as another (an ack body can never pass as a command).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -60,11 +65,16 @@ pub fn sign_envelope(identity: &SigningIdentity, domain: Domain, body: Vec<u8>) 
 
 /// Decodes the outer envelope of raw bytes from the bus, refusing oversized input first.
 pub fn decode_envelope(raw: &[u8]) -> Result<SignedEnvelope, Rejection> {
-    if raw.len() > MAX_ENVELOPE_BYTES {
+    decode_envelope_up_to(raw, MAX_ENVELOPE_BYTES)
+}
+
+/// [`decode_envelope`] with another size limit.
+pub fn decode_envelope_up_to(raw: &[u8], limit: usize) -> Result<SignedEnvelope, Rejection> {
+    if raw.len() > limit {
         return Err(Rejection::new(
             RejectionReason::Oversized,
             format!(
-                "envelope of {} bytes exceeds the {MAX_ENVELOPE_BYTES}-byte limit",
+                "envelope of {} bytes exceeds the {limit}-byte limit",
                 raw.len()
             ),
         ));

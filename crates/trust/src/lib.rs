@@ -31,8 +31,8 @@ pub use check::{
 };
 pub use config::{ConfigError, VerifiedNetworkConfig, sign_network_config, verify_network_config};
 pub use envelope::{
-    BodyHash, Domain, MAX_ENVELOPE_BYTES, body_hash, decode_envelope, sign_envelope, signing_input,
-    verify_envelope,
+    BodyHash, Domain, MAX_ENVELOPE_BYTES, MAX_NETWORK_CONFIG_BYTES, body_hash, decode_envelope,
+    decode_envelope_up_to, sign_envelope, signing_input, verify_envelope,
 };
 pub use keys::{KeyError, KeyPurpose, KeyRing, SigningIdentity, TrustedKey, parse_seed};
 pub use policy::{AgentPolicy, PolicyError, PolicyRule};

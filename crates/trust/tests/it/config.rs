@@ -149,3 +149,41 @@ fn rotation_overlap_accepts_both_keys_then_only_the_new_one() {
     let rejection = check_command(&new, &agent.context()).unwrap_err();
     assert_eq!(rejection.reason, RejectionReason::NotYetValid);
 }
+
+/// A network of 1,000 agents needs a configuration above the 64 KiB bus envelope limit; it
+/// verifies, and only a configuration above its own 4 MiB limit is refused as oversized.
+#[test]
+fn a_configuration_of_a_thousand_agents_verifies_and_only_an_oversized_one_is_refused() {
+    let mut large = config(5);
+    for n in 0..1_000u64 {
+        let node = format!("participant{n}");
+        large.organisations[0].nodes.push(node.clone());
+        let mut seed = [7u8; 32];
+        seed[..8].copy_from_slice(&n.to_le_bytes());
+        let agent = sidecar_trust::SigningIdentity::from_seed(
+            format!("org-a/{node}-agent"),
+            KeyPurpose::Agent,
+            "org-a",
+            seed,
+        );
+        let mut key = agent.trusted_key(None, None).to_proto();
+        key.node = node;
+        large.keys.push(key);
+    }
+    let raw = sign_network_config(&root(), &large).encode_to_vec();
+    assert!(
+        raw.len() > sidecar_trust::MAX_ENVELOPE_BYTES,
+        "{} bytes",
+        raw.len()
+    );
+    let verified = verify_network_config(&raw, &roots(), "net1", None, NOW).unwrap();
+    assert_eq!(verified.organisations["org-a"].nodes.len(), 1_001);
+
+    let oversized = vec![0u8; sidecar_trust::MAX_NETWORK_CONFIG_BYTES + 1];
+    match verify_network_config(&oversized, &roots(), "net1", None, NOW) {
+        Err(ConfigError::Rejected(rejection)) => {
+            assert_eq!(rejection.reason, RejectionReason::Oversized, "{rejection}");
+        }
+        other => panic!("expected an oversized rejection, got {other:?}"),
+    }
+}
