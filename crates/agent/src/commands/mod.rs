@@ -106,8 +106,9 @@ impl TrustMaterial {
             source,
         };
         // The pin is the public key; the envelope names its id, which only labels it.
-        let envelope = sidecar_trust::decode_envelope(&raw)
-            .map_err(|rejection| config_error(rejection.into()))?;
+        let envelope =
+            sidecar_trust::decode_envelope_up_to(&raw, sidecar_trust::MAX_NETWORK_CONFIG_BYTES)
+                .map_err(|rejection| config_error(rejection.into()))?;
         let pinned = TrustedKey::from_proto(&proto_sidecar::PublicKey {
             key_id: envelope.key_id.clone(),
             purpose: proto_sidecar::KeyPurpose::Config.into(),
