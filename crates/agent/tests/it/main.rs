@@ -10,3 +10,4 @@ mod commands;
 mod crashes;
 mod sim;
 mod support;
+mod trust_material;
