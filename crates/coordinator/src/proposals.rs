@@ -196,10 +196,19 @@ pub async fn propose(
     shared: &Shared,
     document: pb::Proposal,
 ) -> Result<ProposalBook, ProposalsError> {
+    let known = books(shared).await?;
+    propose_among(shared, document, &known).await
+}
+
+/// [`propose`] with the books already read from the stream.
+async fn propose_among(
+    shared: &Shared,
+    document: pb::Proposal,
+    known: &[ProposalBook],
+) -> Result<ProposalBook, ProposalsError> {
     let mut book =
         ProposalBook::open(document.clone()).map_err(|e| ProposalsError::Refused(e.to_string()))?;
     let hash = hex::encode(book.hash());
-    let known = books(shared).await?;
     if let Some(existing) = known.iter().find(|known| known.hash() == book.hash()) {
         book = existing.clone();
     } else {
@@ -209,7 +218,8 @@ pub async fn propose(
         publish(shared, &message, &format!("proposal/{hash}")).await?;
     }
     if book.missing_accepts().contains(&shared.organisation) && book.aborted().is_none() {
-        answer(shared, &book, true, "").await?;
+        // The answer reads the proposal back from the stream.
+        return answer(shared, &book, true, "").await;
     }
     reread(shared, &hash).await
 }
@@ -413,8 +423,8 @@ pub async fn propose_joint(
             && proposal.runbook == document.runbook
     });
     match existing {
-        Some(book) => propose(shared, book.proposal().clone()).await,
-        None => propose(shared, document).await,
+        Some(book) => propose_among(shared, book.proposal().clone(), &known).await,
+        None => propose_among(shared, document, &known).await,
     }
 }
 

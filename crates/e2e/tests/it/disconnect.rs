@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use nix::sys::signal::Signal;
 
-use crate::support::{final_run, ops_json, running_stack};
+use crate::support::{final_run, method_name, node_calls, ops_json, running_stack};
 
 const TOPOLOGY: &str = r#"
 name = "disconnect"
@@ -45,19 +45,14 @@ const PARTICIPANTS: [&str; 4] = [
 
 /// The participant's connectivity calls, in order: `disconnect` or `reconnect`.
 async fn connectivity_calls(stack: &e2e::stack::Stack, node: &str) -> Vec<String> {
-    let control = stack
-        .with_sims(|sims| sims.node(node).map(|n| n.control()))
-        .expect("sims")
-        .expect("node exists");
-    let actions = control
-        .actions(0)
+    node_calls(stack, node)
         .await
-        .expect("reading the node's action log");
-    actions
-        .iter()
-        .filter(|a| a.method.contains("SynchronizerConnectivityService") && a.outcome == "OK")
-        .filter_map(|a| {
-            let method = a.method.rsplit('/').next().unwrap_or_default();
+        .into_iter()
+        .filter(|(method, outcome)| {
+            method.contains("SynchronizerConnectivityService") && outcome == "OK"
+        })
+        .filter_map(|(path, _)| {
+            let method = method_name(&path);
             if method.starts_with("Disconnect") {
                 Some("disconnect".to_owned())
             } else if method.starts_with("Reconnect") || method.starts_with("Connect") {

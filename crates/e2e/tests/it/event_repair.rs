@@ -10,7 +10,7 @@ use e2e::observe;
 use e2e::stack::Stack;
 use serde_json::Value;
 
-use crate::support::{ORGANISATION, final_run, ops_json, running_stack};
+use crate::support::{ORGANISATION, final_run, method_name, node_calls, ops_json, running_stack};
 
 const TOPOLOGY: &str = r#"
 name = "repair"
@@ -89,20 +89,11 @@ fn wait_until_processing_past(stack: &Stack, node: &str, counter: i64) {
 
 /// The node's repair calls with their outcomes, as its own action log records them.
 async fn repair_calls(stack: &Stack, node: &str) -> Vec<(String, String)> {
-    let control = stack
-        .with_sims(|sims| sims.node(node).map(|n| n.control()))
-        .expect("sims")
-        .expect("node exists");
-    control
-        .actions(0)
+    node_calls(stack, node)
         .await
-        .expect("action log")
-        .iter()
-        .filter(|a| a.method.contains("ParticipantRepairService"))
-        .map(|a| {
-            let method = a.method.rsplit('/').next().unwrap_or_default().to_owned();
-            (method, a.outcome.clone())
-        })
+        .into_iter()
+        .filter(|(method, _)| method.contains("ParticipantRepairService"))
+        .map(|(method, outcome)| (method_name(&method).to_owned(), outcome))
         .collect()
 }
 

@@ -13,7 +13,8 @@ use proto_sidecar as pb;
 use serde_json::Value;
 
 use crate::support::{
-    ORGANISATION, ops_json_of, publish_proposal_message, running_stack_with_logins,
+    ORGANISATION, listed_proposal, node_calls, ops_json_of, ops_ok_of, publish_proposal_message,
+    running_stack_with_logins,
 };
 
 const VALIDATOR: &str = "validator";
@@ -44,14 +45,8 @@ organisation = "validator"
 
 const PARTICIPANTS: [&str; 3] = ["participant1", "participant2", "validator1"];
 
-fn ops_ok(stack: &Stack, organisation: &str, args: &[&str]) -> Value {
-    let (status, values) = ops_json_of(stack, organisation, args);
-    assert!(status.success(), "{organisation}: {args:?}: {values:#?}");
-    values.last().cloned().unwrap_or(Value::Null)
-}
-
 fn propose(stack: &Stack, request_id: &str) -> Value {
-    ops_ok(
+    ops_ok_of(
         stack,
         ORGANISATION,
         &[
@@ -66,27 +61,12 @@ fn propose(stack: &Stack, request_id: &str) -> Value {
     )
 }
 
-fn listed(stack: &Stack, hash: &str) -> Value {
-    let (status, values) = ops_json_of(stack, ORGANISATION, &["proposals"]);
-    assert!(status.success(), "{values:#?}");
-    values
-        .into_iter()
-        .find(|view| view["proposal_hash"] == hash)
-        .unwrap_or_else(|| panic!("proposal {hash} not listed"))
-}
-
 /// Successful DisconnectSynchronizer calls in the node's own action log.
 async fn disconnects(stack: &Stack, node: &str) -> usize {
-    let control = stack
-        .with_sims(|sims| sims.node(node).map(|n| n.control()))
-        .expect("sims")
-        .expect("node exists");
-    control
-        .actions(0)
+    node_calls(stack, node)
         .await
-        .expect("action log")
         .iter()
-        .filter(|a| a.method.ends_with("/DisconnectSynchronizer") && a.outcome == "OK")
+        .filter(|(method, outcome)| method.ends_with("/DisconnectSynchronizer") && outcome == "OK")
         .count()
 }
 
@@ -94,7 +74,7 @@ async fn disconnects(stack: &Stack, node: &str) -> usize {
 fn wait_for_view(stack: &Stack, hash: &str, what: &str, holds: impl Fn(&Value) -> bool) -> Value {
     let started = Instant::now();
     loop {
-        let view = listed(stack, hash);
+        let view = listed_proposal(stack, ORGANISATION, hash);
         if holds(&view) {
             eprintln!("{what} after {:?}", started.elapsed());
             return view;
@@ -136,7 +116,7 @@ async fn a_joint_disconnect_waits_for_every_organisation_and_resumes_a_cut_off_o
         refused["phases"][0]["missing"],
         serde_json::json!([ORGANISATION, VALIDATOR])
     );
-    let aborted = ops_ok(
+    let aborted = ops_ok_of(
         &stack,
         VALIDATOR,
         &[
@@ -242,7 +222,10 @@ async fn a_joint_disconnect_waits_for_every_organisation_and_resumes_a_cut_off_o
             "{organisation} ran one disconnect (none for the aborted proposal): {runs:#?}"
         );
     }
-    assert_eq!(listed(&stack, &refused_hash)["status"], "aborted");
+    assert_eq!(
+        listed_proposal(&stack, ORGANISATION, &refused_hash)["status"],
+        "aborted"
+    );
 
     let unclean = stack.shutdown().await.expect("shutdown");
     assert!(unclean.is_empty(), "{unclean:?}");

@@ -13,7 +13,8 @@ use proto_sidecar as pb;
 use serde_json::Value;
 
 use crate::support::{
-    ORGANISATION, ops_json_of, publish_proposal_message, running_stack_with_logins,
+    ORGANISATION, listed_proposal, ops_json_of, ops_ok_of, publish_proposal_message,
+    running_stack_with_logins,
 };
 
 const VALIDATOR: &str = "validator";
@@ -45,26 +46,9 @@ kind = "participant"
 organisation = "validator"
 "#;
 
-/// `canton-ops --output json <args>` as `organisation`, expected to succeed; its one answer.
-fn ops_ok(stack: &Stack, organisation: &str, args: &[&str]) -> Value {
-    let (status, values) = ops_json_of(stack, organisation, args);
-    assert!(status.success(), "{organisation}: {args:?}: {values:#?}");
-    values.last().cloned().unwrap_or(Value::Null)
-}
-
-/// The proposal `hash` as `organisation`'s coordinator lists it.
-fn listed(stack: &Stack, organisation: &str, hash: &str) -> Value {
-    let (status, values) = ops_json_of(stack, organisation, &["proposals", "list"]);
-    assert!(status.success(), "{values:#?}");
-    values
-        .into_iter()
-        .find(|view| view["proposal_hash"] == hash)
-        .unwrap_or_else(|| panic!("{organisation} does not list proposal {hash}"))
-}
-
 /// A finished dr-timestamp run of the SV organisation and its proposal.
 fn propose_timestamp(stack: &Stack, request_id: &str) -> (String, Value) {
-    let timestamp = ops_ok(
+    let timestamp = ops_ok_of(
         stack,
         ORGANISATION,
         &[
@@ -77,7 +61,7 @@ fn propose_timestamp(stack: &Stack, request_id: &str) -> (String, Value) {
         ],
     );
     let run = timestamp["run_id"].as_str().expect("run id").to_owned();
-    let proposal = ops_ok(stack, ORGANISATION, &["dr", "propose", &run]);
+    let proposal = ops_ok_of(stack, ORGANISATION, &["dr", "propose", &run]);
     assert_eq!(
         proposal["parameters"]["timestamp_micros"],
         timestamp["timestamp_micros"].to_string(),
@@ -108,7 +92,7 @@ async fn a_recovery_timestamp_is_agreed_only_when_every_organisation_signs_it() 
                 .as_str()
                 .expect("run id")
                 .to_owned();
-            let proposal = ops_ok(&stack, ORGANISATION, &["dr", "propose", &run]);
+            let proposal = ops_ok_of(&stack, ORGANISATION, &["dr", "propose", &run]);
             break (run, proposal);
         }
         assert!(
@@ -124,18 +108,18 @@ async fn a_recovery_timestamp_is_agreed_only_when_every_organisation_signs_it() 
     assert_eq!(proposal["proposal_id"], run.as_str());
 
     // The validator's coordinator reads the same document from the stream.
-    let seen = listed(&stack, VALIDATOR, &hash);
+    let seen = listed_proposal(&stack, VALIDATOR, &hash);
     assert_eq!(seen["parameters"], proposal["parameters"]);
     assert_eq!(seen["status"], "awaiting");
 
     // Proposing again sends nothing new: same hash, one proposal.
-    let again = ops_ok(&stack, ORGANISATION, &["dr", "propose", &run]);
+    let again = ops_ok_of(&stack, ORGANISATION, &["dr", "propose", &run]);
     assert_eq!(again["proposal_hash"], hash.as_str());
 
-    let accepted = ops_ok(&stack, VALIDATOR, &["proposals", "accept", &hash[..12]]);
+    let accepted = ops_ok_of(&stack, VALIDATOR, &["proposals", "accept", &hash[..12]]);
     assert_eq!(accepted["status"], "agreed", "{accepted:#?}");
     for organisation in [ORGANISATION, VALIDATOR] {
-        let view = listed(&stack, organisation, &hash);
+        let view = listed_proposal(&stack, organisation, &hash);
         assert_eq!(view["status"], "agreed", "{organisation}: {view:#?}");
         assert_eq!(view["missing"], serde_json::json!([]));
     }
@@ -158,13 +142,13 @@ async fn a_recovery_timestamp_is_agreed_only_when_every_organisation_signs_it() 
     // name, published where the validator's answers go with the validator's coordinators'
     // NATS credential (which NATS lets through). Verification refuses it.
     forge_acceptance(&stack, &second_hash).await;
-    let still = listed(&stack, ORGANISATION, &second_hash);
+    let still = listed_proposal(&stack, ORGANISATION, &second_hash);
     assert_eq!(
         still["status"], "awaiting",
         "a forged acceptance counts for nothing: {still:#?}"
     );
 
-    let aborted = ops_ok(
+    let aborted = ops_ok_of(
         &stack,
         VALIDATOR,
         &[
@@ -176,7 +160,7 @@ async fn a_recovery_timestamp_is_agreed_only_when_every_organisation_signs_it() 
         ],
     );
     assert_eq!(aborted["status"], "aborted");
-    let view = listed(&stack, ORGANISATION, &second_hash);
+    let view = listed_proposal(&stack, ORGANISATION, &second_hash);
     assert_eq!(view["status"], "aborted", "{view:#?}");
     assert_eq!(view["aborted_by"], VALIDATOR);
     assert_eq!(
@@ -188,7 +172,10 @@ async fn a_recovery_timestamp_is_agreed_only_when_every_organisation_signs_it() 
     let (status, values) = ops_json_of(&stack, ORGANISATION, &["proposals", "list"]);
     assert!(status.success());
     assert_eq!(values.len(), 2, "two proposals, none doubled: {values:#?}");
-    assert_eq!(listed(&stack, VALIDATOR, &hash)["status"], "agreed");
+    assert_eq!(
+        listed_proposal(&stack, VALIDATOR, &hash)["status"],
+        "agreed"
+    );
 
     let unclean = stack.shutdown().await.expect("shutdown");
     assert!(unclean.is_empty(), "{unclean:?}");

@@ -215,3 +215,40 @@ pub async fn publish_proposal_message(
         .await
         .expect("stored");
 }
+
+/// `canton-ops --output json <args>` as `organisation`, expected to succeed; its last answer.
+pub fn ops_ok_of(stack: &Stack, organisation: &str, args: &[&str]) -> Value {
+    let (status, values) = ops_json_of(stack, organisation, args);
+    assert!(status.success(), "{organisation}: {args:?}: {values:#?}");
+    values.last().cloned().unwrap_or(Value::Null)
+}
+
+/// The proposal `hash` as `organisation`'s coordinator lists it.
+pub fn listed_proposal(stack: &Stack, organisation: &str, hash: &str) -> Value {
+    let (status, values) = ops_json_of(stack, organisation, &["proposals", "list"]);
+    assert!(status.success(), "{values:#?}");
+    values
+        .into_iter()
+        .find(|view| view["proposal_hash"] == hash)
+        .unwrap_or_else(|| panic!("{organisation} does not list proposal {hash}"))
+}
+
+/// The sim node's own action log: (gRPC method path, outcome), in order.
+pub async fn node_calls(stack: &Stack, node: &str) -> Vec<(String, String)> {
+    let control = stack
+        .with_sims(|sims| sims.node(node).map(|n| n.control()))
+        .expect("sims")
+        .expect("node exists");
+    control
+        .actions(0)
+        .await
+        .expect("reading the node's action log")
+        .iter()
+        .map(|a| (a.method.clone(), a.outcome.clone()))
+        .collect()
+}
+
+/// The method name of a gRPC path, without its service.
+pub fn method_name(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or_default()
+}
