@@ -58,6 +58,10 @@ impl Agent {
                 .map(|path| path.trust.organisation.clone())
                 .unwrap_or_default(),
             participant: config.participant.as_ref().map(|p| p.as_str().to_owned()),
+            app_role: config
+                .splice
+                .as_ref()
+                .map(|splice| splice.role.as_str().to_owned()),
             ack_key_id: config
                 .commands
                 .as_ref()

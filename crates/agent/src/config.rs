@@ -161,6 +161,8 @@ pub struct AgentConfig {
     pub backup: Option<BackupSettings>,
     /// `stop` and `start` actions through hook commands; absent = none.
     pub lifecycle: Option<sidecar_backup::LifecycleConfig>,
+    /// `[splice]`: the Splice app's admin API and the redeploy hook of network DR.
+    pub splice: Option<SpliceConfig>,
 }
 
 /// A database connection string (libpq key-value pairs or a URL). It may carry a password, so
@@ -477,6 +479,20 @@ fn read(keys: &mut Keys) -> Result<AgentConfig, ConfigError> {
     } else {
         None
     };
+    let splice = if keys.contains_prefix("splice.") {
+        if kind != NodeKind::App {
+            return Err(ConfigError::Invalid {
+                key: "splice.admin_url".to_owned(),
+                value: format!("set for a {kind}"),
+                origin: keys.origin("splice.admin_url"),
+                expected: "[splice] only for kind = \"app\" (a Splice SV or validator app)"
+                    .to_owned(),
+            });
+        }
+        Some(read_splice(keys, backup.as_ref())?)
+    } else {
+        None
+    };
     Ok(AgentConfig {
         network,
         node,
@@ -492,6 +508,82 @@ fn read(keys: &mut Keys) -> Result<AgentConfig, ConfigError> {
         commands,
         backup,
         lifecycle,
+        splice,
+    })
+}
+
+/// What a Splice app is to network disaster recovery: SVs dump through the SV API first,
+/// validators through the validator API (with `force`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SpliceRole {
+    Sv,
+    Validator,
+}
+
+impl SpliceRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Sv => "sv",
+            Self::Validator => "validator",
+        }
+    }
+}
+
+/// `[splice]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SpliceConfig {
+    /// The app's HTTP base, e.g. `http://127.0.0.1:5014` (paths `/api/sv/…`, `/api/validator/…`).
+    pub admin_url: String,
+    pub role: SpliceRole,
+    /// A file holding the bearer token the admin endpoints require (participant admin rights).
+    pub token_file: Option<PathBuf>,
+    /// Where migration dumps are written: `<dir>/migration-<id>/`.
+    pub dump_dir: PathBuf,
+    /// Brings the participant back on a new database with migration enabled (network DR).
+    pub redeploy: Option<sidecar_backup::CommandTemplate>,
+    pub redeploy_timeout: Duration,
+}
+
+/// Placeholders of `[splice] redeploy`.
+pub const REDEPLOY_PLACEHOLDERS: &[&str] = &["node", "migration_id", "dump", "command_id"];
+
+fn read_splice(
+    keys: &mut Keys,
+    backup: Option<&BackupSettings>,
+) -> Result<SpliceConfig, ConfigError> {
+    let admin_url = keys.url("splice.admin_url")?;
+    let role = keys.parsed("splice.role", "sv or validator", |s| match s {
+        "sv" => Some(SpliceRole::Sv),
+        "validator" => Some(SpliceRole::Validator),
+        _ => None,
+    })?;
+    let token_file = keys
+        .optional_string("splice.token_file")?
+        .map(PathBuf::from);
+    let dump_dir = match keys.optional_string("splice.dump_dir")? {
+        Some(dir) => PathBuf::from(dir),
+        None => match backup {
+            Some(backup) => backup.root.join("migration"),
+            None => {
+                return Err(ConfigError::Missing {
+                    key: "splice.dump_dir".to_owned(),
+                    origin: Origin::Nowhere,
+                    expected: "the directory migration dumps are written to (default: \
+                               <backup.root>/migration, but there is no [backup])"
+                        .to_owned(),
+                });
+            }
+        },
+    };
+    let redeploy = keys.command("splice.redeploy", REDEPLOY_PLACEHOLDERS)?;
+    let redeploy_timeout = keys.duration("splice.redeploy_timeout", Duration::from_secs(1_800))?;
+    Ok(SpliceConfig {
+        admin_url,
+        role,
+        token_file,
+        dump_dir,
+        redeploy,
+        redeploy_timeout,
     })
 }
 

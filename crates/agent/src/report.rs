@@ -20,6 +20,8 @@ pub struct Identity {
     pub organisation: String,
     /// For an app: the participant it reads from.
     pub participant: Option<String>,
+    /// For a Splice app: `sv` or `validator`.
+    pub app_role: Option<String>,
     /// The key that signs this agent's acks; empty without a command path.
     pub ack_key_id: String,
     /// Fresh per process start, so a restart is visible even when sequence numbers repeat.

@@ -74,6 +74,7 @@ pub fn encode_node_state(state: &NodeState) -> Bytes {
         reasons: reasons(&state.reasons),
         progress: Some(progress(&state.facts)),
         stopping: state.stopping,
+        app_role: id.app_role.clone().unwrap_or_default(),
     };
     Bytes::from(message.encode_to_vec())
 }

@@ -216,6 +216,7 @@ pub fn agent(
         commands: None,
         backup: None,
         lifecycle: None,
+        splice: None,
         probes: ProbeSchedules {
             status: every,
             grpc_health: every,

@@ -157,6 +157,93 @@ impl Api {
         .map_err(|e| Status::invalid_argument(e.to_string()))
     }
 
+    /// Network DR runs at a recovery timestamp every organisation accepted: `proposal=<hash>`
+    /// of an agreed dr-timestamp proposal gives it (as `timestamp`). A timestamp given
+    /// directly is taken only on a network of one organisation. Other runbooks pass through.
+    async fn agreed_parameters(
+        &self,
+        runbook: &str,
+        mut params: BTreeMap<String, String>,
+    ) -> Result<BTreeMap<String, String>, Status> {
+        if runbook != "network-dr" {
+            return Ok(params);
+        }
+        let Some(wanted) = params.get("proposal").cloned() else {
+            let others: Vec<&String> = self
+                .shared
+                .organisations
+                .keys()
+                .filter(|organisation| **organisation != self.shared.organisation)
+                .collect();
+            if params.contains_key("timestamp") && !others.is_empty() {
+                return Err(Status::failed_precondition(format!(
+                    "network DR needs a recovery timestamp every organisation accepted, and                      the network has {}: propose it with `canton-ops dr propose` and pass                      --param proposal=<hash> once all accepted",
+                    others
+                        .iter()
+                        .map(|o| o.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )));
+            }
+            return Ok(params);
+        };
+        let books = proposals::books(&self.shared)
+            .await
+            .map_err(proposal_status)?;
+        let book = proposals::find(&books, &wanted).map_err(proposal_status)?;
+        let proposal = book.proposal();
+        let hash = hex::encode(book.hash());
+        if proposal.runbook != proposals::DR_TIMESTAMP {
+            return Err(Status::failed_precondition(format!(
+                "proposal {} is a {} proposal, not a recovery timestamp (dr-timestamp)",
+                &hash[..12],
+                proposal.runbook
+            )));
+        }
+        if let Some((organisation, reason)) = book.aborted() {
+            return Err(Status::failed_precondition(format!(
+                "proposal {} was aborted by {organisation} ({reason}); nothing was started:                  agree a new timestamp",
+                &hash[..12]
+            )));
+        }
+        let missing = book.missing_accepts();
+        if !missing.is_empty() {
+            return Err(Status::failed_precondition(format!(
+                "proposal {} is not accepted by {} yet; nothing was started: each of them                  accepts with `canton-ops proposals accept {}`",
+                &hash[..12],
+                missing.join(", "),
+                &hash[..12]
+            )));
+        }
+        let micros = proposal
+            .parameters
+            .iter()
+            .find(|p| p.key == "timestamp_micros")
+            .and_then(|p| p.value.parse::<u64>().ok())
+            .ok_or_else(|| {
+                Status::failed_precondition(format!(
+                    "proposal {} carries no timestamp_micros",
+                    &hash[..12]
+                ))
+            })?;
+        let agreed = humantime::format_rfc3339_micros(
+            std::time::UNIX_EPOCH + std::time::Duration::from_micros(micros),
+        )
+        .to_string();
+        if let Some(given) = params.get("timestamp")
+            && humantime::parse_rfc3339_weak(given).ok()
+                != humantime::parse_rfc3339_weak(&agreed).ok()
+        {
+            return Err(Status::invalid_argument(format!(
+                "parameter timestamp {given} differs from the agreed {agreed} of proposal {};                  leave it out",
+                &hash[..12]
+            )));
+        }
+        params.insert("timestamp".to_owned(), agreed);
+        params.insert("proposal".to_owned(), hash);
+        Ok(params)
+    }
+
     /// A restore runs only from a recorded set that satisfies the ordering rule, and a set
     /// with a sequencer only when every member of the synchronizer is ours (otherwise the
     /// other organisations' members would be forced back: that is network DR).
@@ -477,7 +564,9 @@ impl CoordinatorService for Api {
             request.request_id.clone()
         };
         let run_id = catalogue::run_id(&request.runbook, &self.shared.organisation, &request_id);
-        let params = parameters(&request.parameters);
+        let params = self
+            .agreed_parameters(&request.runbook, parameters(&request.parameters))
+            .await?;
         let built = self
             .build(&request.runbook, &request.nodes, &params, &run_id)
             .await?;
@@ -519,7 +608,9 @@ impl CoordinatorService for Api {
     ) -> Result<Response<pb::PlanResponse>, Status> {
         require(&request, Role::ReadOnly)?;
         let request = request.into_inner();
-        let params = parameters(&request.parameters);
+        let params = self
+            .agreed_parameters(&request.runbook, parameters(&request.parameters))
+            .await?;
         let built = self
             .build(&request.runbook, &request.nodes, &params, "planned")
             .await?;

@@ -11,11 +11,12 @@ use sidecar_core::{ActionKind, ActionSpec, Millis, NodeKind, NodeRef, Runbook};
 
 /// Runbook names the catalogue knows.
 /// (`restore` is built by the API from a recorded backup set, see `backup_sets`.)
-pub const RUNBOOKS: [&str; 7] = [
+pub const RUNBOOKS: [&str; 8] = [
     "backup",
     "disconnect",
     "dr-timestamp",
     "ignore-events",
+    "network-dr",
     "reconnect",
     "restore",
     "unignore-events",
@@ -43,6 +44,8 @@ pub struct InventoryNode {
     pub kind: NodeKind,
     /// For an app: the participant it reads from.
     pub participant: Option<String>,
+    /// For a Splice app: `sv` or `validator`.
+    pub app_role: Option<String>,
     pub replicas: Vec<String>,
 }
 
@@ -75,10 +78,14 @@ impl Inventory {
                     id: state.node.clone(),
                     kind,
                     participant: None,
+                    app_role: None,
                     replicas: Vec::new(),
                 });
             if !state.participant.is_empty() {
                 entry.participant = Some(state.participant.clone());
+            }
+            if !state.app_role.is_empty() {
+                entry.app_role = Some(state.app_role.clone());
             }
             if !state.replica.is_empty() {
                 entry
@@ -156,6 +163,7 @@ pub fn build(request: &Request<'_>, inventory: &Inventory) -> Result<Built, Cata
         "dr-timestamp" => dr_timestamp(&params, &selected)?,
         "ignore-events" => event_repair(&params, &selected, ActionKind::IgnoreEvents)?,
         "unignore-events" => event_repair(&params, &selected, ActionKind::UnignoreEvents)?,
+        "network-dr" => network_dr(&params, &selected)?,
         other => return Err(CatalogueError::UnknownRunbook(other.to_owned())),
     };
     let mut nodes: Vec<String> = runbook
@@ -512,6 +520,178 @@ fn event_repair(
         .done())
 }
 
+/// DESIGN §6 `network-dr` (Splice; the synchronizer is lost beyond repair), for this
+/// organisation's nodes once every organisation agreed the recovery timestamp: participants
+/// disconnect (reconnected again if the run is rolled back) → SV apps, then validator apps,
+/// write their migration dump at the timestamp (validators with `force`; participants keep
+/// running) → an operator confirms the new synchronizer is deployed (this approval also signs
+/// the redeploys) → each app's redeploy hook brings its participant back on a new database
+/// with the migration id, initialised from the dump, identity checked → participants
+/// reconnect → ACS commitments are read for the report. Parameters: `timestamp` (RFC 3339;
+/// the API fills it from the agreed proposal), `migration_id` (the new synchronizer's),
+/// `incident` (RFC 3339, when the synchronizer was lost: the data-loss window ends there),
+/// `synchronizer_alias`, `deadline` (dumps and reconnect, default 10m), `redeploy_timeout`
+/// (default 30m).
+fn network_dr(params: &Params<'_>, nodes: &[&InventoryNode]) -> Result<Runbook, CatalogueError> {
+    let bad = |key: &str, detail: String| CatalogueError::BadParameter {
+        key: key.to_owned(),
+        detail,
+    };
+    let instant = |key: &str| -> Result<Option<(String, std::time::SystemTime)>, CatalogueError> {
+        let Some(text) = params.0.get(key) else {
+            return Ok(None);
+        };
+        let at = humantime::parse_rfc3339_weak(text).map_err(|error| {
+            bad(
+                key,
+                format!("{text:?} is not an RFC 3339 time like 2026-12-01T17:45:00Z ({error})"),
+            )
+        })?;
+        Ok(Some((humantime::format_rfc3339_micros(at).to_string(), at)))
+    };
+    let (timestamp, at) = instant("timestamp")?.ok_or_else(|| {
+        bad(
+            "timestamp",
+            "the agreed recovery timestamp is required: pass --param proposal=<hash> of an \
+             accepted dr-timestamp proposal"
+                .to_owned(),
+        )
+    })?;
+    let migration_id = params
+        .0
+        .get("migration_id")
+        .and_then(|id| id.parse::<i64>().ok())
+        .filter(|id| *id >= 1)
+        .ok_or_else(|| {
+            bad(
+                "migration_id",
+                "the new synchronizer's migration id is required (an integer ≥ 1, the current \
+                 one plus one)"
+                    .to_owned(),
+            )
+        })?;
+    let window = match instant("incident")? {
+        Some((incident, lost)) if lost < at => {
+            return Err(bad(
+                "incident",
+                format!("{incident} is before the recovery timestamp {timestamp}"),
+            ));
+        }
+        Some((incident, lost)) => format!(
+            "data written between {timestamp} and the incident at {incident} ({}) is lost",
+            humantime::format_duration(Duration::from_secs(
+                lost.duration_since(at).unwrap_or_default().as_secs()
+            ))
+        ),
+        None => format!("data written after {timestamp} is lost"),
+    };
+    let deadline = params.duration_ms("deadline", Duration::from_secs(600))?;
+    let redeploy_timeout = params.duration_ms("redeploy_timeout", Duration::from_secs(1_800))?;
+    let alias = params.text("synchronizer_alias", "");
+    let apps: Vec<&&InventoryNode> = nodes.iter().filter(|n| n.kind == NodeKind::App).collect();
+    for app in &apps {
+        if !matches!(app.app_role.as_deref(), Some("sv" | "validator")) {
+            return Err(bad(
+                "node",
+                format!(
+                    "app {} does not report a Splice role; give its agent a [splice] section \
+                     (role = \"sv\" or \"validator\") or leave it out with --node",
+                    app.id
+                ),
+            ));
+        }
+    }
+    let participants = of_kind(nodes, &[NodeKind::Participant]);
+    for participant in &participants {
+        if !apps
+            .iter()
+            .any(|app| app.participant.as_deref() == Some(participant.id.as_str()))
+        {
+            return Err(bad(
+                "node",
+                format!(
+                    "participant {} has no Splice app among the selected nodes; network DR \
+                     redeploys a participant through its app",
+                    participant.id
+                ),
+            ));
+        }
+    }
+    let apps_of = |role: &str| -> Vec<NodeRef> {
+        apps.iter()
+            .filter(|app| app.app_role.as_deref() == Some(role))
+            .map(|app| Inventory::node_ref(app))
+            .collect()
+    };
+    let (svs, validators) = (apps_of("sv"), apps_of("validator"));
+    let every_app: Vec<NodeRef> = svs.iter().chain(&validators).cloned().collect();
+    let id = migration_id.to_string();
+    let dump = |force: &str| {
+        ActionSpec::new(ActionKind::MigrationDump)
+            .param("timestamp", &timestamp)
+            .param("migration_id", &id)
+            .param("force", force)
+    };
+    let app_names: Vec<&str> = every_app.iter().map(|app| app.id.as_str()).collect();
+    let prompt = format!(
+        "network DR to migration {migration_id}: is the new synchronizer deployed? Approving \
+         redeploys {} on new databases from their dumps at {timestamp}; {window}; apps {} \
+         restart from that point",
+        participants
+            .iter()
+            .map(|p| p.id.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
+        app_names.join(", ")
+    );
+    let mut runbook = Runbook::new("network-dr")
+        .action_spec(
+            "disconnect",
+            ActionSpec::new(ActionKind::Disconnect).param("synchronizer_alias", &alias),
+            &participants,
+        )
+        .timeout_ms(deadline)
+        .compensate_with(ActionKind::Reconnect)
+        .done();
+    for (step, apps, force) in [
+        ("dump-svs", &svs, "false"),
+        ("dump-validators", &validators, "true"),
+    ] {
+        if !apps.is_empty() {
+            runbook = runbook
+                .action_spec(step, dump(force), apps)
+                .timeout_ms(deadline)
+                .retry(1, 0)
+                .done();
+        }
+    }
+    Ok(runbook
+        .approval("new-synchronizer", &prompt, &every_app)
+        .action_spec(
+            "redeploy",
+            ActionSpec::new(ActionKind::Redeploy).param("migration_id", &id),
+            &every_app,
+        )
+        .timeout_ms(redeploy_timeout)
+        .retry(1, 0)
+        // Redeployed participants belong to the new synchronizer: never rolled back.
+        .fix_forward()
+        .done()
+        .action_spec(
+            "reconnect",
+            ActionSpec::new(ActionKind::Reconnect).param("synchronizer_alias", &alias),
+            &participants,
+        )
+        .timeout_ms(deadline)
+        .retry(5, 2_000)
+        .done()
+        .check("commitments", crate::dr::PROBE_PART, &participants)
+        .timeout_ms(deadline)
+        .retry(1, 0)
+        .best_effort()
+        .done())
+}
+
 /// `pin_manual_connect=true`: the disconnect also marks the synchronizer manual-connect (and
 /// the reconnect clears it). The mark is per synchronizer, so the alias must be named.
 fn pinned_manual_connect(params: &Params<'_>, alias: &str) -> Result<bool, CatalogueError> {
@@ -549,6 +729,7 @@ mod tests {
             id: id.to_owned(),
             kind,
             participant: None,
+            app_role: None,
             replicas: Vec::new(),
         };
         Inventory {
@@ -650,5 +831,162 @@ mod tests {
         let mut negative = without("from");
         negative.push(("from", "-1"));
         assert_eq!(key_of(&p1, &negative), "from");
+    }
+
+    /// Two SV participants with their apps and a validator with its app.
+    fn splice_inventory() -> Inventory {
+        let mut inventory = inventory();
+        for (app, participant, role) in [
+            ("sv1-app", "p1", "sv"),
+            ("sv2-app", "p2", "sv"),
+            ("v1-app", "v1", "validator"),
+        ] {
+            for node in [
+                InventoryNode {
+                    id: participant.to_owned(),
+                    kind: NodeKind::Participant,
+                    participant: None,
+                    app_role: None,
+                    replicas: Vec::new(),
+                },
+                InventoryNode {
+                    id: app.to_owned(),
+                    kind: NodeKind::App,
+                    participant: Some(participant.to_owned()),
+                    app_role: Some(role.to_owned()),
+                    replicas: Vec::new(),
+                },
+            ] {
+                inventory.nodes.insert(node.id.clone(), node);
+            }
+        }
+        inventory
+    }
+
+    fn network_dr(
+        inventory: &Inventory,
+        nodes: &[String],
+        params: &[(&str, &str)],
+    ) -> Result<Runbook, CatalogueError> {
+        let parameters: BTreeMap<String, String> = params
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        build(
+            &Request {
+                runbook: "network-dr",
+                nodes,
+                parameters: &parameters,
+                run_id: "r1",
+            },
+            inventory,
+        )
+        .map(|built| built.runbook)
+    }
+
+    #[test]
+    fn network_dr_dumps_svs_before_validators_and_redeploys_only_after_the_approval() {
+        let inventory = splice_inventory();
+        let full = [
+            ("timestamp", "2026-12-01T10:00:00Z"),
+            ("migration_id", "3"),
+            ("incident", "2026-12-01T10:42:00Z"),
+        ];
+        let runbook = network_dr(&inventory, &[], &full).unwrap();
+        let ids: Vec<&str> = runbook.steps.iter().map(|s| s.id.as_str()).collect();
+        assert_eq!(
+            ids,
+            [
+                "disconnect",
+                "dump-svs",
+                "dump-validators",
+                "new-synchronizer",
+                "redeploy",
+                "reconnect",
+                "commitments"
+            ]
+        );
+        let nodes_of = |step: &str| -> Vec<String> {
+            let def = runbook.steps.iter().find(|s| s.id == step).unwrap();
+            def.nodes().iter().map(|n| n.id.clone()).collect()
+        };
+        assert_eq!(nodes_of("disconnect"), ["p1", "p2", "v1"]);
+        assert_eq!(nodes_of("dump-svs"), ["sv1-app", "sv2-app"]);
+        assert_eq!(nodes_of("dump-validators"), ["v1-app"]);
+        assert_eq!(nodes_of("redeploy"), ["sv1-app", "sv2-app", "v1-app"]);
+        let action = |step: &str| {
+            runbook
+                .steps
+                .iter()
+                .find(|s| s.id == step)
+                .and_then(|s| s.sent_action())
+                .cloned()
+                .unwrap()
+        };
+        assert_eq!(action("dump-svs").params["force"], "false");
+        assert_eq!(action("dump-validators").params["force"], "true");
+        assert_eq!(
+            action("dump-svs").params["timestamp"],
+            "2026-12-01T10:00:00.000000Z"
+        );
+        assert_eq!(action("redeploy").params["migration_id"], "3");
+        let approval = runbook
+            .steps
+            .iter()
+            .find(|s| s.id == "new-synchronizer")
+            .unwrap();
+        let sidecar_core::StepKind::Approval { prompt, .. } = &approval.kind else {
+            panic!("new-synchronizer is not an approval: {approval:?}");
+        };
+        assert!(prompt.contains("42m"), "the data-loss window: {prompt}");
+        assert!(prompt.contains("v1-app"), "apps to reset: {prompt}");
+        let state = sidecar_core::start_run("r1", runbook, 1, 1_000);
+        assert_eq!(
+            crate::api::destructive_steps_gated_by(&state, "new-synchronizer"),
+            ["redeploy"]
+        );
+    }
+
+    #[test]
+    fn network_dr_refuses_missing_parameters_and_participants_without_an_app() {
+        let inventory = splice_inventory();
+        let key_of =
+            |nodes: &[String], params: &[(&str, &str)]| match network_dr(&inventory, nodes, params)
+            {
+                Err(CatalogueError::BadParameter { key, detail }) => {
+                    assert!(!detail.is_empty());
+                    key
+                }
+                other => panic!("expected a parameter error, got {other:?}"),
+            };
+        let at = ("timestamp", "2026-12-01T10:00:00Z");
+        assert_eq!(key_of(&[], &[("migration_id", "3")]), "timestamp");
+        assert_eq!(key_of(&[], &[at]), "migration_id");
+        assert_eq!(key_of(&[], &[at, ("migration_id", "0")]), "migration_id");
+        assert_eq!(
+            key_of(
+                &[],
+                &[
+                    at,
+                    ("migration_id", "1"),
+                    ("incident", "2026-12-01T09:00:00Z")
+                ]
+            ),
+            "incident"
+        );
+        assert_eq!(
+            key_of(&["p1".to_owned()], &[at, ("migration_id", "1")]),
+            "node",
+            "p1 without its app"
+        );
+        let mut roleless = inventory.clone();
+        roleless.nodes.get_mut("v1-app").unwrap().app_role = None;
+        match network_dr(&roleless, &[], &[at, ("migration_id", "1")]) {
+            Err(CatalogueError::BadParameter { key, detail }) => {
+                assert_eq!(key, "node");
+                assert!(detail.contains("v1-app"), "{detail}");
+            }
+            other => panic!("expected a parameter error, got {other:?}"),
+        }
     }
 }

@@ -41,6 +41,8 @@ pub enum ActionKind {
     SetPruningSchedule,
     Verify,
     DeleteBackup,
+    MigrationDump,
+    Redeploy,
 }
 
 impl ActionKind {
@@ -58,7 +60,9 @@ impl ActionKind {
             | Self::Verify
             | Self::DeleteBackup
             | Self::ExportPartyAcs => Idempotency::Natural,
-            Self::Backup | Self::Restore => Idempotency::Guarded,
+            Self::Backup | Self::Restore | Self::MigrationDump | Self::Redeploy => {
+                Idempotency::Guarded
+            }
             Self::ImportPartyAcs
             | Self::MigrateSynchronizer
             | Self::IgnoreEvents
@@ -88,6 +92,8 @@ impl ActionKind {
             Self::SetPruningSchedule => "set_pruning_schedule",
             Self::Verify => "verify",
             Self::DeleteBackup => "delete_backup",
+            Self::MigrationDump => "migration_dump",
+            Self::Redeploy => "redeploy",
         }
     }
 }

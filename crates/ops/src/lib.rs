@@ -261,7 +261,7 @@ pub enum Command {
         #[arg(long, default_value_t = 50)]
         limit: u32,
     },
-    /// Disaster recovery: the agreed recovery timestamp.
+    /// Disaster recovery: the agreed recovery timestamp and network DR.
     Dr {
         #[command(subcommand)]
         command: DrCommand,
@@ -303,6 +303,32 @@ pub enum DrCommand {
     /// Proposes a finished run's recovery timestamp to every organisation of the network
     /// (signed, with our acceptance); each accepts with `canton-ops proposals accept`.
     Propose { run: String },
+    /// Runs network disaster recovery on our nodes at the timestamp of an accepted proposal:
+    /// disconnect, migration dumps (SVs, then validators), approval once the new synchronizer
+    /// is deployed, redeploy on new databases, reconnect, commitments. Other parameters:
+    /// synchronizer_alias, deadline=10m, redeploy_timeout=30m.
+    Run {
+        #[arg(value_parser = ["network-dr"])]
+        runbook: String,
+        /// The accepted dr-timestamp proposal (hash or a prefix of ≥ 8 hex digits).
+        #[arg(long)]
+        proposal: String,
+        /// The new synchronizer's migration id (the current one plus one).
+        #[arg(long)]
+        migration_id: u32,
+        /// When the synchronizer was lost (RFC 3339): the data-loss window ends there.
+        #[arg(long)]
+        incident: Option<String>,
+        #[arg(long = "node", value_delimiter = ',')]
+        nodes: Vec<String>,
+        #[arg(long = "param", value_parser = parse_param)]
+        params: Vec<(String, String)>,
+        #[arg(long)]
+        request_id: Option<String>,
+        /// Follow the run until it finishes; the exit code tells how it ended.
+        #[arg(long)]
+        wait: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -612,6 +638,49 @@ pub async fn run(cli: Cli) -> Result<u8, OpsError> {
 
 async fn dr(client: &mut Client, command: &DrCommand, out: &render::Out) -> Result<u8, OpsError> {
     let run = match command {
+        DrCommand::Run {
+            runbook,
+            proposal,
+            migration_id,
+            incident,
+            nodes,
+            params,
+            request_id,
+            wait,
+        } => {
+            let mut parameters = parameters(params);
+            parameters.push(pb::Parameter {
+                key: "proposal".to_owned(),
+                value: proposal.clone(),
+            });
+            parameters.push(pb::Parameter {
+                key: "migration_id".to_owned(),
+                value: migration_id.to_string(),
+            });
+            if let Some(incident) = incident {
+                parameters.push(pb::Parameter {
+                    key: "incident".to_owned(),
+                    value: incident.clone(),
+                });
+            }
+            let started = client
+                .start_run(pb::StartRunRequest {
+                    runbook: runbook.clone(),
+                    nodes: nodes.clone(),
+                    parameters,
+                    request_id: request_id
+                        .clone()
+                        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string()),
+                })
+                .await?
+                .into_inner();
+            let run = started.run.unwrap_or_default();
+            out.started(&run, started.existing);
+            if *wait {
+                return watch(client, &run.run_id, out).await;
+            }
+            return Ok(exit::OK);
+        }
         DrCommand::Show { run } => run.clone(),
         DrCommand::Propose { run } => {
             let view = client

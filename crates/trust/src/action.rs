@@ -27,10 +27,12 @@ pub enum ActionName {
     SetPruningSchedule,
     Verify,
     DeleteBackup,
+    MigrationDump,
+    Redeploy,
 }
 
 impl ActionName {
-    pub const ALL: [ActionName; 21] = [
+    pub const ALL: [ActionName; 23] = [
         Self::Disconnect,
         Self::Reconnect,
         Self::Connect,
@@ -52,6 +54,8 @@ impl ActionName {
         Self::SetPruningSchedule,
         Self::Verify,
         Self::DeleteBackup,
+        Self::MigrationDump,
+        Self::Redeploy,
     ];
 
     /// The action of a decoded command; `None` when the action is missing or of a kind this
@@ -80,6 +84,8 @@ impl ActionName {
             Kind::SetPruningSchedule(_) => Self::SetPruningSchedule,
             Kind::Verify(_) => Self::Verify,
             Kind::DeleteBackup(_) => Self::DeleteBackup,
+            Kind::MigrationDump(_) => Self::MigrationDump,
+            Kind::Redeploy(_) => Self::Redeploy,
         })
     }
 
@@ -106,6 +112,8 @@ impl ActionName {
             Self::SetPruningSchedule => "set_pruning_schedule",
             Self::Verify => "verify",
             Self::DeleteBackup => "delete_backup",
+            Self::MigrationDump => "migration_dump",
+            Self::Redeploy => "redeploy",
         }
     }
 
@@ -124,6 +132,7 @@ impl ActionName {
                 | Self::IgnoreEvents
                 | Self::UnignoreEvents
                 | Self::DisableMember
+                | Self::Redeploy
         )
     }
 }

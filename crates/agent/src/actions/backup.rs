@@ -107,7 +107,7 @@ fn backup_kind(kind: NodeKind) -> backup::NodeKind {
 }
 
 /// Maps the library's error kinds onto what the command path acks.
-fn classify(error: backup::Error) -> ActionError {
+pub(super) fn classify(error: backup::Error) -> ActionError {
     use backup::ErrorKind as K;
     match error.kind() {
         K::Cancelled => ActionError::Interrupted,
@@ -121,8 +121,8 @@ fn classify(error: backup::Error) -> ActionError {
 }
 
 /// Passes child groups to the journal and dump sizes to progress acks.
-struct Journalled<'a> {
-    context: &'a ActionContext,
+pub(super) struct Journalled<'a> {
+    pub(super) context: &'a ActionContext,
 }
 
 impl backup::Observer for Journalled<'_> {

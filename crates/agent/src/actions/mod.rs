@@ -17,6 +17,7 @@ mod backup;
 mod commitments;
 mod connectivity;
 mod dedup;
+mod migration;
 mod probe;
 mod repair;
 
@@ -196,8 +197,9 @@ pub enum RegistryError {
 }
 
 /// The handlers this build has for the configured node: `probe` everywhere, connectivity and
-/// event repairs (ignore/unignore) on participants, backup/restore/verify with `[backup]`, stop/start with `[lifecycle]`. Other
-/// crates add theirs with [`ActionRegistry::register`].
+/// event repairs (ignore/unignore) on participants, backup/restore/verify with `[backup]`,
+/// stop/start with `[lifecycle]`, the migration dump and redeploy of network DR with
+/// `[splice]`. Other crates add theirs with [`ActionRegistry::register`].
 pub fn standard_registry(
     config: &crate::AgentConfig,
     board: crate::ProbeBoard,
@@ -227,6 +229,9 @@ pub fn standard_registry(
         }
     }
     handlers.extend(backup_handlers(config, dedup)?);
+    if let Some(splice) = &config.splice {
+        handlers.extend(migration::migration_handlers(config.node.as_str(), splice));
+    }
     for handler in handlers {
         // Each built-in handler names a distinct action.
         let _ = registry.register(handler);

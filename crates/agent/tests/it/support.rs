@@ -50,6 +50,7 @@ pub fn config(url: &str, net: &Network, node: &str) -> AgentConfig {
         commands: None,
         backup: None,
         lifecycle: None,
+        splice: None,
         probes: ProbeSchedules {
             status: every,
             grpc_health: every,

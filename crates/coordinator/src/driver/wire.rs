@@ -40,6 +40,18 @@ fn counters(spec: &ActionSpec) -> Result<(i64, i64), WireError> {
     Ok((counter("from_inclusive")?, counter("to_inclusive")?))
 }
 
+/// `migration_id`: the new synchronizer's migration id.
+fn migration_id(spec: &ActionSpec) -> Result<i64, WireError> {
+    text(spec, "migration_id")
+        .parse::<i64>()
+        .ok()
+        .filter(|id| *id > 0)
+        .ok_or_else(|| WireError {
+            action: spec.kind.name(),
+            detail: "parameter migration_id must be a migration id (an integer ≥ 1)".to_owned(),
+        })
+}
+
 /// The wire action for an engine action.
 pub fn action(spec: &ActionSpec) -> Result<pb::Action, WireError> {
     use pb::action::Kind;
@@ -103,6 +115,14 @@ pub fn action(spec: &ActionSpec) -> Result<pb::Action, WireError> {
                 force: flag(spec, "force")?,
             })
         }
+        ActionKind::MigrationDump => Kind::MigrationDump(pb::MigrationDump {
+            timestamp: text(spec, "timestamp"),
+            migration_id: migration_id(spec)?,
+            force: flag(spec, "force")?,
+        }),
+        ActionKind::Redeploy => Kind::Redeploy(pb::Redeploy {
+            migration_id: migration_id(spec)?,
+        }),
         other => {
             return Err(WireError {
                 action: other.name(),

@@ -155,6 +155,7 @@ pub fn start_agent(
         commands: None,
         backup: None,
         lifecycle: None,
+        splice: None,
         probes: ProbeSchedules {
             status: every,
             grpc_health: every,
