@@ -77,12 +77,22 @@ fn main() -> anyhow::Result<()> {
             app_control,
             dump,
             migration_id,
-        }) => runtime.block_on(migrate::run(migrate::Options {
-            participant_control,
-            app_control,
-            dump,
-            migration_id,
-        })),
+        }) => {
+            let outcome = runtime.block_on(migrate::run(migrate::Options {
+                participant_control,
+                app_control,
+                dump,
+                migration_id,
+            }));
+            drop(runtime);
+            if let Err(e) = outcome {
+                // One readable line for the operator (the hook's caller), no backtrace.
+                eprintln!("canton-sim migrate: {e:#}");
+                drop(_telemetry);
+                std::process::exit(1);
+            }
+            Ok(())
+        }
         None => {
             let (Some(kind), Some(config)) = (args.kind, args.config) else {
                 anyhow::bail!(
