@@ -917,3 +917,77 @@ impl AppApi {
             })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn dump_with(contracts: &[crate::acs::Contract]) -> Value {
+        let acs = crate::acs::encode(contracts).unwrap();
+        json!({
+            "migration_id": 3,
+            "created_at": "2026-01-01T00:00:00Z",
+            "identities": { "participant": { "id": "participant1::1220ab", "keys": [] } },
+            "data_snapshot": {
+                "acs_snapshot": base64::engine::general_purpose::STANDARD.encode(acs),
+                "acs_timestamp": "2026-01-01T00:00:00Z",
+                "dars": [],
+                "genesis_state": null,
+            },
+        })
+    }
+
+    fn contract(id: &str) -> crate::acs::Contract {
+        crate::acs::Contract {
+            contract_id: id.to_owned(),
+            stakeholders: vec!["PAR::participant1::1220ab".to_owned()],
+            created_by: "PAR::participant1::1220ab".to_owned(),
+            created_ts_micros: 7,
+            synchronizer_id: "global::1220cd".to_owned(),
+        }
+    }
+
+    #[test]
+    fn a_dump_names_its_participant_and_counts_its_contracts() {
+        let dump = dump_with(&[contract("00a"), contract("00b")]);
+        let parsed = parse_dump(&dump).map_err(|r| r.cause).unwrap();
+        assert_eq!(parsed.participant, "participant1::1220ab");
+        assert_eq!(parsed.contracts, 2);
+        assert_eq!(
+            parsed.acs_timestamp.as_deref(),
+            Some("2026-01-01T00:00:00Z")
+        );
+        // A validator's whole data-snapshot answer wraps the dump.
+        let wrapped = json!({ "data_snapshot": dump.clone(), "migration_id": 3 });
+        assert_eq!(dump_participant_id(&wrapped), Some("participant1::1220ab"));
+        assert_eq!(
+            parse_dump(&wrapped).map_err(|r| r.cause).unwrap().contracts,
+            2
+        );
+        assert_eq!(
+            parse_dump(&dump_with(&[]))
+                .map_err(|r| r.cause)
+                .unwrap()
+                .contracts,
+            0
+        );
+    }
+
+    #[test]
+    fn a_dump_without_identity_or_snapshot_is_refused() {
+        let mut dump = dump_with(&[contract("00a")]);
+        dump["identities"]["participant"]["id"] = json!("");
+        let refused = parse_dump(&dump).err().unwrap();
+        assert_eq!(refused.status, StatusCode::BAD_REQUEST);
+        assert!(refused.cause.contains("identities.participant.id"));
+        let mut dump = dump_with(&[contract("00a")]);
+        dump["data_snapshot"]["acs_snapshot"] = json!("bm90IGd6aXA=");
+        let refused = parse_dump(&dump).err().unwrap();
+        assert!(
+            refused.cause.contains("not an ACS snapshot"),
+            "{}",
+            refused.cause
+        );
+    }
+}
