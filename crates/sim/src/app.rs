@@ -80,6 +80,14 @@ pub fn spawn_follower(
             let Some(ledger) = client.as_mut() else {
                 continue;
             };
+            // A migration resets the processed offset; an end read before it must not undo that.
+            let migration_id = match state(&db).await {
+                Ok(app) => app.migration_id,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the app state");
+                    continue;
+                }
+            };
             let mut request = tonic::Request::new(proto_canton::ledger::v2::GetLedgerEndRequest {});
             request.set_timeout(Duration::from_secs(2));
             let end = match ledger.get_ledger_end(request).await {
@@ -96,8 +104,9 @@ pub fn spawn_follower(
                     .execute(
                         "UPDATE app_state SET participant_ledger_end = $1,
                              processed_offset = greatest(processed_offset, $1),
-                             polled_at_micros = $2",
-                        &[&end, &crate::sequencer::now_micros()],
+                             polled_at_micros = $2
+                         WHERE migration_id = $3",
+                        &[&end, &crate::sequencer::now_micros(), &migration_id],
                     )
                     .await
                     .map_err(|e| Error::db("recording the processed offset", e))
@@ -115,6 +124,8 @@ pub struct AppApi {
     pub db: Arc<Db>,
     /// The participant's admin API.
     pub participant_admin: String,
+    /// The participant's ledger API.
+    pub participant_ledger: String,
     pub faults: Arc<crate::faults::Faults>,
 }
 
@@ -189,9 +200,8 @@ impl AppApi {
             .map_err(unavailable)
     }
 
-    /// The participant's `NodeIdentitiesDump`: its uid, exported keys and (empty) authorized store.
-    async fn participant_dump(&self) -> std::result::Result<Value, Refusal> {
-        let channel = self.channel().await?;
+    /// The participant's uid, from its status service.
+    async fn participant_uid(&self, channel: &Channel) -> std::result::Result<String, Refusal> {
         let status = admin::participant_status_service_client::ParticipantStatusServiceClient::new(
             channel.clone(),
         )
@@ -199,17 +209,36 @@ impl AppApi {
         .await
         .map_err(unavailable)?
         .into_inner();
-        let uid = match status.kind {
+        match status.kind {
             Some(admin::participant_status_response::Kind::Status(status)) => {
-                status.common_status.map(|c| c.uid).unwrap_or_default()
+                Ok(status.common_status.map(|c| c.uid).unwrap_or_default())
             }
-            _ => {
-                return Err(refuse(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "the participant is not initialized",
-                ));
-            }
-        };
+            _ => Err(refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the participant is not initialized",
+            )),
+        }
+    }
+
+    /// The participant's ledger end (Ledger API `GetLedgerEnd`).
+    async fn participant_ledger_end(&self) -> std::result::Result<i64, Refusal> {
+        let channel = Channel::from_shared(self.participant_ledger.clone())
+            .map_err(unavailable)?
+            .connect_timeout(Duration::from_secs(2))
+            .connect()
+            .await
+            .map_err(unavailable)?;
+        proto_canton::ledger::v2::state_service_client::StateServiceClient::new(channel)
+            .get_ledger_end(proto_canton::ledger::v2::GetLedgerEndRequest {})
+            .await
+            .map(|reply| reply.into_inner().offset)
+            .map_err(unavailable)
+    }
+
+    /// The participant's `NodeIdentitiesDump`: its uid, exported keys and (empty) authorized store.
+    async fn participant_dump(&self) -> std::result::Result<Value, Refusal> {
+        let channel = self.channel().await?;
+        let uid = self.participant_uid(&channel).await?;
         let mut vault = vault::vault_service_client::VaultServiceClient::new(channel);
         let listed = vault
             .list_my_keys(vault::ListMyKeysRequest { filters: None })
@@ -412,6 +441,9 @@ impl AppApi {
             while let Some(chunk) = stream.message().await.map_err(unavailable)? {
                 acs.extend(chunk.chunk);
             }
+        } else {
+            // Nothing on the ledger at that time: an empty snapshot, still a gzip stream.
+            acs = crate::acs::encode(&[]).map_err(unavailable)?;
         }
         let at_micros = at
             .duration_since(std::time::UNIX_EPOCH)
@@ -537,4 +569,425 @@ async fn trigger_migration_dump(
     .await;
     stored.map_err(unavailable)?;
     Ok(Json(json!({ "migration_id": body.migration_id })))
+}
+
+/// The action log method of a migration import.
+pub const MIGRATE_METHOD: &str = "POST /control/migrate";
+
+/// Body of `POST /control/migrate`: the migration dump (inline, or a file the app reads) and
+/// the migration id the app moves to (default: the dump's).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct MigrateRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dump: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dump_path: Option<std::path::PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub migration_id: Option<i64>,
+    /// Only check the dump and that it belongs to this app's participant; change nothing.
+    #[serde(default)]
+    pub check_only: bool,
+}
+
+/// Answer of `POST /control/migrate`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Migrated {
+    pub migration_id: i64,
+    /// The app was at this migration already; nothing was imported.
+    pub already: bool,
+    /// Only checked (`check_only`); nothing was imported.
+    #[serde(default)]
+    pub check_only: bool,
+    /// The participant uid of the dump.
+    #[serde(default)]
+    pub participant: Option<String>,
+    /// Contracts of the dump's ACS snapshot imported into the participant.
+    pub contracts_imported: usize,
+    #[serde(default)]
+    pub acs_timestamp: Option<String>,
+    /// The app's processed offset afterwards.
+    pub processed_offset: i64,
+}
+
+/// A refused migration: HTTP status, an id for the action log, and the cause.
+struct MigrationRefused {
+    status: StatusCode,
+    id: &'static str,
+    cause: String,
+}
+
+impl MigrationRefused {
+    fn new(status: StatusCode, id: &'static str, cause: impl Into<String>) -> Self {
+        Self {
+            status,
+            id,
+            cause: cause.into(),
+        }
+    }
+
+    fn bad_dump(cause: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "MIGRATION_DUMP_INVALID", cause)
+    }
+
+    fn from_refusal((status, Json(body)): Refusal) -> Self {
+        let cause = body["error"].as_str().unwrap_or_default().to_owned();
+        Self::new(status, "PARTICIPANT_UNAVAILABLE", cause)
+    }
+}
+
+/// What the app needs of a dump.
+struct ParsedDump {
+    participant: String,
+    acs: Vec<u8>,
+    contracts: usize,
+    acs_timestamp: Option<String>,
+}
+
+/// The migration dump in `value`: the value itself, or the `data_snapshot` of a validator's
+/// whole data-snapshot answer, which wraps the dump.
+pub fn migration_dump_of(value: &Value) -> &Value {
+    if value.get("identities").is_none() && value["data_snapshot"].get("identities").is_some() {
+        &value["data_snapshot"]
+    } else {
+        value
+    }
+}
+
+/// The participant uid a migration dump belongs to (`identities.participant.id`).
+pub fn dump_participant_id(value: &Value) -> Option<&str> {
+    migration_dump_of(value)["identities"]["participant"]["id"]
+        .as_str()
+        .filter(|id| !id.is_empty())
+}
+
+fn parse_dump(dump: &Value) -> std::result::Result<ParsedDump, MigrationRefused> {
+    let participant = dump_participant_id(dump)
+        .ok_or_else(|| {
+            MigrationRefused::bad_dump(
+                "the dump has no identities.participant.id; an SV dump is the identities dump merged with the data snapshot, a validator dump the data_snapshot object of its data-snapshot answer",
+            )
+        })?
+        .to_owned();
+    let snapshot = &migration_dump_of(dump)["data_snapshot"];
+    let encoded = snapshot["acs_snapshot"].as_str().ok_or_else(|| {
+        MigrationRefused::bad_dump("the dump has no data_snapshot.acs_snapshot (base64 string)")
+    })?;
+    let acs = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .map_err(|e| {
+            MigrationRefused::bad_dump(format!("data_snapshot.acs_snapshot is not base64: {e}"))
+        })?;
+    let contracts = if acs.is_empty() {
+        0
+    } else {
+        crate::acs::decode(&acs)
+            .map_err(|e| {
+                MigrationRefused::bad_dump(format!(
+                    "data_snapshot.acs_snapshot is not an ACS snapshot: {e}"
+                ))
+            })?
+            .len()
+    };
+    Ok(ParsedDump {
+        participant,
+        acs,
+        contracts,
+        acs_timestamp: snapshot["acs_timestamp"].as_str().map(str::to_owned),
+    })
+}
+
+impl AppApi {
+    /// What a Splice app started with migration enabled does with the migration dump: checks
+    /// the dump is of its participant, imports the dump's ACS into the (new, empty, offline)
+    /// participant with the repair service's `ImportAcs`, moves to `migration_id` and restarts
+    /// its processing at the participant's ledger end. Already at `migration_id`: nothing is
+    /// done. The outcome goes to the action log.
+    pub async fn migrate(&self, request: MigrateRequest) -> std::result::Result<Migrated, Refusal> {
+        let check_only = request.check_only;
+        let mut detail = String::new();
+        let outcome = self.migrate_logged(request, &mut detail).await;
+        if !check_only || outcome.is_err() {
+            let (status, text) = match &outcome {
+                Ok(done) if done.already => ("OK", format!("{detail} already")),
+                Ok(_) => ("OK", detail),
+                Err(refused) => (refused.id, format!("{detail} refused: {}", refused.cause)),
+            };
+            let text = text.trim().to_owned();
+            if let Err(e) = self.db.log_plain(MIGRATE_METHOD, &text, status).await {
+                tracing::warn!(error = %e, "cannot log a migration");
+            }
+        }
+        outcome.map_err(|refused| {
+            (
+                refused.status,
+                Json(json!({ "error": refused.cause, "code": refused.id })),
+            )
+        })
+    }
+
+    async fn migrate_logged(
+        &self,
+        request: MigrateRequest,
+        detail: &mut String,
+    ) -> std::result::Result<Migrated, MigrationRefused> {
+        let dump = match (request.dump, &request.dump_path) {
+            (Some(dump), None) => dump,
+            (None, Some(path)) => {
+                let text = tokio::fs::read_to_string(path).await.map_err(|e| {
+                    MigrationRefused::bad_dump(format!(
+                        "reading the dump file {}: {e}",
+                        path.display()
+                    ))
+                })?;
+                serde_json::from_str(&text).map_err(|e| {
+                    MigrationRefused::bad_dump(format!(
+                        "the dump file {} is not JSON: {e}",
+                        path.display()
+                    ))
+                })?
+            }
+            _ => {
+                return Err(MigrationRefused::bad_dump(
+                    "give the dump as \"dump\" (JSON) or \"dump_path\" (a file the app reads), one of them",
+                ));
+            }
+        };
+        let migration_id = request
+            .migration_id
+            .or_else(|| migration_dump_of(&dump)["migration_id"].as_i64())
+            .ok_or_else(|| {
+                MigrationRefused::bad_dump(
+                    "no migration id: give \"migration_id\" or a dump with one",
+                )
+            })?;
+        *detail = format!("migration_id={migration_id}");
+        let app = state(&self.db).await.map_err(|e| {
+            MigrationRefused::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "INTERNAL",
+                format!("reading the app state: {e}"),
+            )
+        })?;
+        if app.migration_id == migration_id {
+            return Ok(Migrated {
+                migration_id,
+                already: true,
+                check_only: request.check_only,
+                participant: None,
+                contracts_imported: 0,
+                acs_timestamp: None,
+                processed_offset: app.processed_offset,
+            });
+        }
+        if app.migration_id > migration_id {
+            return Err(MigrationRefused::new(
+                StatusCode::CONFLICT,
+                "MIGRATION_ID_OUTDATED",
+                format!(
+                    "the app is at migration {}, after {migration_id}; this dump is for an older migration",
+                    app.migration_id
+                ),
+            ));
+        }
+        let parsed = parse_dump(&dump)?;
+        detail.push_str(&format!(
+            " participant={} contracts={} acs_timestamp={}",
+            parsed.participant,
+            parsed.contracts,
+            parsed.acs_timestamp.as_deref().unwrap_or("none")
+        ));
+        let channel = self
+            .channel()
+            .await
+            .map_err(MigrationRefused::from_refusal)?;
+        let uid = self
+            .participant_uid(&channel)
+            .await
+            .map_err(MigrationRefused::from_refusal)?;
+        if uid != parsed.participant {
+            return Err(MigrationRefused::new(
+                StatusCode::CONFLICT,
+                "MIGRATION_IDENTITY_MISMATCH",
+                format!(
+                    "the dump is of participant {}, but this app's participant is {uid}; import the dump taken from {uid}'s app",
+                    parsed.participant
+                ),
+            ));
+        }
+        let answer = |contracts_imported, processed_offset| Migrated {
+            migration_id,
+            already: false,
+            check_only: request.check_only,
+            participant: Some(uid.clone()),
+            contracts_imported,
+            acs_timestamp: parsed.acs_timestamp.clone(),
+            processed_offset,
+        };
+        if request.check_only {
+            return Ok(answer(0, app.processed_offset));
+        }
+        let ledger_end = self
+            .participant_ledger_end()
+            .await
+            .map_err(MigrationRefused::from_refusal)?;
+        if ledger_end != 0 {
+            return Err(MigrationRefused::new(
+                StatusCode::CONFLICT,
+                "MIGRATION_PARTICIPANT_NOT_EMPTY",
+                format!(
+                    "participant {uid} has a ledger (ledger end {ledger_end}); a migration imports into a participant on a new, empty database: reset it first (POST /control/reset-database on the participant)"
+                ),
+            ));
+        }
+        if parsed.contracts > 0 {
+            self.import_acs(channel, &uid, &parsed.acs, migration_id)
+                .await?;
+        }
+        let offset = self
+            .participant_ledger_end()
+            .await
+            .map_err(MigrationRefused::from_refusal)?;
+        detail.push_str(&format!(" offset={offset}"));
+        let stored = async {
+            let mut guard = self.db.lock().await?;
+            guard
+                .client()?
+                .execute(
+                    "UPDATE app_state SET migration_id = $1, processed_offset = $2,
+                         participant_ledger_end = $2, polled_at_micros = $3",
+                    &[&migration_id, &offset, &crate::sequencer::now_micros()],
+                )
+                .await
+                .map_err(|e| Error::db("moving the app to the new migration", e))
+        }
+        .await;
+        stored.map_err(|e| {
+            MigrationRefused::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "INTERNAL",
+                format!(
+                    "the ACS is imported, but the app could not record migration {migration_id}: {e}; reset the participant and migrate again"
+                ),
+            )
+        })?;
+        tracing::info!(migration_id, participant = %uid, contracts = parsed.contracts, offset, "migrated");
+        Ok(answer(parsed.contracts, offset))
+    }
+
+    async fn import_acs(
+        &self,
+        channel: Channel,
+        uid: &str,
+        acs: &[u8],
+        migration_id: i64,
+    ) -> std::result::Result<(), MigrationRefused> {
+        let mut messages: Vec<admin::ImportAcsRequest> = crate::acs::chunks(acs, 64 * 1024)
+            .into_iter()
+            .map(|chunk| admin::ImportAcsRequest {
+                acs_snapshot: chunk,
+                ..Default::default()
+            })
+            .collect();
+        if let Some(first) = messages.first_mut() {
+            first.contract_import_mode = admin::ContractImportMode::Accept as i32;
+            first.workflow_id_prefix = format!("migration-{migration_id}");
+        }
+        admin::participant_repair_service_client::ParticipantRepairServiceClient::new(channel)
+            .max_encoding_message_size(usize::MAX)
+            .import_acs(futures::stream::iter(messages))
+            .await
+            .map(|_| ())
+            .map_err(|status| {
+                if status.code() == tonic::Code::FailedPrecondition {
+                    MigrationRefused::new(
+                        StatusCode::CONFLICT,
+                        "MIGRATION_IMPORT_REFUSED",
+                        format!(
+                            "participant {uid} refused ImportAcs: {}; the import needs it disconnected from every synchronizer",
+                            status.message()
+                        ),
+                    )
+                } else {
+                    MigrationRefused::new(
+                        StatusCode::BAD_GATEWAY,
+                        "MIGRATION_IMPORT_FAILED",
+                        format!("participant {uid} failed ImportAcs: {}", status.message()),
+                    )
+                }
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn dump_with(contracts: &[crate::acs::Contract]) -> Value {
+        let acs = crate::acs::encode(contracts).unwrap();
+        json!({
+            "migration_id": 3,
+            "created_at": "2026-01-01T00:00:00Z",
+            "identities": { "participant": { "id": "participant1::1220ab", "keys": [] } },
+            "data_snapshot": {
+                "acs_snapshot": base64::engine::general_purpose::STANDARD.encode(acs),
+                "acs_timestamp": "2026-01-01T00:00:00Z",
+                "dars": [],
+                "genesis_state": null,
+            },
+        })
+    }
+
+    fn contract(id: &str) -> crate::acs::Contract {
+        crate::acs::Contract {
+            contract_id: id.to_owned(),
+            stakeholders: vec!["PAR::participant1::1220ab".to_owned()],
+            created_by: "PAR::participant1::1220ab".to_owned(),
+            created_ts_micros: 7,
+            synchronizer_id: "global::1220cd".to_owned(),
+        }
+    }
+
+    #[test]
+    fn a_dump_names_its_participant_and_counts_its_contracts() {
+        let dump = dump_with(&[contract("00a"), contract("00b")]);
+        let parsed = parse_dump(&dump).map_err(|r| r.cause).unwrap();
+        assert_eq!(parsed.participant, "participant1::1220ab");
+        assert_eq!(parsed.contracts, 2);
+        assert_eq!(
+            parsed.acs_timestamp.as_deref(),
+            Some("2026-01-01T00:00:00Z")
+        );
+        // A validator's whole data-snapshot answer wraps the dump.
+        let wrapped = json!({ "data_snapshot": dump.clone(), "migration_id": 3 });
+        assert_eq!(dump_participant_id(&wrapped), Some("participant1::1220ab"));
+        assert_eq!(
+            parse_dump(&wrapped).map_err(|r| r.cause).unwrap().contracts,
+            2
+        );
+        assert_eq!(
+            parse_dump(&dump_with(&[]))
+                .map_err(|r| r.cause)
+                .unwrap()
+                .contracts,
+            0
+        );
+    }
+
+    #[test]
+    fn a_dump_without_identity_or_snapshot_is_refused() {
+        let mut dump = dump_with(&[contract("00a")]);
+        dump["identities"]["participant"]["id"] = json!("");
+        let refused = parse_dump(&dump).err().unwrap();
+        assert_eq!(refused.status, StatusCode::BAD_REQUEST);
+        assert!(refused.cause.contains("identities.participant.id"));
+        let mut dump = dump_with(&[contract("00a")]);
+        dump["data_snapshot"]["acs_snapshot"] = json!("bm90IGd6aXA=");
+        let refused = parse_dump(&dump).err().unwrap();
+        assert!(
+            refused.cause.contains("not an ACS snapshot"),
+            "{}",
+            refused.cause
+        );
+    }
 }

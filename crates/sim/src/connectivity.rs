@@ -345,6 +345,32 @@ impl Connectivity {
         }
     }
 
+    /// Runs `work` (a database reset) with the participant off every synchronizer: no connect
+    /// can start meanwhile, and every reconnect loop and live connection is ended first. A
+    /// connection that is healthy (its sequencer answers and its events are processed) is not
+    /// ended: the aliases of those come back as the error instead, and nothing changes. A
+    /// connection whose sequencer is gone (or refuses it) is not healthy and is ended.
+    pub async fn while_offline<T, Fut>(&self, work: impl FnOnce() -> Fut) -> Result<T, Vec<String>>
+    where
+        Fut: std::future::Future<Output = T>,
+    {
+        let _no_connects = self.connecting.lock().await;
+        let mut healthy: Vec<String> = self
+            .connected
+            .lock()
+            .await
+            .iter()
+            .filter(|(_, c)| c.healthy.load(Ordering::SeqCst))
+            .map(|(alias, _)| alias.clone())
+            .collect();
+        if !healthy.is_empty() {
+            healthy.sort();
+            return Err(healthy);
+        }
+        self.drop_all().await;
+        Ok(work().await)
+    }
+
     /// ModifySynchronizer: replaces the stored config of `new_config.alias` wholesale.
     pub async fn modify(
         &self,
@@ -603,7 +629,7 @@ impl Connectivity {
                 if token.is_cancelled() {
                     return;
                 }
-                match connectivity.try_connect(&alias).await {
+                match connectivity.try_connect_unless(&alias, &token).await {
                     Ok(Some(_)) => {
                         tracing::info!(%alias, "connected");
                         connectivity.retrying.lock().await.remove(&alias);
@@ -639,7 +665,21 @@ impl Connectivity {
 
     /// Connects `alias` unless connected; `None` when no sequencer answered.
     async fn try_connect(&self, alias: &str) -> Result<Option<Handshake>, CallError> {
+        self.try_connect_unless(alias, &CancellationToken::new())
+            .await
+    }
+
+    /// [`Self::try_connect`] for a reconnect loop: `None` when the loop was cancelled while it
+    /// waited for its turn (a database reset cancels the loops, then takes the turn itself).
+    async fn try_connect_unless(
+        &self,
+        alias: &str,
+        cancelled: &CancellationToken,
+    ) -> Result<Option<Handshake>, CallError> {
         let _one_at_a_time = self.connecting.lock().await;
+        if cancelled.is_cancelled() {
+            return Ok(None);
+        }
         if let Some(existing) = self.connected.lock().await.get(alias) {
             return Ok(Some(existing.handshake.clone()));
         }

@@ -44,6 +44,10 @@ pub struct ControlState {
     pub health: Arc<Health>,
     pub workload: Option<Arc<crate::member::WorkloadRate>>,
     pub sequencer: Option<Arc<crate::sequencer::Sequencer>>,
+    /// Participants: the database reset of a redeploy.
+    pub redeploy: Option<Arc<crate::redeploy::Redeploy>>,
+    /// Apps: the migration import.
+    pub app: Option<crate::app::AppApi>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -91,7 +95,109 @@ pub fn router(state: ControlState) -> axum::Router {
         .route("/control/workload", post(set_workload))
         .route("/control/sequencer/prune", post(prune_sequencer))
         .route("/control/app", get(app_state))
+        .route(
+            "/control/reset-database",
+            get(redeploy_state).post(reset_database),
+        )
+        .route(
+            "/control/migrate",
+            post(migrate).layer(axum::extract::DefaultBodyLimit::max(MAX_DUMP_BYTES)),
+        )
         .with_state(state)
+}
+
+/// The largest migration dump `POST /control/migrate` takes inline.
+pub const MAX_DUMP_BYTES: usize = 512 * 1024 * 1024;
+
+type JsonRefusal = (StatusCode, Json<serde_json::Value>);
+
+fn json_refusal(status: StatusCode, cause: impl Into<String>) -> JsonRefusal {
+    (status, Json(serde_json::json!({ "error": cause.into() })))
+}
+
+/// What the last reset recorded.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RedeployState {
+    pub migration_id: Option<i64>,
+}
+
+async fn redeploy_state(
+    State(state): State<ControlState>,
+) -> std::result::Result<Json<RedeployState>, JsonRefusal> {
+    if state.redeploy.is_none() {
+        return Err(json_refusal(StatusCode::NOT_FOUND, "not a participant"));
+    }
+    crate::redeploy::recorded_migration_id(&state.db)
+        .await
+        .map(|migration_id| Json(RedeployState { migration_id }))
+        .map_err(|e| json_refusal(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+}
+
+/// `POST /control/reset-database` (body optional): the participant as redeployed on a new,
+/// empty database. 409 while it is connected to a synchronizer.
+async fn reset_database(
+    State(state): State<ControlState>,
+    body: axum::body::Bytes,
+) -> std::result::Result<Json<crate::redeploy::ResetDone>, JsonRefusal> {
+    use crate::redeploy::ResetRefused;
+    let Some(redeploy) = &state.redeploy else {
+        return Err(json_refusal(
+            StatusCode::NOT_FOUND,
+            format!(
+                "{} is a {}; only participants reset their database",
+                state.info.node_id, state.info.kind
+            ),
+        ));
+    };
+    let request: crate::redeploy::ResetRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        crate::redeploy::ResetRequest::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            json_refusal(
+                StatusCode::BAD_REQUEST,
+                format!("the body is not {{\"migration_id\": N}}: {e}"),
+            )
+        })?
+    };
+    let node = &state.info.node_id;
+    match redeploy.reset(request.migration_id).await {
+        Ok(done) => Ok(Json(done)),
+        Err(ResetRefused::Connected(aliases)) => Err(json_refusal(
+            StatusCode::CONFLICT,
+            format!(
+                "participant {node} is connected to synchronizer {aliases:?}; a redeploy needs it off every synchronizer: disconnect it (DisconnectAllSynchronizers) or take its sequencer down, then retry"
+            ),
+        )),
+        Err(ResetRefused::Replica(replica)) => Err(json_refusal(
+            StatusCode::CONFLICT,
+            format!(
+                "participant {node} runs as HA replica {replica:?}, whose database its peer replicas share; stop the replicas and recreate the database instead"
+            ),
+        )),
+        Err(ResetRefused::Failed(cause)) => Err(json_refusal(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!(
+                "resetting the database of participant {node} failed (retry the reset): {cause}"
+            ),
+        )),
+    }
+}
+
+/// `POST /control/migrate`: an app started with migration enabled imports the dump.
+async fn migrate(
+    State(state): State<ControlState>,
+    Json(request): Json<crate::app::MigrateRequest>,
+) -> std::result::Result<Json<crate::app::Migrated>, JsonRefusal> {
+    let Some(app) = &state.app else {
+        return Err(json_refusal(
+            StatusCode::NOT_FOUND,
+            format!(
+                "{} is a {}; only apps import migration dumps",
+                state.info.node_id, state.info.kind
+            ),
+        ));
+    };
+    app.migrate(request).await.map(Json)
 }
 
 async fn info(State(state): State<ControlState>) -> Json<NodeInfo> {
@@ -275,6 +381,32 @@ impl ControlClient {
     /// An app's processed offset and its participant's ledger end at the last poll.
     pub async fn app_state(&self) -> Result<crate::app::AppState> {
         self.json("GET", "/control/app", None).await
+    }
+
+    /// Resets a participant's database, as a redeploy on a new, empty one.
+    pub async fn reset_database(
+        &self,
+        migration_id: Option<i64>,
+    ) -> Result<crate::redeploy::ResetDone> {
+        let body = serde_json::to_string(&crate::redeploy::ResetRequest { migration_id })
+            .map_err(|e| Error::with_source(ErrorKind::Control, "encoding a reset", e))?;
+        self.json("POST", "/control/reset-database", Some(body))
+            .await
+    }
+
+    /// The migration id the participant's last database reset recorded.
+    pub async fn redeploy_state(&self) -> Result<RedeployState> {
+        self.json("GET", "/control/reset-database", None).await
+    }
+
+    /// Has an app import a migration dump.
+    pub async fn migrate(
+        &self,
+        request: &crate::app::MigrateRequest,
+    ) -> Result<crate::app::Migrated> {
+        let body = serde_json::to_string(request)
+            .map_err(|e| Error::with_source(ErrorKind::Control, "encoding a migration", e))?;
+        self.json("POST", "/control/migrate", Some(body)).await
     }
 
     /// The action log after sequence number `after` (0 = all).

@@ -178,6 +178,16 @@ const MIGRATIONS: &[(i32, &str)] = &[
         );
         "#,
     ),
+    (
+        5,
+        r#"
+        CREATE TABLE sim_redeploy (
+            singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+            migration_id bigint,
+            reset_at timestamptz NOT NULL DEFAULT clock_timestamp()
+        );
+        "#,
+    ),
 ];
 
 /// Advisory lock key serialising schema migrations of replicas sharing a database.
@@ -274,6 +284,55 @@ impl Db {
             .await
             .map_err(|e| Error::db("releasing the migration lock", e));
         prepared.and(unlocked.map(|_| ()))
+    }
+
+    /// Drops every table of the node (in the connection's current schema) and prepares the
+    /// schema again, as for a node started on a new, empty database; returns how many tables
+    /// went. No other call of the node runs meanwhile.
+    pub async fn reset(&self, config: &NodeConfig) -> Result<usize> {
+        let mut guard = self.lock().await?;
+        let client = guard.client()?;
+        client
+            .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+            .await
+            .map_err(|e| Error::db("waiting for the migration lock", e))?;
+        let reset = self.reset_locked(client, config).await;
+        let unlocked = client
+            .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+            .await
+            .map_err(|e| Error::db("releasing the migration lock", e));
+        reset.and_then(|dropped| unlocked.map(|_| dropped))
+    }
+
+    async fn reset_locked(&self, client: &mut Client, config: &NodeConfig) -> Result<usize> {
+        let tx = client
+            .transaction()
+            .await
+            .map_err(|e| Error::db("starting the database reset", e))?;
+        let tables: Vec<String> = tx
+            .query(
+                "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() ORDER BY tablename",
+                &[],
+            )
+            .await
+            .map_err(|e| Error::db("listing the node's tables", e))?
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        for table in &tables {
+            tx.batch_execute(&format!(
+                "DROP TABLE IF EXISTS \"{}\" CASCADE",
+                table.replace('"', "\"\"")
+            ))
+            .await
+            .map_err(|e| Error::db(format!("dropping table {table}"), e))?;
+        }
+        tx.commit()
+            .await
+            .map_err(|e| Error::db("committing the database reset", e))?;
+        tracing::info!(tables = tables.len(), "dropped the node's tables");
+        self.prepare_locked(client, config).await?;
+        Ok(tables.len())
     }
 
     async fn prepare_locked(&self, client: &mut Client, config: &NodeConfig) -> Result<()> {

@@ -16,6 +16,7 @@ pub mod member;
 pub mod network;
 pub mod node;
 pub mod pruning;
+pub mod redeploy;
 pub mod sequencer;
 pub mod sequencer_client;
 pub mod services;

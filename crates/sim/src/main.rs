@@ -7,6 +7,8 @@ use canton_sim::{NodeConfig, NodeKind};
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
+mod migrate;
+
 /// canton-sim: a Canton stand-in node on Postgres that serves the same admin API for tests and the demo.
 #[derive(Parser, Debug)]
 #[command(version, args_conflicts_with_subcommands = true)]
@@ -39,6 +41,25 @@ enum Command {
         #[arg(long)]
         work_dir: Option<PathBuf>,
     },
+    /// Network disaster recovery of one participant and its app, as a redeploy with migration
+    /// enabled: resets the participant's database (it must be off its synchronizer), then has
+    /// the app import the migration dump. When the app is at the migration already it changes
+    /// nothing. Prints one JSON line; exits non-zero on failure. The participant is left
+    /// disconnected: connect it with the admin API (ReconnectSynchronizers) afterwards.
+    Migrate {
+        /// The participant's control endpoint (`host:port` or `http://host:port`).
+        #[arg(long)]
+        participant_control: String,
+        /// The app's control endpoint (`host:port` or `http://host:port`).
+        #[arg(long)]
+        app_control: String,
+        /// The migration dump file (JSON) taken from the app at the recovery timestamp.
+        #[arg(long, env = "CS_MIGRATION_DUMP")]
+        dump: PathBuf,
+        /// The migration id the app moves to (default: the dump's `migration_id`).
+        #[arg(long, env = "CS_MIGRATION_ID")]
+        migration_id: Option<i64>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -51,6 +72,27 @@ fn main() -> anyhow::Result<()> {
             postgres,
             work_dir,
         }) => runtime.block_on(run_network(file, postgres, work_dir)),
+        Some(Command::Migrate {
+            participant_control,
+            app_control,
+            dump,
+            migration_id,
+        }) => {
+            let outcome = runtime.block_on(migrate::run(migrate::Options {
+                participant_control,
+                app_control,
+                dump,
+                migration_id,
+            }));
+            drop(runtime);
+            if let Err(e) = outcome {
+                // One readable line for the operator (the hook's caller), no backtrace.
+                eprintln!("canton-sim migrate: {e:#}");
+                drop(_telemetry);
+                std::process::exit(1);
+            }
+            Ok(())
+        }
         None => {
             let (Some(kind), Some(config)) = (args.kind, args.config) else {
                 anyhow::bail!(

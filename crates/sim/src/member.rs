@@ -69,6 +69,9 @@ pub struct Member {
     /// that ends clears the link only while it is still its own, never a newer one's.
     link: Mutex<Option<(SequencerLink, Handshake, u64)>>,
     connections: AtomicU64,
+    /// The event processors of the connections, so a database reset can wait until none is
+    /// left writing.
+    processors: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
     pub workload: Arc<WorkloadRate>,
 }
 
@@ -141,6 +144,7 @@ impl Member {
             peers,
             link: Mutex::new(None),
             connections: AtomicU64::new(0),
+            processors: std::sync::Mutex::new(Vec::new()),
             workload,
         })
     }
@@ -192,7 +196,7 @@ impl Member {
         let healthy = Arc::new(AtomicBool::new(true));
         let member = Arc::clone(self);
         let flag = Arc::clone(&healthy);
-        tokio::spawn(async move {
+        let processor = tokio::spawn(async move {
             member
                 .process(link, handshake, stream, flag, stop.clone())
                 .await;
@@ -201,7 +205,34 @@ impl Member {
                 *current = None;
             }
         });
+        if let Ok(mut processors) = self.processors.lock() {
+            processors.retain(|p| !p.is_finished());
+            processors.push(processor);
+        }
         Ok(healthy)
+    }
+
+    /// Waits until the event processors of stopped connections have ended (each finishes the
+    /// event it is applying first), then forgets the link. Connections must have been stopped
+    /// before; a processor still running after `patience` is aborted.
+    pub async fn halt(&self, patience: Duration) {
+        let processors: Vec<tokio::task::JoinHandle<()>> = self
+            .processors
+            .lock()
+            .map(|mut p| p.drain(..).collect())
+            .unwrap_or_default();
+        let deadline = tokio::time::Instant::now() + patience;
+        for mut processor in processors {
+            if tokio::time::timeout_at(deadline, &mut processor)
+                .await
+                .is_err()
+            {
+                tracing::warn!("an event processor did not stop in time; aborting it");
+                processor.abort();
+                let _ = processor.await;
+            }
+        }
+        *self.link.lock().await = None;
     }
 
     /// Keeps the synchronizer's topology as the sequencer sent it in the node's own database.

@@ -255,6 +255,40 @@ impl PostgresTarget {
         }
         Ok(())
     }
+
+    /// Drops database `name` (closing the connections still on it); a missing one is fine.
+    pub fn drop_database(&self, name: &str) -> Result<()> {
+        let psql = testkit::pg_bin("psql")
+            .map_err(|e| Error::with_source(ErrorKind::Spawn, "finding psql", e))?;
+        let output = Command::new(psql)
+            .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", &self.host])
+            .args([
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                &self.user,
+                "-d",
+                "postgres",
+            ])
+            .args([
+                "-c",
+                &format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"),
+            ])
+            .output()
+            .map_err(|e| Error::with_source(ErrorKind::Spawn, "running psql", e))?;
+        if !output.status.success() {
+            return Err(Error::new(
+                ErrorKind::Config,
+                format!(
+                    "dropping database {name} on {}:{}: {}",
+                    self.host,
+                    self.port,
+                    String::from_utf8_lossy(&output.stderr).trim()
+                ),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// One node process with a fixed config (ports stay the same across restarts).
@@ -264,6 +298,8 @@ pub struct SimNode {
     log_path: PathBuf,
     binary: PathBuf,
     database_name: String,
+    /// The server of the node's database, for [`SimNode::redeploy_fresh`].
+    postgres: Option<PostgresTarget>,
     process: Option<ChildProcess>,
     ready: Option<ReadyLine>,
     instance_id: String,
@@ -327,6 +363,7 @@ impl SimNode {
             config_path,
             binary: binary.to_owned(),
             database_name: database_name.to_owned(),
+            postgres: None,
             process: None,
             ready: None,
             instance_id,
@@ -434,6 +471,43 @@ impl SimNode {
     pub fn restart(&mut self) -> Result<Duration> {
         self.stop()?;
         self.start()
+    }
+
+    /// Where the node's database lives (set by [`SimNetwork::start`]); needed by
+    /// [`SimNode::redeploy_fresh`].
+    pub fn set_postgres(&mut self, postgres: PostgresTarget) {
+        self.postgres = Some(postgres);
+    }
+
+    /// A redeploy on a new, empty database with the same config and ports: stops the node,
+    /// drops and recreates its database and starts it again. For a sequencer (with its
+    /// mediator) this is a new synchronizer deployed at the same address. Not for HA replicas,
+    /// whose peers share the database.
+    pub fn redeploy_fresh(&mut self) -> Result<Duration> {
+        let Some(postgres) = self.postgres.clone() else {
+            return Err(Error::new(
+                ErrorKind::Config,
+                format!(
+                    "node {}: the Postgres server of its database is not known; call set_postgres first",
+                    self.instance_id
+                ),
+            ));
+        };
+        if self.config.replica.is_some() {
+            return Err(Error::new(
+                ErrorKind::Config,
+                format!(
+                    "node {} is an HA replica; its peers share database {}",
+                    self.instance_id, self.database_name
+                ),
+            ));
+        }
+        let started = Instant::now();
+        self.stop()?;
+        postgres.drop_database(&self.database_name)?;
+        postgres.create_database(&self.database_name)?;
+        self.start()?;
+        Ok(started.elapsed())
     }
 
     /// Whether the process is alive (false after a crash fault, kill or stop).
@@ -635,12 +709,9 @@ impl SimNetwork {
             if created.insert(database_name.clone()) {
                 options.postgres.create_database(&database_name)?;
             }
-            nodes.push(SimNode::prepare(
-                config,
-                options.binary,
-                &work_dir,
-                &database_name,
-            )?);
+            let mut node = SimNode::prepare(config, options.binary, &work_dir, &database_name)?;
+            node.set_postgres(options.postgres.clone());
+            nodes.push(node);
         }
         let mut network = Self {
             spec: spec.clone(),

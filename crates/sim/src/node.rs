@@ -377,6 +377,7 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> Result<()> 
             shutdown.clone(),
         ));
     }
+    let mut app_api = None;
     if let (Some(listener), Some(ledger), Some(participant_admin)) = (
         app_http,
         config.participant.clone(),
@@ -384,16 +385,23 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> Result<()> 
     ) {
         crate::app::spawn_follower(
             Arc::clone(&db),
-            ledger,
+            ledger.clone(),
             Duration::from_millis(config.poll_interval_ms),
             shutdown.clone(),
         );
-        let router = crate::app::router(crate::app::AppApi {
+        let api = crate::app::AppApi {
             db: Arc::clone(&db),
             participant_admin,
+            participant_ledger: ledger,
             faults: Arc::clone(&faults),
-        });
-        servers.push(spawn_http("app-http", listener, router, shutdown.clone()));
+        };
+        app_api = Some(api.clone());
+        servers.push(spawn_http(
+            "app-http",
+            listener,
+            crate::app::router(api),
+            shutdown.clone(),
+        ));
     }
     let control_router = control::router(ControlState {
         info: NodeInfo {
@@ -413,6 +421,16 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> Result<()> 
         health: Arc::clone(&health),
         workload: member.as_ref().map(|m| Arc::clone(&m.workload)),
         sequencer: sequencer.clone(),
+        redeploy: match (&member, &connectivity) {
+            (Some(member), Some(connectivity)) => Some(Arc::new(crate::redeploy::Redeploy {
+                config: config.clone(),
+                db: Arc::clone(&db),
+                connectivity: Arc::clone(connectivity),
+                member: Arc::clone(member),
+            })),
+            _ => None,
+        },
+        app: app_api,
     });
     servers.push(spawn_http(
         "control",

@@ -8,6 +8,7 @@ mod connectivity;
 mod faults;
 mod ha;
 mod health;
+mod migration;
 mod network;
 mod party;
 mod support;
