@@ -489,7 +489,7 @@ fn read(keys: &mut Keys) -> Result<AgentConfig, ConfigError> {
                     .to_owned(),
             });
         }
-        Some(read_splice(keys, backup.as_ref())?)
+        Some(read_splice(keys, backup.as_ref(), &node)?)
     } else {
         None
     };
@@ -537,7 +537,8 @@ pub struct SpliceConfig {
     pub role: SpliceRole,
     /// A file holding the bearer token the admin endpoints require (participant admin rights).
     pub token_file: Option<PathBuf>,
-    /// Where migration dumps are written: `<dir>/migration-<id>/`.
+    /// Where migration dumps are written: `<dir>/migration-<id>/` (default
+    /// `<backup.root>/migration/<node>`).
     pub dump_dir: PathBuf,
     /// Brings the participant back on a new database with migration enabled (network DR).
     pub redeploy: Option<sidecar_backup::CommandTemplate>,
@@ -550,6 +551,7 @@ pub const REDEPLOY_PLACEHOLDERS: &[&str] = &["node", "migration_id", "dump", "co
 fn read_splice(
     keys: &mut Keys,
     backup: Option<&BackupSettings>,
+    node: &NodeId,
 ) -> Result<SpliceConfig, ConfigError> {
     let admin_url = keys.url("splice.admin_url")?;
     let role = keys.parsed("splice.role", "sv or validator", |s| match s {
@@ -563,13 +565,13 @@ fn read_splice(
     let dump_dir = match keys.optional_string("splice.dump_dir")? {
         Some(dir) => PathBuf::from(dir),
         None => match backup {
-            Some(backup) => backup.root.join("migration"),
+            Some(backup) => backup.root.join("migration").join(node.as_str()),
             None => {
                 return Err(ConfigError::Missing {
                     key: "splice.dump_dir".to_owned(),
                     origin: Origin::Nowhere,
                     expected: "the directory migration dumps are written to (default: \
-                               <backup.root>/migration, but there is no [backup])"
+                               <backup.root>/migration/<node>, but there is no [backup])"
                         .to_owned(),
                 });
             }
@@ -1472,5 +1474,61 @@ max_deliver = 5
             config.database_url.as_ref().map(ConnectionString::expose),
             Some("host=127.0.0.1 dbname=app")
         );
+    }
+
+    const SPLICE_APP: &str = r#"
+network = "dev"
+node = "sv1-app"
+kind = "app"
+participant = "sv1"
+[nats]
+url = "nats://127.0.0.1:4222"
+[database]
+url = "host=127.0.0.1 dbname=app"
+[backup]
+root = "/var/lib/canton-agent/backups"
+[splice]
+admin_url = "http://127.0.0.1:5014"
+role = "sv"
+redeploy = ["helm", "upgrade", "sv", "--set", "migration.id={migration_id}", "--set-file", "dump={dump}"]
+"#;
+
+    #[test]
+    fn a_splice_section_gives_the_role_dump_dir_and_redeploy_hook_and_names_bad_keys() {
+        let config = parse(SPLICE_APP, &[]).unwrap();
+        let splice = config.splice.expect("[splice]");
+        assert_eq!(splice.role, SpliceRole::Sv);
+        assert_eq!(splice.admin_url, "http://127.0.0.1:5014");
+        assert_eq!(
+            splice.dump_dir,
+            Path::new("/var/lib/canton-agent/backups/migration/sv1-app")
+        );
+        assert_eq!(splice.redeploy_timeout, Duration::from_secs(1_800));
+        assert!(splice.redeploy.is_some());
+        let cases = [
+            ("role = \"sv\"", "role = \"super\"", "splice.role"),
+            ("role = \"sv\"\n", "", "splice.role"),
+            (
+                "admin_url = \"http://127.0.0.1:5014\"",
+                "admin_url = \"5014\"",
+                "splice.admin_url",
+            ),
+            ("{migration_id}", "{migration}", "splice.redeploy"),
+            (
+                "[backup]\nroot = \"/var/lib/canton-agent/backups\"\n",
+                "",
+                "splice.dump_dir",
+            ),
+            (
+                "kind = \"app\"\nparticipant = \"sv1\"",
+                "kind = \"mediator\"\n[canton]\nadmin_url = \"http://127.0.0.1:5009\"",
+                "splice.admin_url",
+            ),
+        ];
+        for (from, to, key) in cases {
+            assert!(SPLICE_APP.contains(from), "{from}");
+            let error = parse(&SPLICE_APP.replace(from, to), &[]).unwrap_err();
+            assert_eq!(error.key(), Some(key), "{error}");
+        }
     }
 }

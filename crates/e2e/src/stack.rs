@@ -381,7 +381,7 @@ impl Stack {
             sims.nodes()
                 .iter()
                 .map(|node| {
-                    let config = agent_config(self, node, sims.spec(), options);
+                    let config = agent_config(self, node, sims, options);
                     (node.id().to_owned(), config)
                 })
                 .collect::<Vec<_>>()
@@ -621,9 +621,10 @@ fn app_participant(spec: &NetworkSpec, node: &SimNode) -> Option<String> {
 fn agent_config(
     stack: &Stack,
     node: &SimNode,
-    spec: &NetworkSpec,
+    sims: &SimNetwork,
     options: &StackOptions<'_>,
 ) -> String {
+    let spec = sims.spec();
     let kind = match node.kind() {
         NodeKind::Participant => "participant",
         NodeKind::Sequencer => "sequencer",
@@ -679,8 +680,39 @@ fn agent_config(
             journal = dir.join("journal"),
         ));
         toml.push_str(&backup_and_lifecycle(stack, node));
+        toml.push_str(&splice(node, sims));
     }
     toml
+}
+
+/// `[splice]` of an app: its HTTP admin API, its role, and a redeploy hook that resets its
+/// participant's database and imports the dump through the app (`canton-sim migrate`), as a
+/// Helm upgrade with migration enabled would. An app of an organisation that runs a sequencer
+/// is an SV app (SVs operate the synchronizer); any other is a validator's.
+fn splice(node: &SimNode, sims: &SimNetwork) -> String {
+    let spec = sims.spec();
+    let (Some(http), Some(participant)) = (
+        node.http_addr(),
+        app_participant(spec, node).and_then(|id| sims.node(&id)),
+    ) else {
+        return String::new();
+    };
+    let organisation = &node.config().organisation;
+    let sv = sims
+        .nodes()
+        .iter()
+        .any(|n| n.kind() == NodeKind::Sequencer && &n.config().organisation == organisation);
+    let sim = testkit::binary_path("canton-sim")
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "canton-sim".to_owned());
+    format!(
+        "\n[splice]\nadmin_url = \"http://{http}\"\nrole = {role:?}\n\
+         redeploy = [{sim:?}, \"migrate\", \"--participant-control\", \"http://{pc}\", \
+         \"--app-control\", \"http://{ac}\"]\nredeploy_timeout = \"2m\"\n",
+        role = if sv { "sv" } else { "validator" },
+        pc = participant.control_addr(),
+        ac = node.control_addr(),
+    )
 }
 
 /// Where agents write backup sets (one shared root: files are named after their node).

@@ -329,7 +329,7 @@ impl Out {
             if self.json() {
                 line(&json!({
                     "node": id, "kind": kind, "organisation": state.organisation,
-                    "health": health, "heartbeat_age_ms": view.heartbeat_age_ms,
+                    "uid": state.uid, "health": health, "heartbeat_age_ms": view.heartbeat_age_ms,
                     "verdict_suspended": view.verdict_suspended,
                     "condition": enum_name(state.condition().as_str_name(), "NODE_CONDITION_"),
                 }));

@@ -227,37 +227,30 @@ impl PostgresTarget {
 
     /// Creates database `name` (refusing an existing one, which belongs to an earlier network).
     pub fn create_database(&self, name: &str) -> Result<()> {
-        let psql = testkit::pg_bin("psql")
-            .map_err(|e| Error::with_source(ErrorKind::Spawn, "finding psql", e))?;
-        let output = Command::new(psql)
-            .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", &self.host])
-            .args([
-                "-p",
-                &self.port.to_string(),
-                "-U",
-                &self.user,
-                "-d",
-                "postgres",
-            ])
-            .args(["-c", &format!("CREATE DATABASE \"{name}\"")])
-            .output()
-            .map_err(|e| Error::with_source(ErrorKind::Spawn, "running psql", e))?;
-        if !output.status.success() {
-            return Err(Error::new(
-                ErrorKind::Config,
-                format!(
-                    "creating database {name} on {}:{}: {}; use another network name or drop it",
-                    self.host,
-                    self.port,
-                    String::from_utf8_lossy(&output.stderr).trim()
-                ),
-            ));
-        }
-        Ok(())
+        self.admin_sql(&format!("CREATE DATABASE \"{name}\""), |stderr| {
+            format!(
+                "creating database {name} on {}:{}: {stderr}; use another network name or drop it",
+                self.host, self.port
+            )
+        })
     }
 
     /// Drops database `name` (closing the connections still on it); a missing one is fine.
     pub fn drop_database(&self, name: &str) -> Result<()> {
+        self.admin_sql(
+            &format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"),
+            |stderr| {
+                format!(
+                    "dropping database {name} on {}:{}: {stderr}",
+                    self.host, self.port
+                )
+            },
+        )
+    }
+
+    /// Runs one statement in the `postgres` maintenance database with psql; a refused one is
+    /// reported with `refused(psql's stderr)`.
+    fn admin_sql(&self, sql: &str, refused: impl FnOnce(&str) -> String) -> Result<()> {
         let psql = testkit::pg_bin("psql")
             .map_err(|e| Error::with_source(ErrorKind::Spawn, "finding psql", e))?;
         let output = Command::new(psql)
@@ -270,24 +263,16 @@ impl PostgresTarget {
                 "-d",
                 "postgres",
             ])
-            .args([
-                "-c",
-                &format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"),
-            ])
+            .args(["-c", sql])
             .output()
             .map_err(|e| Error::with_source(ErrorKind::Spawn, "running psql", e))?;
-        if !output.status.success() {
-            return Err(Error::new(
-                ErrorKind::Config,
-                format!(
-                    "dropping database {name} on {}:{}: {}",
-                    self.host,
-                    self.port,
-                    String::from_utf8_lossy(&output.stderr).trim()
-                ),
-            ));
+        if output.status.success() {
+            return Ok(());
         }
-        Ok(())
+        Err(Error::new(
+            ErrorKind::Config,
+            refused(String::from_utf8_lossy(&output.stderr).trim()),
+        ))
     }
 }
 

@@ -10,7 +10,9 @@ use e2e::observe;
 use e2e::stack::Stack;
 use serde_json::Value;
 
-use crate::support::{ORGANISATION, final_run, method_name, node_calls, ops_json, running_stack};
+use crate::support::{
+    ORGANISATION, final_run, method_name, node_calls, node_psql, ops_json, running_stack,
+};
 
 const TOPOLOGY: &str = r#"
 name = "repair"
@@ -35,22 +37,9 @@ kind = "participant"
 organisation = "operator"
 "#;
 
-fn psql(stack: &Stack, node: &str, sql: &str) -> String {
-    let database = stack
-        .with_sims(|sims| sims.node(node).map(|n| n.database_name().to_owned()))
-        .expect("sims")
-        .expect("node exists");
-    stack
-        .postgres
-        .psql(&database, sql)
-        .expect("psql")
-        .trim()
-        .to_owned()
-}
-
 /// The node's physical synchronizer id and the last sequencer counter it processed.
 fn cursor(stack: &Stack, node: &str) -> (String, i64) {
-    let line = psql(
+    let line = node_psql(
         stack,
         node,
         "SELECT physical_synchronizer_id || '|' || last_counter FROM member_cursor",
@@ -62,7 +51,7 @@ fn cursor(stack: &Stack, node: &str) -> (String, i64) {
 }
 
 fn ignored(stack: &Stack, node: &str) -> i64 {
-    psql(
+    node_psql(
         stack,
         node,
         "SELECT count(*) FROM participant_ignored_event",

@@ -8,6 +8,7 @@ mod joint_disconnect;
 mod kills;
 mod lifecycle;
 mod nats_login;
+mod network_dr;
 mod out_of_order;
 mod prometheus;
 mod proposals;

@@ -252,3 +252,17 @@ pub async fn node_calls(stack: &Stack, node: &str) -> Vec<(String, String)> {
 pub fn method_name(path: &str) -> &str {
     path.rsplit('/').next().unwrap_or_default()
 }
+
+/// `sql` run in the sim node's own database, its output trimmed.
+pub fn node_psql(stack: &Stack, node: &str, sql: &str) -> String {
+    let database = stack
+        .with_sims(|sims| sims.node(node).map(|n| n.database_name().to_owned()))
+        .expect("sims")
+        .unwrap_or_else(|| panic!("no node {node}"));
+    stack
+        .postgres
+        .psql(&database, sql)
+        .unwrap_or_else(|e| panic!("{node}: {sql}: {e}"))
+        .trim()
+        .to_owned()
+}

@@ -407,18 +407,7 @@ async fn heavy_network_disaster_recovery_restores_each_participant_to_its_acs_at
     let ledger_end_before = ledger_end(p1).await;
 
     // Another participant's dump is refused before anything changes.
-    let wrong = run_migrate(
-        p1,
-        sv,
-        vec![
-            "--dump".to_owned(),
-            validator_file.display().to_string(),
-            "--migration-id".to_owned(),
-            "1".to_owned(),
-        ],
-        Vec::new(),
-    )
-    .await;
+    let wrong = run_migrate(p1, sv, dump_flags(&validator_file), Vec::new()).await;
     assert_eq!(wrong.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&wrong.stderr);
     assert!(stderr.starts_with("canton-sim migrate: "), "{stderr}");
@@ -448,20 +437,7 @@ async fn heavy_network_disaster_recovery_restores_each_participant_to_its_acs_at
     );
 
     // The redeploy hook: flags for participant1, the agent's environment for participant2.
-    let done1 = output_line(
-        &run_migrate(
-            p1,
-            sv,
-            vec![
-                "--dump".to_owned(),
-                sv_file.display().to_string(),
-                "--migration-id".to_owned(),
-                "1".to_owned(),
-            ],
-            Vec::new(),
-        )
-        .await,
-    );
+    let done1 = output_line(&run_migrate(p1, sv, dump_flags(&sv_file), Vec::new()).await);
     let done2 = output_line(
         &run_migrate(
             p2,
@@ -523,20 +499,7 @@ async fn heavy_network_disaster_recovery_restores_each_participant_to_its_acs_at
     }
 
     // A rerun is a no-op.
-    let again = output_line(
-        &run_migrate(
-            p1,
-            sv,
-            vec![
-                "--dump".to_owned(),
-                sv_file.display().to_string(),
-                "--migration-id".to_owned(),
-                "1".to_owned(),
-            ],
-            Vec::new(),
-        )
-        .await,
-    );
+    let again = output_line(&run_migrate(p1, sv, dump_flags(&sv_file), Vec::new()).await);
     assert_eq!(again["already"], true, "{again}");
     assert_eq!(again["migration_id"], 1, "{again}");
     assert_eq!(active_contracts(&net, p1), expected["participant1"]);
@@ -723,4 +686,14 @@ async fn heavy_network_disaster_recovery_restores_each_participant_to_its_acs_at
         assert_eq!(mismatched, 0, "{}: no commitment mismatches", node.id());
     }
     eprintln!("disaster recovery test took {:?}", test_started.elapsed());
+}
+
+/// `--dump <file> --migration-id 1`.
+fn dump_flags(file: &std::path::Path) -> Vec<String> {
+    vec![
+        "--dump".to_owned(),
+        file.display().to_string(),
+        "--migration-id".to_owned(),
+        "1".to_owned(),
+    ]
 }
