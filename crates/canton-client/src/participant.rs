@@ -567,6 +567,42 @@ impl CantonClient {
         ))
     }
 
+    /// Repair `MigrateSynchronizer`: every contract of `source_alias` is assigned to the target
+    /// synchronizer, which is registered with `target`, and the source is decommissioned. The
+    /// participant must be disconnected from both. `force` skips the check that the source is
+    /// still reachable and consistent; on a live source it risks a ledger fork.
+    pub async fn migrate_synchronizer(
+        &self,
+        source_alias: &str,
+        target: &SynchronizerConnection,
+        force: bool,
+    ) -> Result<()> {
+        let call = "MigrateSynchronizer";
+        self.participant_call(call).await?;
+        if target.sequencer_urls.is_empty() || target.sequencer_trust_threshold == 0 {
+            return Err(Error::new(
+                ErrorKind::InvalidArgument,
+                format!(
+                    "{call} on {}: target synchronizer {:?} needs at least one sequencer URL and a trust threshold of at least 1; nothing was sent",
+                    self.node_name(),
+                    target.alias
+                ),
+            ));
+        }
+        let (mut client, connection) = self.repair()?;
+        let request = self.request(
+            connection,
+            participant::MigrateSynchronizerRequest {
+                source_synchronizer_alias: source_alias.to_owned(),
+                target_synchronizer_connection_config: Some(wire_config(target)),
+                force,
+            },
+        );
+        self.call(call, client.migrate_synchronizer(request))
+            .await?;
+        Ok(())
+    }
+
     /// Marks sequencer counters `from..=to` on a physical synchronizer as ignored (repair; the
     /// participant must be disconnected). Not idempotent in effect: record what was ignored.
     pub async fn ignore_events(

@@ -11,13 +11,14 @@ use sidecar_core::{ActionKind, ActionSpec, Millis, NodeKind, NodeRef, Runbook};
 
 /// Runbook names the catalogue knows.
 /// (`restore` is built by the API from a recorded backup set, see `backup_sets`.)
-pub const RUNBOOKS: [&str; 8] = [
+pub const RUNBOOKS: [&str; 9] = [
     "backup",
     "disconnect",
     "dr-timestamp",
     "ignore-events",
     "network-dr",
     "reconnect",
+    "repair-lost-synchronizer",
     "restore",
     "unignore-events",
 ];
@@ -164,6 +165,7 @@ pub fn build(request: &Request<'_>, inventory: &Inventory) -> Result<Built, Cata
         "ignore-events" => event_repair(&params, &selected, ActionKind::IgnoreEvents)?,
         "unignore-events" => event_repair(&params, &selected, ActionKind::UnignoreEvents)?,
         "network-dr" => network_dr(&params, &selected)?,
+        "repair-lost-synchronizer" => repair_lost_synchronizer(&params, &selected)?,
         other => return Err(CatalogueError::UnknownRunbook(other.to_owned())),
     };
     let mut nodes: Vec<String> = runbook
@@ -692,6 +694,115 @@ fn network_dr(params: &Params<'_>, nodes: &[&InventoryNode]) -> Result<Runbook, 
         .done())
 }
 
+/// DESIGN §6 repairs, `repair-lost-synchronizer`: the participants' synchronizer `source` is
+/// lost (or no longer trusted) and a new one, `target`, is deployed. An operator's signed
+/// approval → every participant disconnects (reconnected if the run is rolled back) → each
+/// runs `MigrateSynchronizer` from `source` to `target` (registered with
+/// `target_sequencer_urls`; `force` only with `source_lost=true`, as forcing on a live source
+/// forks the ledger) → reconnects to `target` → its ACS commitments with every
+/// counter-participant are read for the report. Mismatching commitments are reported, not
+/// repaired: an ACS repair needs Canton technical support. Parameters: `source`, `target`,
+/// `target_sequencer_urls` (comma-separated), `force`, `source_lost`, `deadline` (per step,
+/// default 60 s).
+fn repair_lost_synchronizer(
+    params: &Params<'_>,
+    nodes: &[&InventoryNode],
+) -> Result<Runbook, CatalogueError> {
+    let bad = |key: &str, detail: String| CatalogueError::BadParameter {
+        key: key.to_owned(),
+        detail,
+    };
+    let required = |key: &str, what: &str| -> Result<String, CatalogueError> {
+        let value = params.text(key, "");
+        if value.trim().is_empty() {
+            return Err(bad(key, format!("{what} is required")));
+        }
+        Ok(value.trim().to_owned())
+    };
+    let source = required("source", "the alias of the lost synchronizer")?;
+    let target = required("target", "the alias the new synchronizer gets")?;
+    if source == target {
+        return Err(bad(
+            "target",
+            format!("{target:?} is the lost synchronizer's alias; give the new one its own"),
+        ));
+    }
+    let urls = required(
+        "target_sequencer_urls",
+        "the new synchronizer's sequencer URLs (comma-separated)",
+    )?;
+    if let Some(url) = urls
+        .split(',')
+        .map(str::trim)
+        .find(|url| !(url.starts_with("http://") || url.starts_with("https://")))
+    {
+        return Err(bad(
+            "target_sequencer_urls",
+            format!("{url:?} is not an http:// or https:// sequencer URL"),
+        ));
+    }
+    let force = params.flag("force", false)?;
+    if force && !params.flag("source_lost", false)? {
+        return Err(bad(
+            "force",
+            format!(
+                "force migrates even if {source} still has work in flight, which forks the ledger \
+                 while it lives; only for a lost or untrusted synchronizer: say so with \
+                 source_lost=true"
+            ),
+        ));
+    }
+    let deadline = params.duration_ms("deadline", Duration::from_secs(60))?;
+    let participants = of_kind(nodes, &[NodeKind::Participant]);
+    let prompt = format!(
+        "repair-lost-synchronizer: move every contract of {} from {source} to {target}{}; \
+         mismatching commitments afterwards are reported, not repaired (an ACS repair needs \
+         Canton technical support)",
+        participants
+            .iter()
+            .map(|p| p.id.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
+        if force { " (forced)" } else { "" }
+    );
+    Ok(Runbook::new("repair-lost-synchronizer")
+        .approval("approve", &prompt, &participants)
+        .action_spec(
+            "disconnect",
+            ActionSpec::new(ActionKind::Disconnect).param("synchronizer_alias", &source),
+            &participants,
+        )
+        .timeout_ms(deadline)
+        .compensate_with(ActionKind::Reconnect)
+        .done()
+        .action_spec(
+            "migrate",
+            ActionSpec::new(ActionKind::MigrateSynchronizer)
+                .param("source_synchronizer_alias", &source)
+                .param("target_synchronizer_alias", &target)
+                .param("target_sequencer_urls", &urls)
+                .param("force", if force { "true" } else { "false" }),
+            &participants,
+        )
+        .timeout_ms(deadline)
+        // Migrated participants belong to the new synchronizer: never rolled back.
+        .fix_forward()
+        .done()
+        .action_spec(
+            "reconnect",
+            ActionSpec::new(ActionKind::Reconnect).param("synchronizer_alias", &target),
+            &participants,
+        )
+        .timeout_ms(deadline)
+        .retry(5, 2_000)
+        .done()
+        .check("commitments", crate::dr::PROBE_PART, &participants)
+        .timeout_ms(deadline)
+        .retry(1, 0)
+        .best_effort()
+        .done())
+}
+
 /// `pin_manual_connect=true`: the disconnect also marks the synchronizer manual-connect (and
 /// the reconnect clears it). The mark is per synchronizer, so the alias must be named.
 fn pinned_manual_connect(params: &Params<'_>, alias: &str) -> Result<bool, CatalogueError> {
@@ -944,6 +1055,53 @@ mod tests {
         assert_eq!(
             crate::api::destructive_steps_gated_by(&state, "new-synchronizer"),
             ["redeploy"]
+        );
+    }
+
+    #[test]
+    fn repair_lost_synchronizer_is_approved_first_and_forces_only_a_lost_source() {
+        let full = [
+            ("source", "global"),
+            ("target", "global2"),
+            (
+                "target_sequencer_urls",
+                "http://127.0.0.1:5018, https://seq2:5018",
+            ),
+        ];
+        assert_eq!(
+            steps("repair-lost-synchronizer", &full).unwrap(),
+            [
+                "approve",
+                "disconnect",
+                "migrate",
+                "reconnect",
+                "commitments"
+            ]
+        );
+        let key_of = |params: &[(&str, &str)]| match steps("repair-lost-synchronizer", params) {
+            Err(CatalogueError::BadParameter { key, .. }) => key,
+            other => panic!("expected a parameter error, got {other:?}"),
+        };
+        let with = |extra: &[(&'static str, &'static str)]| -> Vec<(&str, &str)> {
+            full.iter().chain(extra).copied().collect()
+        };
+        assert_eq!(key_of(&full[1..]), "source");
+        assert_eq!(key_of(&[full[0], full[2]]), "target");
+        assert_eq!(key_of(&full[..2]), "target_sequencer_urls");
+        assert_eq!(key_of(&[full[0], ("target", "global"), full[2]]), "target");
+        assert_eq!(
+            key_of(&[full[0], full[1], ("target_sequencer_urls", "seq2:5018")]),
+            "target_sequencer_urls"
+        );
+        assert_eq!(key_of(&with(&[("force", "true")])), "force");
+        assert_eq!(
+            steps(
+                "repair-lost-synchronizer",
+                &with(&[("force", "true"), ("source_lost", "true")])
+            )
+            .unwrap()
+            .len(),
+            5
         );
     }
 

@@ -224,9 +224,7 @@ pub fn standard_registry(
         for action in ConnectivityAction::all(&client) {
             handlers.push(Arc::new(action));
         }
-        for action in RepairAction::all(&client) {
-            handlers.push(Arc::new(action));
-        }
+        handlers.extend(RepairAction::handlers(&client));
     }
     handlers.extend(backup_handlers(config, dedup)?);
     if let Some(splice) = &config.splice {

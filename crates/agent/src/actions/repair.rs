@@ -1,5 +1,6 @@
-//! A participant's repair calls that skip sequenced events: `ignore_events` and its rollback
-//! `unignore_events` over a range of sequencer counters (not offsets) on one physical
+//! A participant's repair calls: `migrate_synchronizer` (every contract of a lost synchronizer
+//! assigned to a new one), and the calls that skip sequenced events, `ignore_events` and its
+//! rollback `unignore_events`, over a range of sequencer counters (not offsets) on one physical
 //! synchronizer. The participant must be disconnected from it and have repair commands
 //! enabled; both calls are sent with `force = false` unless the command says otherwise, so
 //! counters the participant has already processed are refused by the node.
@@ -7,8 +8,10 @@
 //! Unguardable (DESIGN §3): no read tells whether an interrupted attempt took effect, so an
 //! attempt found Started after a crash is never sent again and goes to an operator.
 //!
-//! The result is `{"synchronizer_id","from_inclusive","to_inclusive","ignored"}` as JSON.
+//! The result is `{"synchronizer_id","from_inclusive","to_inclusive","ignored"}` as JSON, or
+//! for a migration `{"source","target","target_sequencer_urls","force"}`.
 
+use canton_client::types::SynchronizerConnection;
 use canton_client::{CantonClient, ErrorKind};
 use futures::future::BoxFuture;
 use proto_sidecar::action::Kind;
@@ -25,8 +28,20 @@ pub struct RepairAction {
 }
 
 impl RepairAction {
+    /// The repairs a participant supports, `migrate_synchronizer` included.
+    pub fn handlers(client: &CantonClient) -> Vec<std::sync::Arc<dyn ActionHandler>> {
+        let mut handlers: Vec<std::sync::Arc<dyn ActionHandler>> = Self::all(client)
+            .into_iter()
+            .map(|action| std::sync::Arc::new(action) as std::sync::Arc<dyn ActionHandler>)
+            .collect();
+        handlers.push(std::sync::Arc::new(MigrateSynchronizerAction {
+            client: client.clone(),
+        }));
+        handlers
+    }
+
     /// The event repairs a participant supports.
-    pub fn all(client: &CantonClient) -> Vec<RepairAction> {
+    fn all(client: &CantonClient) -> Vec<RepairAction> {
         [ActionName::IgnoreEvents, ActionName::UnignoreEvents]
             .into_iter()
             .map(|kind| RepairAction {
@@ -146,6 +161,76 @@ impl ActionHandler for RepairAction {
                     } else {
                         "no longer ignored"
                     }
+                ),
+            })
+        })
+    }
+}
+
+/// `migrate_synchronizer`: the participant's contracts move from a lost synchronizer to a new
+/// one (DESIGN §6 `repair-lost-synchronizer`). The participant must be disconnected from both.
+pub struct MigrateSynchronizerAction {
+    client: CantonClient,
+}
+
+#[derive(Serialize)]
+struct Migrated<'a> {
+    source: &'a str,
+    target: &'a str,
+    target_sequencer_urls: &'a [String],
+    force: bool,
+}
+
+impl ActionHandler for MigrateSynchronizerAction {
+    fn kind(&self) -> ActionName {
+        ActionName::MigrateSynchronizer
+    }
+
+    fn idempotency(&self) -> Idempotency {
+        Idempotency::Unguardable
+    }
+
+    fn run(
+        &self,
+        command: Command,
+        _context: ActionContext,
+    ) -> BoxFuture<'static, Result<ActionOutput, ActionError>> {
+        let client = self.client.clone();
+        Box::pin(async move {
+            let node = client.node_name().to_owned();
+            let Some(Kind::MigrateSynchronizer(migrate)) =
+                command.action.as_ref().and_then(|a| a.kind.as_ref())
+            else {
+                return Err(ActionError::Failed(format!(
+                    "command {} carries no migration",
+                    command.command_id
+                )));
+            };
+            let target = SynchronizerConnection {
+                alias: migrate.target_synchronizer_alias.clone(),
+                sequencer_urls: migrate.target_sequencer_urls.clone(),
+                manual_connect: false,
+                priority: 0,
+                physical_synchronizer_id: None,
+                sequencer_trust_threshold: 1,
+            };
+            client
+                .migrate_synchronizer(&migrate.source_synchronizer_alias, &target, migrate.force)
+                .await
+                .map_err(|error| classify(&node, error))?;
+            let outcome = Migrated {
+                source: &migrate.source_synchronizer_alias,
+                target: &migrate.target_synchronizer_alias,
+                target_sequencer_urls: &migrate.target_sequencer_urls,
+                force: migrate.force,
+            };
+            Ok(ActionOutput {
+                result: serde_json::to_vec(&outcome).unwrap_or_default(),
+                detail: format!(
+                    "{node}: contracts of {} moved to {}{}",
+                    migrate.source_synchronizer_alias,
+                    migrate.target_synchronizer_alias,
+                    if migrate.force { " (forced)" } else { "" }
                 ),
             })
         })

@@ -115,6 +115,17 @@ pub fn action(spec: &ActionSpec) -> Result<pb::Action, WireError> {
                 force: flag(spec, "force")?,
             })
         }
+        ActionKind::MigrateSynchronizer => Kind::MigrateSynchronizer(pb::MigrateSynchronizer {
+            source_synchronizer_alias: text(spec, "source_synchronizer_alias"),
+            target_synchronizer_alias: text(spec, "target_synchronizer_alias"),
+            force: flag(spec, "force")?,
+            target_sequencer_urls: text(spec, "target_sequencer_urls")
+                .split(',')
+                .map(str::trim)
+                .filter(|url| !url.is_empty())
+                .map(str::to_owned)
+                .collect(),
+        }),
         ActionKind::MigrationDump => Kind::MigrationDump(pb::MigrationDump {
             timestamp: text(spec, "timestamp"),
             migration_id: migration_id(spec)?,

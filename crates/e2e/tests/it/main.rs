@@ -7,6 +7,7 @@ mod ha_backup;
 mod joint_disconnect;
 mod kills;
 mod lifecycle;
+mod lost_synchronizer;
 mod nats_login;
 mod network_dr;
 mod out_of_order;
