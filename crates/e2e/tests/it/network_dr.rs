@@ -110,6 +110,10 @@ fn participant_of(app: &str) -> &'static str {
     }
 }
 
+/// The validator's coordinator dies right after its second command publish (the dump, after
+/// the disconnect), before it sees the dump's ack.
+const VALIDATOR_FAILPOINT: &str = "driver-after-publish=1*off->return";
+
 const DEADLINE: Duration = Duration::from_secs(90);
 
 fn count(stack: &Stack, node: &str, sql: &str) -> i64 {
@@ -257,7 +261,11 @@ async fn network_dr_moves_both_organisations_to_a_new_synchronizer_at_the_agreed
     let started = Instant::now();
     let mut stack = running_stack_with_logins(TOPOLOGY).await;
     stack
-        .start_coordinator(VALIDATOR, Duration::from_secs(60))
+        .start_coordinator_with_env(
+            VALIDATOR,
+            Duration::from_secs(60),
+            &[("FAILPOINTS", VALIDATOR_FAILPOINT)],
+        )
         .await
         .expect("the validator's coordinator");
     let before = uids(&stack);
@@ -304,6 +312,50 @@ async fn network_dr_moves_both_organisations_to_a_new_synchronizer_at_the_agreed
     eprintln!(
         "T = {t_micros} proposed as {hash} after {:?}",
         waited.elapsed()
+    );
+
+    // A proposal the validator aborts can never start a run.
+    let (status, values) = ops_json_of(
+        &stack,
+        ORGANISATION,
+        &["dr", "timestamp", "--param", "margin=1s"],
+    );
+    assert!(status.success(), "{values:#?}");
+    let other_run = values.last().expect("answer")["run_id"]
+        .as_str()
+        .expect("run id")
+        .to_owned();
+    let other = ops_ok_of(&stack, ORGANISATION, &["dr", "propose", &other_run]);
+    let other_hash = other["proposal_hash"].as_str().expect("hash").to_owned();
+    assert_ne!(other_hash, hash);
+    ops_ok_of(
+        &stack,
+        VALIDATOR,
+        &[
+            "proposals",
+            "abort",
+            &other_hash,
+            "--reason",
+            "not this one",
+        ],
+    );
+    let refused = ops_output_of(
+        &stack,
+        ORGANISATION,
+        &[
+            "dr",
+            "run",
+            "network-dr",
+            "--proposal",
+            &other_hash,
+            "--migration-id",
+            "1",
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && stderr.contains("aborted by validator (not this one)"),
+        "an aborted proposal is refused: {stderr}"
     );
 
     // Not accepted by the validator yet: nothing starts.
@@ -371,6 +423,29 @@ async fn network_dr_moves_both_organisations_to_a_new_synchronizer_at_the_agreed
     );
     let operator_run = start_network_dr(&stack, ORGANISATION, &hash, &incident);
     let validator_run = start_network_dr(&stack, VALIDATOR, &hash, &incident);
+    let validator = stack
+        .coordinators
+        .get_mut(VALIDATOR)
+        .expect("the validator's coordinator");
+    tokio::task::block_in_place(|| {
+        validator
+            .process
+            .wait_for_log(DEADLINE, |log| {
+                log.contains("failpoint fired").then_some(())
+            })
+            .expect("the validator's failpoint fired");
+        testkit::wait_until(
+            "the validator's coordinator exited at the failpoint",
+            DEADLINE,
+            || !validator.process.is_running(),
+        )
+        .expect("exited");
+    });
+    let took = stack
+        .start_coordinator(VALIDATOR, Duration::from_secs(60))
+        .await
+        .expect("the validator's coordinator back");
+    eprintln!("validator coordinator died after publishing the dump, leading again after {took:?}");
     tokio::task::block_in_place(|| {
         wait_for("both runs waiting for the new synchronizer", || {
             awaits_approval(&stack, ORGANISATION, &operator_run, "new-synchronizer")
@@ -464,6 +539,17 @@ async fn network_dr_moves_both_organisations_to_a_new_synchronizer_at_the_agreed
         ) > 0,
         "participant1 kept its contracts from before T"
     );
+    for app in dumped.keys() {
+        let log = std::fs::read_to_string(stack.agents[*app].process.log_path())
+            .expect("the agent's log");
+        let dumps = log
+            .lines()
+            .filter(|line| {
+                line.contains("action migration_dump") && line.contains("action finished")
+            })
+            .count();
+        assert_eq!(dumps, 1, "{app}'s agent took its dump once");
+    }
     for (app, at) in &dumped {
         assert_eq!(
             modified(&migration_dump(&stack, app)),
