@@ -122,6 +122,23 @@ fn count(stack: &Stack, node: &str, sql: &str) -> i64 {
         .unwrap_or_else(|e| panic!("{node}: {sql}: {e}"))
 }
 
+/// The stakeholders of the node's contracts (active or archived) created after `since_micros`.
+fn parties(stack: &Stack, node: &str, since_micros: i64) -> std::collections::BTreeSet<String> {
+    node_psql(
+        stack,
+        node,
+        &format!(
+            "SELECT DISTINCT unnest(stakeholders) FROM (SELECT stakeholders, created_ts_micros \
+             FROM participant_contract UNION ALL SELECT stakeholders, created_ts_micros \
+             FROM participant_archived_contract) c WHERE created_ts_micros > {since_micros}"
+        ),
+    )
+    .lines()
+    .map(|party| party.trim().to_owned())
+    .filter(|party| !party.is_empty())
+    .collect()
+}
+
 fn rfc3339(time: SystemTime) -> String {
     humantime::format_rfc3339_micros(time).to_string()
 }
@@ -417,6 +434,7 @@ async fn network_dr_moves_both_organisations_to_a_new_synchronizer_at_the_agreed
          WHERE created_ts_micros > {t_micros} AND created_ts_micros <= {incident_micros}"
     );
     let to_lose = count(&stack, "participant1", &lost);
+    let parties_before = parties(&stack, "participant1", 0);
     assert!(
         to_lose > 0,
         "participant1 created contracts between T and the incident"
@@ -575,6 +593,13 @@ async fn network_dr_moves_both_organisations_to_a_new_synchronizer_at_the_agreed
             count(&stack, "participant1", &new_contracts) > 0
         });
     });
+
+    // The new contracts are between the same party ids as before.
+    let parties_after = parties(&stack, "participant1", reconnected);
+    assert!(
+        !parties_after.is_empty() && parties_after.is_subset(&parties_before),
+        "party ids on the new synchronizer {parties_after:?} are among the old ones {parties_before:?}"
+    );
 
     // Every participant's commitments on the new synchronizer match a counter-participant's,
     // and none mismatch.
