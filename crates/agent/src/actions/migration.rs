@@ -1,7 +1,8 @@
 //! Network disaster recovery on a Splice app (DESIGN §6 `network-dr`): `migration_dump` takes
 //! the app's data snapshot at the agreed timestamp and merges it with the node identities
 //! into one migration dump; `redeploy` runs the operator's hook that brings the participant
-//! back on a new database, initialised from that dump, and then checks the identity survived.
+//! back on a new database, initialised from that dump, and then checks the identity survived
+//! (as the SV app's identities dump or the validator app's participant identities show it).
 //!
 //! Both are guarded (DESIGN §3): the dump is written once, atomically, with its SHA-256 beside
 //! it, and a later attempt whose file is in place and matches answers from the file without
@@ -483,13 +484,21 @@ impl RedeployAction {
     /// After the hook: the participant's identity, as the app reports it, is the dump's.
     async fn check_identity(&self, dump: &Value) -> Result<Value, ActionError> {
         let node = &self.shared.node;
-        let path = "/api/validator/v0/admin/participant/identities";
-        let now = self.shared.get(path).await.map_err(|error| {
+        // An SV app reports its participant in the identities dump, a validator app directly.
+        let (path, pointer) = match self.shared.splice.role {
+            SpliceRole::Sv => (
+                "/api/sv/v0/admin/domain/identities-dump",
+                "/identities/participant",
+            ),
+            SpliceRole::Validator => ("/api/validator/v0/admin/participant/identities", ""),
+        };
+        let answer = self.shared.get(path).await.map_err(|error| {
             ActionError::Failed(format!(
                 "{node}: the redeploy hook succeeded but the app does not report its \
                  participant's identity ({error:?}); check the app and run the step again"
             ))
         })?;
+        let now = answer.pointer(pointer).cloned().unwrap_or(Value::Null);
         let expected = &dump["identities"]["participant"];
         let key_names = |identity: &Value| -> Vec<String> {
             let mut names: Vec<String> = identity["keys"]
