@@ -226,6 +226,9 @@ pub enum Command {
     },
     /// Follows a run until it finishes.
     Watch { run: String },
+    /// One run with every step, each node's outcome and the result its agent returned (a
+    /// backup manifest, a rehydration's stop point, commitment evidence).
+    Show { run: String },
     /// Approves a step waiting for approval; it must name every node of the step.
     Approve {
         run: String,
@@ -517,6 +520,15 @@ pub async fn run(cli: Cli) -> Result<u8, OpsError> {
             }
         }
         Command::Watch { run } => return watch(&mut client, run, &out).await,
+        Command::Show { run } => {
+            let response = client
+                .get_run(pb::GetRunRequest {
+                    run_id: run.clone(),
+                })
+                .await?
+                .into_inner();
+            out.show(&response.run.unwrap_or_default());
+        }
         Command::Approve {
             run,
             step,

@@ -12,6 +12,7 @@ mod network_dr;
 mod out_of_order;
 mod prometheus;
 mod proposals;
+mod rehydrate;
 mod restore;
 mod retention;
 mod secrets;
