@@ -363,7 +363,10 @@ pub enum ProposalsCommand {
 
 #[derive(clap::Args, Debug)]
 pub struct Target {
-    /// backup, restore (--param backup_set=<set>), disconnect or reconnect.
+    /// backup, restore (--param backup_set=<set>), disconnect, reconnect, ignore-events,
+    /// unignore-events or rehydrate-participant (--node <participant> --param
+    /// with_technical_support=true; catch_up=1h, backup_set, synchronizer_never_pruned=true when
+    /// the organisation runs no sequencer).
     pub runbook: String,
     /// Nodes to target (repeat or comma-separate); default: every node the runbook selects.
     #[arg(long = "node", value_delimiter = ',')]

@@ -142,26 +142,58 @@ impl Shared {
         ))
     }
 
+    /// The participant's synchronizer connections; the hook may run only without any.
+    async fn disconnected(&self, earlier_attempt: bool) -> Result<(), ActionError> {
+        let node = &self.node;
+        let connected = self
+            .client
+            .list_connected_synchronizers()
+            .await
+            .map_err(|e| self.untouched("listing its connected synchronizers", e))?;
+        if connected.is_empty() {
+            return Ok(());
+        }
+        let aliases = connected
+            .iter()
+            .map(|c| c.alias.as_str())
+            .collect::<Vec<_>>()
+            .join(", ");
+        Err(if earlier_attempt {
+            // An earlier attempt may have replaced the database already: no rollback.
+            ActionError::OutcomeUnknown(format!(
+                "{node}: connected to {aliases} although an earlier attempt of this command \
+                 started the rehydration; disconnect it and retry the step, or decide after \
+                 checking the node; the hook did not run again"
+            ))
+        } else {
+            ActionError::Failed(format!(
+                "{node}: still connected to {aliases}; the runbook disconnects it before the \
+                 rehydration; nothing was changed"
+            ))
+        })
+    }
+
     /// The state the participant is in before the hook: read now, or as an earlier attempt
-    /// of the same command recorded it.
+    /// of the same command recorded it (`true`).
     async fn before(
         &self,
         ready: &Ready<'_>,
         command: &Command,
         backup_set: &str,
-    ) -> Result<Before, ActionError> {
+    ) -> Result<(Before, bool), ActionError> {
         let node = &self.node;
         let file = self
             .dir(ready.config, &command.command_id)
             .join(STARTED_FILE);
         if let Ok(bytes) = std::fs::read(&file) {
-            return serde_json::from_slice(&bytes).map_err(|e| {
+            let before = serde_json::from_slice(&bytes).map_err(|e| {
                 ActionError::OutcomeUnknown(format!(
                     "{node}: {} does not parse ({e}); an earlier attempt may have run the \
                      hook: check the node before deciding",
                     file.display()
                 ))
-            });
+            })?;
+            return Ok((before, true));
         }
         let status = self
             .client
@@ -174,22 +206,7 @@ impl Shared {
                  an existing identity; nothing was changed"
             ))
         })?;
-        let connected = self
-            .client
-            .list_connected_synchronizers()
-            .await
-            .map_err(|e| self.untouched("listing its connected synchronizers", e))?;
-        if !connected.is_empty() {
-            return Err(ActionError::Failed(format!(
-                "{node}: still connected to {}; the runbook disconnects it before the \
-                 rehydration; nothing was changed",
-                connected
-                    .iter()
-                    .map(|c| c.alias.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )));
-        }
+        self.disconnected(false).await?;
         let registered: Vec<String> = self
             .client
             .list_registered_synchronizers()
@@ -232,7 +249,7 @@ impl Shared {
                 file.display()
             ))
         })?;
-        Ok(before)
+        Ok((before, false))
     }
 
     /// After the hook: the admin API answers with an initialised status (its uid), or the
@@ -270,7 +287,35 @@ impl Shared {
         }
     }
 
+    /// Runs the rehydration; once an earlier attempt of the command recorded its start, no
+    /// failure may roll the run back (the database may be gone): they become decisions.
     async fn run(
+        &self,
+        command: &Command,
+        context: &ActionContext,
+    ) -> Result<ActionOutput, ActionError> {
+        let earlier_attempt = self.config.as_ref().is_some_and(|config| {
+            self.dir(config, &command.command_id)
+                .join(STARTED_FILE)
+                .exists()
+        });
+        self.attempt(command, context)
+            .await
+            .map_err(|error| match error {
+                ActionError::Failed(detail) | ActionError::Unavailable(detail)
+                    if earlier_attempt =>
+                {
+                    ActionError::OutcomeUnknown(format!(
+                        "{detail}; an earlier attempt of this command started the \
+                         rehydration, so the run is not rolled back: check the node, then \
+                         retry the step, mark it done or abort"
+                    ))
+                }
+                other => other,
+            })
+    }
+
+    async fn attempt(
         &self,
         command: &Command,
         context: &ActionContext,
@@ -305,7 +350,10 @@ impl Shared {
                     ready.backup.root.display()
                 ))
             })?;
-        let before = self.before(&ready, command, &backup_set).await?;
+        let (before, earlier_attempt) = self.before(&ready, command, &backup_set).await?;
+        if earlier_attempt {
+            self.disconnected(true).await?;
+        }
 
         // From here on the database may be replaced: failures are an operator's decision.
         let backup_dir = ready.backup.root.join(&backup_set).display().to_string();
@@ -508,6 +556,15 @@ pub(super) async fn sequencer_history(
             _ => ActionError::Failed(text),
         }
     })?;
+    history_verdict(node, member, &status)
+}
+
+/// Judges a sequencer's `PruningStatus` for `member` (pure, see [`sequencer_history`]).
+fn history_verdict(
+    node: &str,
+    member: &str,
+    status: &canton_client::types::SequencerPruningStatus,
+) -> Result<Value, ActionError> {
     let lower_bound = status.earliest_event_micros;
     let Some(entry) = status.members.iter().find(|m| m.member == member) else {
         return Err(ActionError::Failed(format!(
@@ -550,4 +607,47 @@ fn rfc3339(micros: i64) -> String {
                 .to_string()
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use canton_client::types::{SequencerMember, SequencerPruningStatus};
+
+    use super::*;
+
+    fn status(lower_bound: i64, registered_at: i64, enabled: bool) -> SequencerPruningStatus {
+        SequencerPruningStatus {
+            now_micros: 9_000,
+            earliest_event_micros: lower_bound,
+            members: vec![SequencerMember {
+                member: "PAR::p1::1220ab".to_owned(),
+                registered_at_micros: registered_at,
+                last_acknowledged_micros: None,
+                enabled,
+            }],
+        }
+    }
+
+    #[test]
+    fn a_history_is_complete_only_when_nothing_before_the_registration_was_pruned() {
+        let member = "PAR::p1::1220ab";
+        let complete = history_verdict("s1", member, &status(1_000, 1_000, true)).unwrap();
+        assert_eq!(complete["complete"], true);
+        assert_eq!(complete["registered_at_micros"], 1_000);
+        assert!(history_verdict("s1", member, &status(500, 1_000, true)).is_ok());
+        let failed = |status: SequencerPruningStatus, member: &str| -> String {
+            match history_verdict("s1", member, &status) {
+                Err(ActionError::Failed(detail)) => detail,
+                other => panic!("expected a failure, got {other:?}"),
+            }
+        };
+        let pruned = failed(status(2_000, 1_000, true), member);
+        assert!(
+            pruned.contains("pruned") && pruned.contains("restore the participant"),
+            "{pruned}"
+        );
+        assert!(failed(status(500, 1_000, false), member).contains("disabled"));
+        let stranger = failed(status(500, 1_000, true), "PAR::p9::1220ff");
+        assert!(stranger.contains("does not serve"), "{stranger}");
+    }
 }
