@@ -163,6 +163,9 @@ pub struct AgentConfig {
     pub lifecycle: Option<sidecar_backup::LifecycleConfig>,
     /// `[splice]`: the Splice app's admin API and the redeploy hook of network DR.
     pub splice: Option<SpliceConfig>,
+    /// `[rehydrate]` (participants): the hook that replaces the node's database for a
+    /// rehydration from the synchronizer.
+    pub rehydrate: Option<RehydrateConfig>,
 }
 
 /// A database connection string (libpq key-value pairs or a URL). It may carry a password, so
@@ -493,6 +496,19 @@ fn read(keys: &mut Keys) -> Result<AgentConfig, ConfigError> {
     } else {
         None
     };
+    let rehydrate = if keys.contains_prefix("rehydrate.") {
+        if kind != NodeKind::Participant {
+            return Err(ConfigError::Invalid {
+                key: "rehydrate.hook".to_owned(),
+                value: format!("set for a {kind}"),
+                origin: keys.origin("rehydrate.hook"),
+                expected: "[rehydrate] only for kind = \"participant\"".to_owned(),
+            });
+        }
+        Some(read_rehydrate(keys, backup.as_ref(), &node)?)
+    } else {
+        None
+    };
     Ok(AgentConfig {
         network,
         node,
@@ -509,6 +525,65 @@ fn read(keys: &mut Keys) -> Result<AgentConfig, ConfigError> {
         backup,
         lifecycle,
         splice,
+        rehydrate,
+    })
+}
+
+/// `[rehydrate]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RehydrateConfig {
+    /// Replaces the participant's database with a new, empty one, keeping its identity, and
+    /// leaves the node running with its synchronizers registered but not connected.
+    pub hook: sidecar_backup::CommandTemplate,
+    /// Bound on the hook.
+    pub timeout: Duration,
+    /// How long the participant may take to answer its admin API after the hook.
+    pub ready_timeout: Duration,
+    /// Where the per-command markers are kept (default `<backup.root>/rehydrate/<node>`).
+    pub state_dir: PathBuf,
+}
+
+/// Placeholders of `[rehydrate] hook`.
+pub const REHYDRATE_PLACEHOLDERS: &[&str] = &["node", "command_id", "backup_set", "backup_dir"];
+
+fn read_rehydrate(
+    keys: &mut Keys,
+    backup: Option<&BackupSettings>,
+    node: &NodeId,
+) -> Result<RehydrateConfig, ConfigError> {
+    let hook = keys
+        .command("rehydrate.hook", REHYDRATE_PLACEHOLDERS)?
+        .ok_or_else(|| ConfigError::Missing {
+            key: "rehydrate.hook".to_owned(),
+            origin: Origin::Nowhere,
+            expected: format!(
+                "the command that replaces the participant's database keeping its identity \
+                 ({COMMAND_EXPECTED}; placeholders {{node}}, {{command_id}}, {{backup_set}}, \
+                 {{backup_dir}})"
+            ),
+        })?;
+    let timeout = keys.duration("rehydrate.timeout", Duration::from_secs(1_800))?;
+    let ready_timeout = keys.duration("rehydrate.ready_timeout", Duration::from_secs(300))?;
+    let state_dir = match keys.optional_string("rehydrate.state_dir")? {
+        Some(dir) => PathBuf::from(dir),
+        None => match backup {
+            Some(backup) => backup.root.join("rehydrate").join(node.as_str()),
+            None => {
+                return Err(ConfigError::Missing {
+                    key: "rehydrate.state_dir".to_owned(),
+                    origin: Origin::Nowhere,
+                    expected: "the directory of the rehydration markers (default: \
+                               <backup.root>/rehydrate/<node>, but there is no [backup])"
+                        .to_owned(),
+                });
+            }
+        },
+    };
+    Ok(RehydrateConfig {
+        hook,
+        timeout,
+        ready_timeout,
+        state_dir,
     })
 }
 
@@ -878,6 +953,16 @@ const KNOWN_KEYS: &[&str] = &[
     "lifecycle.status",
     "lifecycle.wait",
     "lifecycle.poll",
+    "splice.admin_url",
+    "splice.role",
+    "splice.token_file",
+    "splice.dump_dir",
+    "splice.redeploy",
+    "splice.redeploy_timeout",
+    "rehydrate.hook",
+    "rehydrate.timeout",
+    "rehydrate.ready_timeout",
+    "rehydrate.state_dir",
 ];
 
 impl Keys {
@@ -1530,5 +1615,67 @@ redeploy = ["helm", "upgrade", "sv", "--set", "migration.id={migration_id}", "--
             let error = parse(&SPLICE_APP.replace(from, to), &[]).unwrap_err();
             assert_eq!(error.key(), Some(key), "{error}");
         }
+    }
+
+    const REHYDRATED_PARTICIPANT: &str = r#"
+network = "dev"
+node = "p1"
+kind = "participant"
+[nats]
+url = "nats://127.0.0.1:4222"
+[canton]
+admin_url = "http://127.0.0.1:5012"
+[database]
+url = "host=127.0.0.1 dbname=p1"
+[backup]
+root = "/var/lib/canton-agent/backups"
+[rehydrate]
+hook = ["/usr/local/bin/rehydrate-p1", "{node}", "--backup", "{backup_dir}", "--id", "{command_id}"]
+"#;
+
+    #[test]
+    fn a_rehydrate_section_gives_the_hook_its_bounds_and_state_dir_and_names_bad_keys() {
+        let config = parse(REHYDRATED_PARTICIPANT, &[]).unwrap();
+        let rehydrate = config.rehydrate.expect("[rehydrate]");
+        assert_eq!(rehydrate.timeout, Duration::from_secs(1_800));
+        assert_eq!(rehydrate.ready_timeout, Duration::from_secs(300));
+        assert_eq!(
+            rehydrate.state_dir,
+            Path::new("/var/lib/canton-agent/backups/rehydrate/p1")
+        );
+        let with = |extra: &str| format!("{REHYDRATED_PARTICIPANT}{extra}\n");
+        let config = parse(
+            &with("timeout = \"2h\"\nready_timeout = \"30s\"\nstate_dir = \"/srv/rehydrate\""),
+            &[],
+        )
+        .unwrap();
+        let rehydrate = config.rehydrate.unwrap();
+        assert_eq!(rehydrate.timeout, Duration::from_secs(7_200));
+        assert_eq!(rehydrate.state_dir, Path::new("/srv/rehydrate"));
+        let cases = [
+            ("{command_id}", "{run}", "rehydrate.hook"),
+            (
+                "hook = [\"/usr/local/bin/rehydrate-p1\", \"{node}\", \"--backup\", \"{backup_dir}\", \"--id\", \"{command_id}\"]",
+                "timeout = \"1h\"",
+                "rehydrate.hook",
+            ),
+            (
+                "[backup]\nroot = \"/var/lib/canton-agent/backups\"\n",
+                "",
+                "rehydrate.state_dir",
+            ),
+            (
+                "kind = \"participant\"",
+                "kind = \"mediator\"",
+                "rehydrate.hook",
+            ),
+        ];
+        for (from, to, key) in cases {
+            assert!(REHYDRATED_PARTICIPANT.contains(from), "{from}");
+            let error = parse(&REHYDRATED_PARTICIPANT.replace(from, to), &[]).unwrap_err();
+            assert_eq!(error.key(), Some(key), "{error}");
+        }
+        let error = parse(&with("ready = \"1s\""), &[]).unwrap_err();
+        assert_eq!(error.key(), Some("rehydrate.ready"), "{error}");
     }
 }

@@ -217,6 +217,7 @@ pub fn agent(
         backup: None,
         lifecycle: None,
         splice: None,
+        rehydrate: None,
         probes: ProbeSchedules {
             status: every,
             grpc_health: every,

@@ -11,13 +11,14 @@ use sidecar_core::{ActionKind, ActionSpec, Millis, NodeKind, NodeRef, Runbook};
 
 /// Runbook names the catalogue knows.
 /// (`restore` is built by the API from a recorded backup set, see `backup_sets`.)
-pub const RUNBOOKS: [&str; 9] = [
+pub const RUNBOOKS: [&str; 10] = [
     "backup",
     "disconnect",
     "dr-timestamp",
     "ignore-events",
     "network-dr",
     "reconnect",
+    "rehydrate-participant",
     "repair-lost-synchronizer",
     "restore",
     "unignore-events",
@@ -47,6 +48,8 @@ pub struct InventoryNode {
     pub participant: Option<String>,
     /// For a Splice app: `sv` or `validator`.
     pub app_role: Option<String>,
+    /// Canton's unique identifier of the node, once its agent reported it.
+    pub uid: Option<String>,
     pub replicas: Vec<String>,
 }
 
@@ -80,6 +83,7 @@ impl Inventory {
                     kind,
                     participant: None,
                     app_role: None,
+                    uid: None,
                     replicas: Vec::new(),
                 });
             if !state.participant.is_empty() {
@@ -87,6 +91,9 @@ impl Inventory {
             }
             if !state.app_role.is_empty() {
                 entry.app_role = Some(state.app_role.clone());
+            }
+            if !state.uid.is_empty() {
+                entry.uid = Some(state.uid.clone());
             }
             if !state.replica.is_empty() {
                 entry
@@ -136,7 +143,8 @@ pub fn node_kind(kind: proto_sidecar::NodeKind) -> Option<NodeKind> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Built {
     pub runbook: Runbook,
-    /// Every logical node the runbook touches.
+    /// Every logical node the runbook changes (and claims); nodes its check steps only read
+    /// are left out, unless the runbook only reads.
     pub nodes: Vec<String>,
     pub claims_nodes: bool,
     pub warnings: Vec<String>,
@@ -166,15 +174,14 @@ pub fn build(request: &Request<'_>, inventory: &Inventory) -> Result<Built, Cata
         "unignore-events" => event_repair(&params, &selected, ActionKind::UnignoreEvents)?,
         "network-dr" => network_dr(&params, &selected)?,
         "repair-lost-synchronizer" => repair_lost_synchronizer(&params, &selected)?,
+        "rehydrate-participant" => rehydrate_participant(&params, &selected, inventory, request)?,
         other => return Err(CatalogueError::UnknownRunbook(other.to_owned())),
     };
-    let mut nodes: Vec<String> = runbook
-        .steps
-        .iter()
-        .flat_map(|step| step.nodes().iter().map(|node| node.id.clone()))
-        .collect();
-    nodes.sort();
-    nodes.dedup();
+    let mut nodes = touched_nodes(&runbook, false);
+    if nodes.is_empty() {
+        // A runbook that only reads (dr-timestamp) lists what it reads; it claims nothing.
+        nodes = touched_nodes(&runbook, true);
+    }
     if nodes.is_empty() {
         return Err(CatalogueError::NoNodes {
             runbook: request.runbook.to_owned(),
@@ -199,6 +206,21 @@ pub fn build(request: &Request<'_>, inventory: &Inventory) -> Result<Built, Cata
         claims_nodes: request.runbook != "dr-timestamp",
         warnings,
     })
+}
+
+/// The nodes a runbook's steps name, sorted, once each; without `reads`, nodes only probed by
+/// check steps are left out: they are read, not changed, so the run does not claim them
+/// (`rehydrate-participant` reads the sequencers' pruning status).
+fn touched_nodes(runbook: &Runbook, reads: bool) -> Vec<String> {
+    let mut nodes: Vec<String> = runbook
+        .steps
+        .iter()
+        .filter(|step| reads || !matches!(step.kind, sidecar_core::StepKind::Check { .. }))
+        .flat_map(|step| step.nodes().iter().map(|node| node.id.clone()))
+        .collect();
+    nodes.sort();
+    nodes.dedup();
+    nodes
 }
 
 fn select<'i>(
@@ -694,6 +716,290 @@ fn network_dr(params: &Params<'_>, nodes: &[&InventoryNode]) -> Result<Runbook, 
         .done())
 }
 
+/// The probe part a sequencer answers about one member's history (`member` = `PAR::<uid>`).
+pub const SEQUENCER_HISTORY: &str = "sequencer_history";
+/// The probe part that holds once a participant processed past its stop point plus the
+/// ledger-time-record-time tolerance (after a restore or a rehydration).
+pub const DEDUP_SAFE: &str = "dedup_safe";
+
+/// DESIGN §6 repairs, `rehydrate-participant` (Canton's full rehydration of a participant
+/// from a never-pruned synchronizer): one participant, named with `--node`, gets a new, empty
+/// database with its identity and rebuilds its ledger by replaying every event the
+/// synchronizer sequenced for it. Only with Canton technical support
+/// (`with_technical_support=true`) and an operator's signed approval of the destructive
+/// `rehydrate` step.
+///
+/// Steps: `history` (each sequencer of the organisation, or those named with `--node`, still
+/// holds every event since the participant registered: its pruning lower bound is not after
+/// the registration; checked before anyone is asked to approve) → `approve` → `stop-apps`
+/// (the participant's apps through their lifecycle hooks; started again if the run is rolled
+/// back) → `disconnect` (reconnected if rolled back) → `backup` (the participant's dump with
+/// identities and DARs into a backup set named after the run: the recovery point, and where
+/// the hook finds the identity) → `history-recheck` (pruning may have run meanwhile) →
+/// `rehydrate` (the agent's hook replaces the database keeping the identity; one attempt,
+/// fix-forward: from here a failure stops for an operator instead of rolling back, because
+/// the apps must not start on a participant that has not caught up) → `reconnect` (replay
+/// starts) → `caught-up` (probe `dedup_safe`: processed sequencer time past the stop point the
+/// rehydration recorded, plus the ledger-time-record-time tolerance, retried until
+/// `catch_up`) → `start-apps` → best-effort `commitments`.
+///
+/// An organisation that runs no sequencer cannot read the pruning status: the operator then
+/// states `synchronizer_never_pruned=true` after asking the synchronizer's operators.
+/// Parameters: `with_technical_support`, `backup_set` (default: the run id),
+/// `synchronizer_alias` (disconnect/reconnect; default every synchronizer), `deadline` (the
+/// short steps, default 60s), `backup_timeout` (30m), `rehydrate_timeout` (2h), `catch_up`
+/// (1h), `synchronizer_never_pruned`.
+fn rehydrate_participant(
+    params: &Params<'_>,
+    nodes: &[&InventoryNode],
+    inventory: &Inventory,
+    request: &Request<'_>,
+) -> Result<Runbook, CatalogueError> {
+    const NAME: &str = "rehydrate-participant";
+    let bad = |key: &str, detail: String| CatalogueError::BadParameter {
+        key: key.to_owned(),
+        detail,
+    };
+    if !params.flag("with_technical_support", false)? {
+        return Err(bad(
+            "with_technical_support",
+            format!(
+                "{NAME} replaces the participant's database and rebuilds it from the \
+                 synchronizer; run it only together with Canton technical support and say so \
+                 with with_technical_support=true"
+            ),
+        ));
+    }
+    let participants: Vec<&&InventoryNode> = nodes
+        .iter()
+        .filter(|node| node.kind == NodeKind::Participant)
+        .collect();
+    let [participant] = participants.as_slice() else {
+        return Err(bad(
+            "node",
+            format!(
+                "{NAME} rehydrates exactly one participant; name it with --node (selected: {})",
+                participants.len()
+            ),
+        ));
+    };
+    if request.nodes.is_empty() {
+        return Err(bad(
+            "node",
+            format!(
+                "{NAME} replaces a participant's database only when the participant is named: \
+                 pass --node {}",
+                participant.id
+            ),
+        ));
+    }
+    if let Some(other) = nodes
+        .iter()
+        .find(|node| !matches!(node.kind, NodeKind::Participant | NodeKind::Sequencer))
+    {
+        return Err(bad(
+            "node",
+            format!(
+                "{} is not a participant or sequencer; name the participant (its apps are \
+                 stopped and started with it) and optionally the sequencers whose history is \
+                 checked",
+                other.id
+            ),
+        ));
+    }
+    if !participant.replicas.is_empty() {
+        return Err(bad(
+            "node",
+            format!(
+                "{} runs as HA replicas ({}); rehydrating a replicated participant is not \
+                 supported: it needs every replica stopped but one",
+                participant.id,
+                participant.replicas.join(", ")
+            ),
+        ));
+    }
+    let uid = participant.uid.clone().ok_or_else(|| {
+        bad(
+            "node",
+            format!(
+                "{} has not reported its uid yet (canton-ops nodes shows it once its agent read \
+                 the node's status); the run checks the identity before and after, start it \
+                 when the uid is known",
+                participant.id
+            ),
+        )
+    })?;
+    let named_sequencers = of_kind(nodes, &[NodeKind::Sequencer]);
+    let sequencers = if named_sequencers.is_empty() {
+        inventory
+            .nodes
+            .values()
+            .filter(|node| node.kind == NodeKind::Sequencer)
+            .map(Inventory::node_ref)
+            .collect()
+    } else {
+        named_sequencers
+    };
+    let stated_unpruned = params.flag("synchronizer_never_pruned", false)?;
+    if sequencers.is_empty() && !stated_unpruned {
+        return Err(bad(
+            "synchronizer_never_pruned",
+            format!(
+                "organisation {} runs no sequencer, so the run cannot read whether the \
+                 synchronizer still holds every event of {} since it registered (rehydration \
+                 replays them; a pruned synchronizer leaves the participant without a ledger); \
+                 ask the synchronizer's operators for the sequencers' pruning status and pass \
+                 synchronizer_never_pruned=true when its lower bound is before the \
+                 participant's registration",
+                inventory.organisation, participant.id
+            ),
+        ));
+    }
+    if !sequencers.is_empty() && stated_unpruned {
+        return Err(bad(
+            "synchronizer_never_pruned",
+            format!(
+                "the run reads the pruning status of {} itself; leave the parameter out",
+                sequencers
+                    .iter()
+                    .map(|s| s.id.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ));
+    }
+    let backup_set = params.text("backup_set", request.run_id);
+    let alias = params.text("synchronizer_alias", "");
+    let deadline = params.duration_ms("deadline", Duration::from_secs(60))?;
+    let backup_timeout = params.duration_ms("backup_timeout", Duration::from_secs(1_800))?;
+    let rehydrate_timeout = params.duration_ms("rehydrate_timeout", Duration::from_secs(7_200))?;
+    let catch_up = params.duration_ms("catch_up", Duration::from_secs(3_600))?;
+    const CATCH_UP_PAUSE_MS: Millis = 1_000;
+    let catch_up_attempts =
+        u32::try_from((catch_up / CATCH_UP_PAUSE_MS).max(1)).unwrap_or(u32::MAX);
+    let target = [Inventory::node_ref(participant)];
+    let apps: Vec<NodeRef> = inventory
+        .nodes
+        .values()
+        .filter(|node| {
+            node.kind == NodeKind::App && node.participant.as_deref() == Some(&participant.id)
+        })
+        .map(Inventory::node_ref)
+        .collect();
+    let mut approvers = target.to_vec();
+    approvers.extend(apps.iter().cloned());
+    let history = ActionSpec::new(ActionKind::Probe)
+        .param("names", SEQUENCER_HISTORY)
+        .param("member", &format!("PAR::{uid}"));
+    let prompt = format!(
+        "{NAME} of {} ({uid}), with technical support: its database is replaced by a new, empty \
+         one (backup set {backup_set} is taken first as the recovery point) and it replays \
+         every event from the synchronizer ({}); {} stay stopped until it has caught up",
+        participant.id,
+        if sequencers.is_empty() {
+            "stated never pruned by the operator".to_owned()
+        } else {
+            format!(
+                "history checked on {}",
+                sequencers
+                    .iter()
+                    .map(|s| s.id.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        },
+        if apps.is_empty() {
+            "no apps".to_owned()
+        } else {
+            format!(
+                "apps {}",
+                apps.iter()
+                    .map(|a| a.id.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        }
+    );
+    let mut runbook = Runbook::new(NAME);
+    if !sequencers.is_empty() {
+        runbook = runbook
+            .check_spec("history", history.clone(), &sequencers)
+            .timeout_ms(deadline)
+            .retry(1, 0)
+            .done();
+    }
+    runbook = runbook.approval("approve", &prompt, &approvers);
+    if !apps.is_empty() {
+        runbook = runbook
+            .action("stop-apps", ActionKind::Stop, &apps)
+            .timeout_ms(deadline.max(120_000))
+            .compensate_with(ActionKind::Start)
+            .done();
+    }
+    runbook = runbook
+        .action_spec(
+            "disconnect",
+            ActionSpec::new(ActionKind::Disconnect).param("synchronizer_alias", &alias),
+            &target,
+        )
+        .timeout_ms(deadline)
+        .compensate_with(ActionKind::Reconnect)
+        .done()
+        .action_spec(
+            "backup",
+            ActionSpec::new(ActionKind::Backup)
+                .param("backup_set", &backup_set)
+                .param("include_identities", "true"),
+            &target,
+        )
+        .timeout_ms(backup_timeout)
+        .done();
+    if !sequencers.is_empty() {
+        runbook = runbook
+            .check_spec("history-recheck", history, &sequencers)
+            .timeout_ms(deadline)
+            .retry(1, 0)
+            .done();
+    }
+    runbook = runbook
+        .action_spec(
+            "rehydrate",
+            ActionSpec::new(ActionKind::Rehydrate).param("backup_set", &backup_set),
+            &target,
+        )
+        .timeout_ms(rehydrate_timeout)
+        .retry(1, 0)
+        .fix_forward()
+        .done()
+        .action_spec(
+            "reconnect",
+            ActionSpec::new(ActionKind::Reconnect).param("synchronizer_alias", &alias),
+            &target,
+        )
+        .timeout_ms(deadline)
+        .retry(5, 2_000)
+        .fix_forward()
+        .done()
+        .check("caught-up", DEDUP_SAFE, &target)
+        .timeout_ms(deadline)
+        .retry(catch_up_attempts, CATCH_UP_PAUSE_MS)
+        .fix_forward()
+        .done();
+    if !apps.is_empty() {
+        runbook = runbook
+            .action("start-apps", ActionKind::Start, &apps)
+            .timeout_ms(deadline.max(300_000))
+            .fix_forward()
+            .done();
+    }
+    Ok(runbook
+        .check("commitments", crate::dr::PROBE_PART, &target)
+        .timeout_ms(deadline)
+        .retry(1, 0)
+        .best_effort()
+        .done())
+}
+
 /// DESIGN §6 repairs, `repair-lost-synchronizer`: the participants' synchronizer `source` is
 /// lost (or no longer trusted) and a new one, `target`, is deployed. An operator's signed
 /// approval → every participant disconnects (reconnected if the run is rolled back) → each
@@ -841,6 +1147,7 @@ mod tests {
             kind,
             participant: None,
             app_role: None,
+            uid: Some(format!("{id}::1220ab")),
             replicas: Vec::new(),
         };
         Inventory {
@@ -944,6 +1251,251 @@ mod tests {
         assert_eq!(key_of(&p1, &negative), "from");
     }
 
+    fn rehydrate(
+        inventory: &Inventory,
+        nodes: &[&str],
+        params: &[(&str, &str)],
+    ) -> Result<Built, CatalogueError> {
+        let parameters: BTreeMap<String, String> = params
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let nodes: Vec<String> = nodes.iter().map(|n| (*n).to_owned()).collect();
+        build(
+            &Request {
+                runbook: "rehydrate-participant",
+                nodes: &nodes,
+                parameters: &parameters,
+                run_id: "r1",
+            },
+            inventory,
+        )
+    }
+
+    /// `inventory()` with an app in front of p1.
+    fn inventory_with_app() -> Inventory {
+        let mut inventory = inventory();
+        inventory.nodes.insert(
+            "a1".to_owned(),
+            InventoryNode {
+                id: "a1".to_owned(),
+                kind: NodeKind::App,
+                participant: Some("p1".to_owned()),
+                app_role: None,
+                uid: None,
+                replicas: Vec::new(),
+            },
+        );
+        inventory
+    }
+
+    #[test]
+    fn rehydration_checks_the_history_first_keeps_apps_stopped_until_caught_up_and_gates_the_rehydrate()
+     {
+        let with_app = inventory_with_app();
+        let built = rehydrate(&with_app, &["p1"], &[("with_technical_support", "true")]).unwrap();
+        let runbook = &built.runbook;
+        let ids: Vec<&str> = runbook.steps.iter().map(|s| s.id.as_str()).collect();
+        assert_eq!(
+            ids,
+            [
+                "history",
+                "approve",
+                "stop-apps",
+                "disconnect",
+                "backup",
+                "history-recheck",
+                "rehydrate",
+                "reconnect",
+                "caught-up",
+                "start-apps",
+                "commitments"
+            ]
+        );
+        let step = |id: &str| runbook.steps.iter().find(|s| s.id == id).unwrap();
+        let nodes_of =
+            |id: &str| -> Vec<String> { step(id).nodes().iter().map(|n| n.id.clone()).collect() };
+        assert_eq!(nodes_of("history"), ["s1"]);
+        assert_eq!(nodes_of("approve"), ["p1", "a1"]);
+        assert_eq!(nodes_of("stop-apps"), ["a1"]);
+        assert_eq!(nodes_of("start-apps"), ["a1"]);
+        for id in [
+            "disconnect",
+            "backup",
+            "rehydrate",
+            "reconnect",
+            "caught-up",
+        ] {
+            assert_eq!(nodes_of(id), ["p1"], "{id}");
+        }
+        let history = step("history").sent_action().unwrap();
+        assert_eq!(history.params["names"], SEQUENCER_HISTORY);
+        assert_eq!(history.params["member"], "PAR::p1::1220ab");
+        assert_eq!(
+            step("caught-up").sent_action().unwrap().params["names"],
+            DEDUP_SAFE
+        );
+        assert_eq!(
+            step("backup").sent_action().unwrap().params["backup_set"],
+            "r1"
+        );
+        assert_eq!(
+            step("rehydrate").sent_action().unwrap().params["backup_set"],
+            "r1"
+        );
+        assert_eq!(
+            step("stop-apps").compensation().map(|c| c.kind),
+            Some(ActionKind::Start)
+        );
+        assert_eq!(
+            step("disconnect").compensation().map(|c| c.kind),
+            Some(ActionKind::Reconnect)
+        );
+        for id in ["rehydrate", "reconnect", "caught-up", "start-apps"] {
+            assert!(step(id).fix_forward, "{id} is not rolled back");
+        }
+        assert!(step("caught-up").retry.max_attempts >= 3_600);
+        assert!(step("commitments").best_effort);
+        // The sequencer is only read: not claimed.
+        assert_eq!(built.nodes, ["a1", "p1"]);
+        let state = sidecar_core::start_run("r1", runbook.clone(), 1, 1_000);
+        assert_eq!(
+            crate::api::destructive_steps_gated_by(&state, "approve"),
+            ["rehydrate"]
+        );
+
+        // Without apps there is nothing to stop; a named sequencer is the one checked; the
+        // backup set can be named.
+        let mut two = inventory();
+        two.nodes.insert(
+            "s2".to_owned(),
+            InventoryNode {
+                id: "s2".to_owned(),
+                kind: NodeKind::Sequencer,
+                participant: None,
+                app_role: None,
+                uid: None,
+                replicas: Vec::new(),
+            },
+        );
+        let built = rehydrate(
+            &two,
+            &["p2", "s2"],
+            &[
+                ("with_technical_support", "true"),
+                ("backup_set", "before-rehydration"),
+            ],
+        )
+        .unwrap();
+        let ids: Vec<&str> = built.runbook.steps.iter().map(|s| s.id.as_str()).collect();
+        assert!(
+            !ids.contains(&"stop-apps") && !ids.contains(&"start-apps"),
+            "{ids:?}"
+        );
+        let history = built
+            .runbook
+            .steps
+            .iter()
+            .find(|s| s.id == "history")
+            .unwrap();
+        assert_eq!(
+            history
+                .nodes()
+                .iter()
+                .map(|n| n.id.as_str())
+                .collect::<Vec<_>>(),
+            ["s2"]
+        );
+        let backup = built
+            .runbook
+            .steps
+            .iter()
+            .find(|s| s.id == "backup")
+            .unwrap();
+        assert_eq!(
+            backup.sent_action().unwrap().params["backup_set"],
+            "before-rehydration"
+        );
+    }
+
+    #[test]
+    fn rehydration_is_refused_without_support_a_named_participant_its_uid_or_a_readable_history() {
+        let inventory = inventory_with_app();
+        let support = ("with_technical_support", "true");
+        let refusal =
+            |inventory: &Inventory, nodes: &[&str], params: &[(&str, &str)]| match rehydrate(
+                inventory, nodes, params,
+            ) {
+                Err(CatalogueError::BadParameter { key, detail }) => (key, detail),
+                other => panic!("expected a parameter error, got {other:?}"),
+            };
+        let (key, detail) = refusal(&inventory, &["p1"], &[]);
+        assert_eq!(key, "with_technical_support");
+        assert!(detail.contains("technical support"), "{detail}");
+        let (key, detail) = refusal(&inventory, &[], &[support]);
+        assert_eq!(key, "node");
+        assert!(detail.contains("exactly one"), "{detail}");
+        assert_eq!(refusal(&inventory, &["p1", "p2"], &[support]).0, "node");
+        let (key, detail) = refusal(&inventory, &["p1", "a1"], &[support]);
+        assert_eq!(key, "node");
+        assert!(detail.contains("a1"), "{detail}");
+        let mut only_one = inventory.clone();
+        only_one.nodes.retain(|id, _| id == "p1" || id == "s1");
+        assert_eq!(refusal(&only_one, &[], &[support]).0, "node", "not named");
+
+        let mut unknown_uid = inventory.clone();
+        unknown_uid.nodes.get_mut("p1").unwrap().uid = None;
+        let (key, detail) = refusal(&unknown_uid, &["p1"], &[support]);
+        assert_eq!(key, "node");
+        assert!(detail.contains("uid"), "{detail}");
+        let mut replicated = inventory.clone();
+        replicated.nodes.get_mut("p1").unwrap().replicas = vec!["p1.a".into(), "p1.b".into()];
+        let (_, detail) = refusal(&replicated, &["p1"], &[support]);
+        assert!(detail.contains("HA replicas"), "{detail}");
+
+        // Without a sequencer of ours the operator must state the history is complete.
+        let mut no_sequencer = inventory.clone();
+        no_sequencer.nodes.remove("s1");
+        let (key, detail) = refusal(&no_sequencer, &["p1"], &[support]);
+        assert_eq!(key, "synchronizer_never_pruned");
+        assert!(detail.contains("pruning status"), "{detail}");
+        let stated = rehydrate(
+            &no_sequencer,
+            &["p1"],
+            &[support, ("synchronizer_never_pruned", "true")],
+        )
+        .unwrap();
+        assert!(
+            stated
+                .runbook
+                .steps
+                .iter()
+                .all(|s| !s.id.starts_with("history")),
+            "nothing to check"
+        );
+        assert!(
+            stated.runbook.steps.iter().any(
+                |s| matches!(&s.kind, sidecar_core::StepKind::Approval { prompt, .. }
+                    if prompt.contains("stated never pruned"))
+            ),
+            "the approval says the history was not checked"
+        );
+        assert_eq!(
+            refusal(
+                &inventory,
+                &["p1"],
+                &[support, ("synchronizer_never_pruned", "true")]
+            )
+            .0,
+            "synchronizer_never_pruned",
+            "a history the run can read is read"
+        );
+        assert_eq!(
+            refusal(&inventory, &["p1"], &[support, ("catch_up", "soon")]).0,
+            "catch_up"
+        );
+    }
+
     /// Two SV participants with their apps and a validator with its app.
     fn splice_inventory() -> Inventory {
         let mut inventory = inventory();
@@ -958,6 +1510,7 @@ mod tests {
                     kind: NodeKind::Participant,
                     participant: None,
                     app_role: None,
+                    uid: None,
                     replicas: Vec::new(),
                 },
                 InventoryNode {
@@ -965,6 +1518,7 @@ mod tests {
                     kind: NodeKind::App,
                     participant: Some(participant.to_owned()),
                     app_role: Some(role.to_owned()),
+                    uid: None,
                     replicas: Vec::new(),
                 },
             ] {

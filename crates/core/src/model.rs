@@ -43,6 +43,7 @@ pub enum ActionKind {
     DeleteBackup,
     MigrationDump,
     Redeploy,
+    Rehydrate,
 }
 
 impl ActionKind {
@@ -60,9 +61,11 @@ impl ActionKind {
             | Self::Verify
             | Self::DeleteBackup
             | Self::ExportPartyAcs => Idempotency::Natural,
-            Self::Backup | Self::Restore | Self::MigrationDump | Self::Redeploy => {
-                Idempotency::Guarded
-            }
+            Self::Backup
+            | Self::Restore
+            | Self::MigrationDump
+            | Self::Redeploy
+            | Self::Rehydrate => Idempotency::Guarded,
             Self::ImportPartyAcs
             | Self::MigrateSynchronizer
             | Self::IgnoreEvents
@@ -94,6 +97,7 @@ impl ActionKind {
             Self::DeleteBackup => "delete_backup",
             Self::MigrationDump => "migration_dump",
             Self::Redeploy => "redeploy",
+            Self::Rehydrate => "rehydrate",
         }
     }
 }

@@ -71,6 +71,17 @@ impl Runbook {
         )
     }
 
+    /// A check with a probe of its own parameters (e.g. the member a part is about).
+    pub fn check_spec(self, id: &str, probe: ActionSpec, nodes: &[NodeRef]) -> StepBuilder {
+        self.push(
+            id,
+            StepKind::Check {
+                probe,
+                nodes: nodes.to_vec(),
+            },
+        )
+    }
+
     pub fn barrier(self, id: &str) -> Self {
         self.push(id, StepKind::Barrier).done()
     }

@@ -376,6 +376,12 @@ impl Stack {
         self.dir.path().join("agents").join(node)
     }
 
+    /// The configuration file of `node`'s agent, written by [`Stack::start`] and read when the
+    /// agent starts (a test may change it in between).
+    pub fn agent_config_path(&self, node: &str) -> PathBuf {
+        self.agent_dir(node).join("agent.toml")
+    }
+
     fn write_agent_configs(&self, options: &StackOptions<'_>) -> anyhow::Result<()> {
         let configs = self.with_sims(|sims| {
             sims.nodes()
@@ -681,8 +687,27 @@ fn agent_config(
         ));
         toml.push_str(&backup_and_lifecycle(stack, node));
         toml.push_str(&splice(node, sims));
+        toml.push_str(&rehydrate(node));
     }
     toml
+}
+
+/// `[rehydrate]` of a participant (not of HA replicas, which share one database): a hook that
+/// replaces its database with an empty one keeping its identity (`canton-sim
+/// reset-database`), as an operator's script would truncate the database and start the node
+/// again for a rehydration.
+fn rehydrate(node: &SimNode) -> String {
+    if node.kind() != NodeKind::Participant || node.config().replica.is_some() {
+        return String::new();
+    }
+    let sim = testkit::binary_path("canton-sim")
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "canton-sim".to_owned());
+    format!(
+        "\n[rehydrate]\nhook = [{sim:?}, \"reset-database\", \"--participant-control\", \
+         \"http://{control}\"]\ntimeout = \"2m\"\nready_timeout = \"30s\"\n",
+        control = node.control_addr(),
+    )
 }
 
 /// `[splice]` of an app: its HTTP admin API, its role, and a redeploy hook that resets its

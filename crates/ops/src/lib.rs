@@ -226,6 +226,9 @@ pub enum Command {
     },
     /// Follows a run until it finishes.
     Watch { run: String },
+    /// One run with every step, each node's outcome and the result its agent returned (a
+    /// backup manifest, a rehydration's stop point, commitment evidence).
+    Show { run: String },
     /// Approves a step waiting for approval; it must name every node of the step.
     Approve {
         run: String,
@@ -360,7 +363,10 @@ pub enum ProposalsCommand {
 
 #[derive(clap::Args, Debug)]
 pub struct Target {
-    /// backup, restore (--param backup_set=<set>), disconnect or reconnect.
+    /// backup, restore (--param backup_set=<set>), disconnect, reconnect, ignore-events,
+    /// unignore-events or rehydrate-participant (--node <participant> --param
+    /// with_technical_support=true; catch_up=1h, backup_set, synchronizer_never_pruned=true when
+    /// the organisation runs no sequencer).
     pub runbook: String,
     /// Nodes to target (repeat or comma-separate); default: every node the runbook selects.
     #[arg(long = "node", value_delimiter = ',')]
@@ -517,6 +523,15 @@ pub async fn run(cli: Cli) -> Result<u8, OpsError> {
             }
         }
         Command::Watch { run } => return watch(&mut client, run, &out).await,
+        Command::Show { run } => {
+            let response = client
+                .get_run(pb::GetRunRequest {
+                    run_id: run.clone(),
+                })
+                .await?
+                .into_inner();
+            out.show(&response.run.unwrap_or_default());
+        }
         Command::Approve {
             run,
             step,

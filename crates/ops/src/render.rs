@@ -398,6 +398,39 @@ impl Out {
         }
     }
 
+    /// A run with its steps, node outcomes and results.
+    pub fn show(&self, run: &pb::RunSummary) {
+        if self.json() {
+            line(&summary_json(run));
+            return;
+        }
+        println!(
+            "run {} ({}) is {}{}",
+            run.run_id,
+            run.runbook,
+            run_status(run.status()),
+            if run.detail.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", run.detail)
+            }
+        );
+        for step in &run.steps {
+            println!("  {:<24} {}", step.step, step_status(step.status()));
+            for node in &step.nodes {
+                println!(
+                    "    {:<22} {:<15} {}",
+                    node.node,
+                    ack_status(node.status()),
+                    node.detail
+                );
+                if !node.result.is_empty() {
+                    println!("      result: {}", String::from_utf8_lossy(&node.result));
+                }
+            }
+        }
+    }
+
     pub fn runs(&self, runs: &pb::ListRunsResponse) {
         for run in &runs.runs {
             if self.json() {

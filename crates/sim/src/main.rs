@@ -60,6 +60,18 @@ enum Command {
         #[arg(long, env = "CS_MIGRATION_ID")]
         migration_id: Option<i64>,
     },
+    /// Rehydration of a participant: replaces its database with a new, empty one keeping its
+    /// identity (`POST /control/reset-database`); its synchronizers are registered again but
+    /// not connected, so a reconnect replays its history from the sequencer. Refused while it
+    /// is connected. Prints one JSON line; exits non-zero on failure.
+    ResetDatabase {
+        /// The participant's control endpoint (`host:port` or `http://host:port`).
+        #[arg(long)]
+        participant_control: String,
+        /// Refuse unless the participant is this uid (the agent's hook passes it).
+        #[arg(long, env = "CS_PARTICIPANT_UID")]
+        expect_uid: Option<String>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -88,6 +100,20 @@ fn main() -> anyhow::Result<()> {
             if let Err(e) = outcome {
                 // One readable line for the operator (the hook's caller), no backtrace.
                 eprintln!("canton-sim migrate: {e:#}");
+                drop(_telemetry);
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+        Some(Command::ResetDatabase {
+            participant_control,
+            expect_uid,
+        }) => {
+            let outcome =
+                runtime.block_on(migrate::reset(&participant_control, expect_uid.as_deref()));
+            drop(runtime);
+            if let Err(e) = outcome {
+                eprintln!("canton-sim reset-database: {e:#}");
                 drop(_telemetry);
                 std::process::exit(1);
             }

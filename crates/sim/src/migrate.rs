@@ -1,5 +1,6 @@
-//! `canton-sim migrate` (the binary's, not the library's): the redeploy hook of a network
-//! disaster recovery for one participant and its app, over their control endpoints.
+//! `canton-sim migrate` and `canton-sim reset-database` (the binary's, not the library's): the
+//! redeploy hook of a network disaster recovery for one participant and its app, and the
+//! rehydrate hook of one participant, over their control endpoints.
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
@@ -234,6 +235,52 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
             "already": migrated.already,
             "participant": participant_info.uid,
             "acs_timestamp": migrated.acs_timestamp,
+        })
+    );
+    Ok(())
+}
+
+/// `canton-sim reset-database`: the rehydrate hook of a participant (its database replaced by
+/// a new, empty one with the same identity; the synchronizers registered again, not connected).
+pub async fn reset(participant_control: &str, expected_uid: Option<&str>) -> anyhow::Result<()> {
+    let mut participant = Node {
+        addr: control_addr(participant_control, "--participant-control")?,
+        label: "the participant".to_owned(),
+    };
+    let info = participant
+        .info("participant", "--participant-control")
+        .await?;
+    participant.label = format!("participant {}", info.node_id);
+    if let Some(expected) = expected_uid.filter(|uid| !uid.is_empty())
+        && expected != info.uid
+    {
+        bail!(
+            "{} is {}, not {expected}; is --participant-control the right node? Nothing was changed",
+            participant.label,
+            info.uid
+        );
+    }
+    let done: ResetDone = match participant
+        .call(
+            "POST",
+            "/control/reset-database",
+            Some(serde_json::to_string(&ResetRequest { migration_id: None })?),
+        )
+        .await?
+    {
+        Ok(done) => done,
+        Err((status, error)) => bail!(
+            "{} refused the database reset ({status}): {error}. Nothing was changed",
+            participant.label
+        ),
+    };
+    println!(
+        "{}",
+        json!({
+            "node": done.node,
+            "uid": done.uid,
+            "tables_dropped": done.tables_dropped,
+            "registered": done.registered,
         })
     );
     Ok(())

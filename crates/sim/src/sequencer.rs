@@ -406,14 +406,15 @@ impl Sequencer {
         members
     }
 
-    /// The timestamp of the oldest event still held (µs): the node's creation before any event.
+    /// The lower bound of what the sequencer can serve (µs), as `PruningStatus` reports it:
+    /// the pruning point once pruned, else the node's creation (it holds every event since).
     pub async fn earliest_event_timestamp(&self) -> Result<i64, CallError> {
         let mut guard = self.db.lock().await?;
         let row = guard
             .client()?
             .query_one(
-                "SELECT coalesce((SELECT min(ts_micros) FROM sequencer_event),
-                                 (SELECT (extract(epoch FROM created_at) * 1000000)::bigint FROM sim_node))",
+                "SELECT greatest((SELECT (extract(epoch FROM created_at) * 1000000)::bigint FROM sim_node),
+                                 (SELECT pruned_before_micros FROM participant_pruning))",
                 &[],
             )
             .await

@@ -29,10 +29,11 @@ pub enum ActionName {
     DeleteBackup,
     MigrationDump,
     Redeploy,
+    Rehydrate,
 }
 
 impl ActionName {
-    pub const ALL: [ActionName; 23] = [
+    pub const ALL: [ActionName; 24] = [
         Self::Disconnect,
         Self::Reconnect,
         Self::Connect,
@@ -56,6 +57,7 @@ impl ActionName {
         Self::DeleteBackup,
         Self::MigrationDump,
         Self::Redeploy,
+        Self::Rehydrate,
     ];
 
     /// The action of a decoded command; `None` when the action is missing or of a kind this
@@ -86,6 +88,7 @@ impl ActionName {
             Kind::DeleteBackup(_) => Self::DeleteBackup,
             Kind::MigrationDump(_) => Self::MigrationDump,
             Kind::Redeploy(_) => Self::Redeploy,
+            Kind::Rehydrate(_) => Self::Rehydrate,
         })
     }
 
@@ -114,6 +117,7 @@ impl ActionName {
             Self::DeleteBackup => "delete_backup",
             Self::MigrationDump => "migration_dump",
             Self::Redeploy => "redeploy",
+            Self::Rehydrate => "rehydrate",
         }
     }
 
@@ -133,6 +137,7 @@ impl ActionName {
                 | Self::UnignoreEvents
                 | Self::DisableMember
                 | Self::Redeploy
+                | Self::Rehydrate
         )
     }
 }

@@ -106,6 +106,19 @@ fn backup_kind(kind: NodeKind) -> backup::NodeKind {
     }
 }
 
+/// The backups under `root` with the rest of `[backup]`'s settings.
+pub(super) fn backups_at(
+    settings: &BackupSettings,
+    root: std::path::PathBuf,
+) -> Result<backup::Backups, ActionError> {
+    let mut config = backup::BackupConfig::new(root);
+    config.pg_bin_dir = settings.pg_bin_dir.clone();
+    config.upload = settings.upload.clone();
+    config.progress_interval = settings.progress_interval;
+    config.maintenance_database = settings.maintenance_database.clone();
+    backup::Backups::new(config).map_err(classify)
+}
+
 /// Maps the library's error kinds onto what the command path acks.
 pub(super) fn classify(error: backup::Error) -> ActionError {
     use backup::ErrorKind as K;
@@ -212,12 +225,7 @@ impl Shared {
             }
             self.settings.root.join(relative)
         };
-        let mut config = backup::BackupConfig::new(root);
-        config.pg_bin_dir = self.settings.pg_bin_dir.clone();
-        config.upload = self.settings.upload.clone();
-        config.progress_interval = self.settings.progress_interval;
-        config.maintenance_database = self.settings.maintenance_database.clone();
-        backup::Backups::new(config).map_err(classify)
+        backups_at(&self.settings, root)
     }
 
     /// The node as `command`'s organisation knows it.

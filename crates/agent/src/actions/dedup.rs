@@ -80,6 +80,11 @@ impl DedupGuard {
         self.point.read().await.ok()?.sequencer_ts_micros
     }
 
+    /// Where the participant stands in its database (sequencer time and ledger end).
+    pub async fn point(&self) -> Result<backup::SnapshotPoint, backup::Error> {
+        self.point.read().await
+    }
+
     /// Records `floor` in the restored database for `restored_by`, the restoring command.
     pub async fn record_floor(&self, restored_by: &str, floor: i64) -> Result<(), ActionError> {
         let client = self.database.connect().await.map_err(|e| {

@@ -244,7 +244,7 @@ fn params_of(command: &Command) -> Result<(String, i64, bool), ActionError> {
 
 /// Writes `bytes` to `path` so that a reader sees all of it or nothing: a temp file in the same
 /// directory, fsynced, renamed over `path`, and the directory fsynced.
-fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+pub(super) fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;

@@ -19,6 +19,7 @@ mod connectivity;
 mod dedup;
 mod migration;
 mod probe;
+mod rehydrate;
 mod repair;
 
 use std::collections::BTreeMap;
@@ -196,8 +197,9 @@ pub enum RegistryError {
     Backup(#[from] sidecar_backup::Error),
 }
 
-/// The handlers this build has for the configured node: `probe` everywhere, connectivity and
-/// event repairs (ignore/unignore) on participants, backup/restore/verify with `[backup]`,
+/// The handlers this build has for the configured node: `probe` everywhere, connectivity,
+/// event repairs (ignore/unignore) and `rehydrate` (which refuses without `[rehydrate]`) on
+/// participants, backup/restore/verify with `[backup]`,
 /// stop/start with `[lifecycle]`, the migration dump and redeploy of network DR with
 /// `[splice]`. Other crates add theirs with [`ActionRegistry::register`].
 pub fn standard_registry(
@@ -217,6 +219,11 @@ pub fn standard_registry(
             client.clone(),
         ));
     }
+    if let Some(client) = &client
+        && client.node_kind() == canton_client::NodeKind::Sequencer
+    {
+        probe = probe.with_sequencer_history(client.clone());
+    }
     let mut handlers: Vec<Arc<dyn ActionHandler>> = vec![Arc::new(probe)];
     if let Some(client) = client
         && client.node_kind() == canton_client::NodeKind::Participant
@@ -225,6 +232,11 @@ pub fn standard_registry(
             handlers.push(Arc::new(action));
         }
         handlers.extend(RepairAction::handlers(&client));
+        handlers.push(rehydrate::rehydrate_handler(
+            config,
+            client.clone(),
+            dedup.clone(),
+        ));
     }
     handlers.extend(backup_handlers(config, dedup)?);
     if let Some(splice) = &config.splice {

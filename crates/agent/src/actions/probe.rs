@@ -4,7 +4,9 @@
 //! `[backup]`, asked only by name) answers whether apps may submit again after a restore, and
 //! fails with how far there is to go until they may (see `dedup`). `commitments`
 //! (participants, asked only by name) adds the ACS commitment evidence of a disaster-recovery
-//! timestamp (see `commitments`).
+//! timestamp (see `commitments`). `sequencer_history` (sequencers, asked only by name, with
+//! the command's `member`) answers whether the sequencer still holds every event of that
+//! member since it registered, and fails saying what was pruned when not (see `rehydrate`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -23,12 +25,14 @@ use crate::report::Identity;
 
 const PARTS: [&str; 3] = ["snapshot_point", "connected_synchronizers", "probes"];
 const DEDUP_SAFE: &str = "dedup_safe";
+const SEQUENCER_HISTORY: &str = "sequencer_history";
 
 pub struct ProbeAction {
     board: ProbeBoard,
     identity: Identity,
     dedup: Option<Arc<DedupGuard>>,
     commitments: Option<Arc<CommitmentEvidence>>,
+    sequencer: Option<canton_client::CantonClient>,
 }
 
 impl ProbeAction {
@@ -38,7 +42,14 @@ impl ProbeAction {
             identity,
             dedup,
             commitments: None,
+            sequencer: None,
         }
+    }
+
+    /// Answers the `sequencer_history` part (sequencers).
+    pub fn with_sequencer_history(mut self, client: canton_client::CantonClient) -> Self {
+        self.sequencer = Some(client);
+        self
     }
 
     /// Answers the `commitments` part (participants).
@@ -49,7 +60,8 @@ impl ProbeAction {
 
     fn answer(&self, names: &[String]) -> Result<ActionOutput, ActionError> {
         if let Some(unknown) = names.iter().find(|n| {
-            !PARTS.contains(&n.as_str()) && ![DEDUP_SAFE, COMMITMENTS].contains(&n.as_str())
+            !PARTS.contains(&n.as_str())
+                && ![DEDUP_SAFE, COMMITMENTS, SEQUENCER_HISTORY].contains(&n.as_str())
         }) {
             return Err(ActionError::Failed(format!(
                 "{}: unknown probe part {unknown:?}; known: {}",
@@ -129,12 +141,31 @@ impl ActionHandler for ProbeAction {
         command: Command,
         _context: ActionContext,
     ) -> BoxFuture<'static, Result<ActionOutput, ActionError>> {
-        let names = match command.action.and_then(|a| a.kind) {
-            Some(Kind::Probe(probe)) => probe.names,
-            _ => Vec::new(),
+        let (names, member) = match command.action.and_then(|a| a.kind) {
+            Some(Kind::Probe(probe)) => (probe.names, probe.member),
+            _ => (Vec::new(), String::new()),
         };
         let board = self.answer(&names);
         let node = self.identity.node.to_string();
+        if names.iter().any(|n| n == SEQUENCER_HISTORY) {
+            let client = self.sequencer.clone();
+            return Box::pin(async move {
+                let mut board = board?;
+                let client = client.ok_or_else(|| {
+                    ActionError::Failed(format!(
+                        "{node}: sequencer_history is answered only by a sequencer's agent with \
+                         [canton] (it reads the sequencer's pruning status)"
+                    ))
+                })?;
+                let history = super::rehydrate::sequencer_history(&node, &client, &member).await?;
+                let mut result: serde_json::Map<String, Value> =
+                    serde_json::from_slice(&board.result).unwrap_or_default();
+                result.insert(SEQUENCER_HISTORY.to_owned(), history);
+                board.result = serde_json::to_vec(&result).unwrap_or_default();
+                board.detail = format!("{node}: holds every event of {member} since it registered");
+                Ok(board)
+            });
+        }
         if names.iter().any(|n| n == COMMITMENTS) {
             let evidence = self.commitments.clone();
             let uid = self

@@ -51,6 +51,7 @@ pub fn config(url: &str, net: &Network, node: &str) -> AgentConfig {
         backup: None,
         lifecycle: None,
         splice: None,
+        rehydrate: None,
         probes: ProbeSchedules {
             status: every,
             grpc_health: every,

@@ -96,6 +96,7 @@ pub fn action(spec: &ActionSpec) -> Result<pb::Action, WireError> {
                 .filter(|name| !name.is_empty())
                 .map(str::to_owned)
                 .collect(),
+            member: text(spec, "member"),
         }),
         ActionKind::IgnoreEvents => {
             let (from_inclusive, to_inclusive) = counters(spec)?;
@@ -134,6 +135,17 @@ pub fn action(spec: &ActionSpec) -> Result<pb::Action, WireError> {
         ActionKind::Redeploy => Kind::Redeploy(pb::Redeploy {
             migration_id: migration_id(spec)?,
         }),
+        ActionKind::Rehydrate => {
+            let backup_set = text(spec, "backup_set");
+            if backup_set.is_empty() {
+                return Err(WireError {
+                    action: spec.kind.name(),
+                    detail: "parameter backup_set (the recovery point taken before) is required"
+                        .to_owned(),
+                });
+            }
+            Kind::Rehydrate(pb::Rehydrate { backup_set })
+        }
         other => {
             return Err(WireError {
                 action: other.name(),

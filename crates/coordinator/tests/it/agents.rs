@@ -156,6 +156,7 @@ pub fn start_agent(
         backup: None,
         lifecycle: None,
         splice: None,
+        rehydrate: None,
         probes: ProbeSchedules {
             status: every,
             grpc_health: every,

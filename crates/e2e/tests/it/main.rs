@@ -13,6 +13,7 @@ mod network_dr;
 mod out_of_order;
 mod prometheus;
 mod proposals;
+mod rehydrate;
 mod restore;
 mod retention;
 mod secrets;

@@ -99,6 +99,19 @@ async fn every_command_against_a_live_coordinator_in_text_and_json() {
     assert_eq!(watch.status.code(), Some(0));
     assert!(stdout(&watch).contains("succeeded"));
 
+    // show: every step with its nodes, in text and with the results in JSON.
+    let show = ops.run(&["show", &run_id]).await;
+    assert_eq!(show.status.code(), Some(0));
+    assert!(
+        stdout(&show).contains("succeeded") && stdout(&show).contains("s1"),
+        "{}",
+        stdout(&show)
+    );
+    let (code, shown) = ops.json(&["show", &run_id]).await;
+    assert_eq!(code, 0);
+    assert_eq!(shown[0]["run_id"], run_id.as_str());
+    assert!(shown[0]["steps"].as_array().is_some_and(|s| !s.is_empty()));
+
     let (code, runs) = ops.json(&["runs", "--status", "succeeded"]).await;
     assert_eq!(code, 0);
     assert!(runs.iter().any(|r| r["run_id"] == run_id.as_str()));

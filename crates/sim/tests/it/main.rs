@@ -11,5 +11,6 @@ mod health;
 mod migration;
 mod network;
 mod party;
+mod rehydrate;
 mod support;
 mod topology;
