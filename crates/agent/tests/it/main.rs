@@ -8,6 +8,7 @@ mod children;
 mod command_support;
 mod commands;
 mod crashes;
+mod migration;
 mod sim;
 mod support;
 mod trust_material;
