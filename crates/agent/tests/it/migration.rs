@@ -15,7 +15,7 @@ use proto_sidecar as pb;
 use testkit::{NatsServer, Postgres, binary_path};
 use tokio_util::sync::CancellationToken;
 
-use crate::support::{config, network};
+use crate::support::{config, network, wait_for};
 
 const TOPOLOGY: &str = r#"
 [[node]]
@@ -117,6 +117,23 @@ async fn heavy_a_migration_dump_waits_for_the_app_to_catch_up_and_refuses_an_app
             .expect("the migration_dump handler")
     };
     let dump_file = dir.path().join("migration-1").join("migration-dump.json");
+
+    // The participant is connected and processing: its workload has created a contract.
+    let database = sims
+        .node("participant1")
+        .unwrap()
+        .database_name()
+        .to_owned();
+    wait_for("participant1 processing", Duration::from_secs(60), || {
+        let postgres = &postgres;
+        let database = database.clone();
+        async move {
+            postgres
+                .psql(&database, "SELECT count(*) FROM participant_contract")
+                .is_ok_and(|count| count.trim() != "0")
+        }
+    })
+    .await;
 
     // A minute ahead: the participant has not reached it, so the app answers 429.
     let fresh = handler(splice(format!("http://{}", app.http_addr().unwrap())));
