@@ -286,6 +286,14 @@ impl Params<'_> {
     }
 }
 
+/// A refused parameter, named by its key.
+fn bad_parameter(key: &str, detail: String) -> CatalogueError {
+    CatalogueError::BadParameter {
+        key: key.to_owned(),
+        detail,
+    }
+}
+
 fn of_kind(nodes: &[&InventoryNode], kinds: &[NodeKind]) -> Vec<NodeRef> {
     nodes
         .iter()
@@ -452,12 +460,8 @@ fn event_repair(
     } else {
         "unignore-events"
     };
-    let bad = |key: &str, detail: String| CatalogueError::BadParameter {
-        key: key.to_owned(),
-        detail,
-    };
     if !params.flag("with_technical_support", false)? {
-        return Err(bad(
+        return Err(bad_parameter(
             "with_technical_support",
             format!(
                 "{name} changes which sequenced events the participant processes and can break \
@@ -468,7 +472,7 @@ fn event_repair(
     }
     let participants = of_kind(nodes, &[NodeKind::Participant]);
     let [participant] = participants.as_slice() else {
-        return Err(bad(
+        return Err(bad_parameter(
             "node",
             format!(
                 "{name} repairs exactly one participant; name it with --node (selected: {})",
@@ -478,7 +482,7 @@ fn event_repair(
     };
     let synchronizer_id = params.text("synchronizer_id", "");
     if synchronizer_id.is_empty() {
-        return Err(bad(
+        return Err(bad_parameter(
             "synchronizer_id",
             "the physical synchronizer id whose counters are repaired is required".to_owned(),
         ));
@@ -487,12 +491,12 @@ fn event_repair(
         params
             .0
             .get(key)
-            .ok_or_else(|| bad(key, "a sequencer counter is required".to_owned()))?
+            .ok_or_else(|| bad_parameter(key, "a sequencer counter is required".to_owned()))?
             .parse::<i64>()
             .ok()
             .filter(|counter| *counter >= 0)
             .ok_or_else(|| {
-                bad(
+                bad_parameter(
                     key,
                     "must be a sequencer counter (an integer ≥ 0)".to_owned(),
                 )
@@ -500,7 +504,7 @@ fn event_repair(
     };
     let (from, to) = (counter("from")?, counter("to")?);
     if to < from {
-        return Err(bad("to", format!("{to} is below from = {from}")));
+        return Err(bad_parameter("to", format!("{to} is below from = {from}")));
     }
     let deadline = params.duration_ms("deadline", Duration::from_secs(60))?;
     let alias = params.text("synchronizer_alias", "");
@@ -557,16 +561,12 @@ fn event_repair(
 /// `synchronizer_alias`, `deadline` (dumps and reconnect, default 10m), `redeploy_timeout`
 /// (default 30m).
 fn network_dr(params: &Params<'_>, nodes: &[&InventoryNode]) -> Result<Runbook, CatalogueError> {
-    let bad = |key: &str, detail: String| CatalogueError::BadParameter {
-        key: key.to_owned(),
-        detail,
-    };
     let instant = |key: &str| -> Result<Option<(String, std::time::SystemTime)>, CatalogueError> {
         let Some(text) = params.0.get(key) else {
             return Ok(None);
         };
         let at = humantime::parse_rfc3339_weak(text).map_err(|error| {
-            bad(
+            bad_parameter(
                 key,
                 format!("{text:?} is not an RFC 3339 time like 2026-12-01T17:45:00Z ({error})"),
             )
@@ -574,7 +574,7 @@ fn network_dr(params: &Params<'_>, nodes: &[&InventoryNode]) -> Result<Runbook, 
         Ok(Some((humantime::format_rfc3339_micros(at).to_string(), at)))
     };
     let (timestamp, at) = instant("timestamp")?.ok_or_else(|| {
-        bad(
+        bad_parameter(
             "timestamp",
             "the agreed recovery timestamp is required: pass --param proposal=<hash> of an \
              accepted dr-timestamp proposal"
@@ -587,7 +587,7 @@ fn network_dr(params: &Params<'_>, nodes: &[&InventoryNode]) -> Result<Runbook, 
         .and_then(|id| id.parse::<i64>().ok())
         .filter(|id| *id >= 1)
         .ok_or_else(|| {
-            bad(
+            bad_parameter(
                 "migration_id",
                 "the new synchronizer's migration id is required (an integer ≥ 1, the current \
                  one plus one)"
@@ -596,7 +596,7 @@ fn network_dr(params: &Params<'_>, nodes: &[&InventoryNode]) -> Result<Runbook, 
         })?;
     let window = match instant("incident")? {
         Some((incident, lost)) if lost < at => {
-            return Err(bad(
+            return Err(bad_parameter(
                 "incident",
                 format!("{incident} is before the recovery timestamp {timestamp}"),
             ));
@@ -615,7 +615,7 @@ fn network_dr(params: &Params<'_>, nodes: &[&InventoryNode]) -> Result<Runbook, 
     let apps: Vec<&&InventoryNode> = nodes.iter().filter(|n| n.kind == NodeKind::App).collect();
     for app in &apps {
         if !matches!(app.app_role.as_deref(), Some("sv" | "validator")) {
-            return Err(bad(
+            return Err(bad_parameter(
                 "node",
                 format!(
                     "app {} does not report a Splice role; give its agent a [splice] section \
@@ -631,7 +631,7 @@ fn network_dr(params: &Params<'_>, nodes: &[&InventoryNode]) -> Result<Runbook, 
             .iter()
             .any(|app| app.participant.as_deref() == Some(participant.id.as_str()))
         {
-            return Err(bad(
+            return Err(bad_parameter(
                 "node",
                 format!(
                     "participant {} has no Splice app among the selected nodes; network DR \
@@ -756,12 +756,8 @@ fn rehydrate_participant(
     request: &Request<'_>,
 ) -> Result<Runbook, CatalogueError> {
     const NAME: &str = "rehydrate-participant";
-    let bad = |key: &str, detail: String| CatalogueError::BadParameter {
-        key: key.to_owned(),
-        detail,
-    };
     if !params.flag("with_technical_support", false)? {
-        return Err(bad(
+        return Err(bad_parameter(
             "with_technical_support",
             format!(
                 "{NAME} replaces the participant's database and rebuilds it from the \
@@ -775,7 +771,7 @@ fn rehydrate_participant(
         .filter(|node| node.kind == NodeKind::Participant)
         .collect();
     let [participant] = participants.as_slice() else {
-        return Err(bad(
+        return Err(bad_parameter(
             "node",
             format!(
                 "{NAME} rehydrates exactly one participant; name it with --node (selected: {})",
@@ -784,7 +780,7 @@ fn rehydrate_participant(
         ));
     };
     if request.nodes.is_empty() {
-        return Err(bad(
+        return Err(bad_parameter(
             "node",
             format!(
                 "{NAME} replaces a participant's database only when the participant is named: \
@@ -797,7 +793,7 @@ fn rehydrate_participant(
         .iter()
         .find(|node| !matches!(node.kind, NodeKind::Participant | NodeKind::Sequencer))
     {
-        return Err(bad(
+        return Err(bad_parameter(
             "node",
             format!(
                 "{} is not a participant or sequencer; name the participant (its apps are \
@@ -808,7 +804,7 @@ fn rehydrate_participant(
         ));
     }
     if !participant.replicas.is_empty() {
-        return Err(bad(
+        return Err(bad_parameter(
             "node",
             format!(
                 "{} runs as HA replicas ({}); rehydrating a replicated participant is not \
@@ -819,7 +815,7 @@ fn rehydrate_participant(
         ));
     }
     let uid = participant.uid.clone().ok_or_else(|| {
-        bad(
+        bad_parameter(
             "node",
             format!(
                 "{} has not reported its uid yet (canton-ops nodes shows it once its agent read \
@@ -842,7 +838,7 @@ fn rehydrate_participant(
     };
     let stated_unpruned = params.flag("synchronizer_never_pruned", false)?;
     if sequencers.is_empty() && !stated_unpruned {
-        return Err(bad(
+        return Err(bad_parameter(
             "synchronizer_never_pruned",
             format!(
                 "organisation {} runs no sequencer, so the run cannot read whether the \
@@ -856,7 +852,7 @@ fn rehydrate_participant(
         ));
     }
     if !sequencers.is_empty() && stated_unpruned {
-        return Err(bad(
+        return Err(bad_parameter(
             "synchronizer_never_pruned",
             format!(
                 "the run reads the pruning status of {} itself; leave the parameter out",
@@ -1014,21 +1010,17 @@ fn repair_lost_synchronizer(
     params: &Params<'_>,
     nodes: &[&InventoryNode],
 ) -> Result<Runbook, CatalogueError> {
-    let bad = |key: &str, detail: String| CatalogueError::BadParameter {
-        key: key.to_owned(),
-        detail,
-    };
     let required = |key: &str, what: &str| -> Result<String, CatalogueError> {
         let value = params.text(key, "");
         if value.trim().is_empty() {
-            return Err(bad(key, format!("{what} is required")));
+            return Err(bad_parameter(key, format!("{what} is required")));
         }
         Ok(value.trim().to_owned())
     };
     let source = required("source", "the alias of the lost synchronizer")?;
     let target = required("target", "the alias the new synchronizer gets")?;
     if source == target {
-        return Err(bad(
+        return Err(bad_parameter(
             "target",
             format!("{target:?} is the lost synchronizer's alias; give the new one its own"),
         ));
@@ -1042,14 +1034,14 @@ fn repair_lost_synchronizer(
         .map(str::trim)
         .find(|url| !(url.starts_with("http://") || url.starts_with("https://")))
     {
-        return Err(bad(
+        return Err(bad_parameter(
             "target_sequencer_urls",
             format!("{url:?} is not an http:// or https:// sequencer URL"),
         ));
     }
     let force = params.flag("force", false)?;
     if force && !params.flag("source_lost", false)? {
-        return Err(bad(
+        return Err(bad_parameter(
             "force",
             format!(
                 "force migrates even if {source} still has work in flight, which forks the ledger \

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 use serde_json::Value;
 
-use crate::support::{ORGANISATION, running_stack};
+use crate::support::{ORGANISATION, running_stack, wait_for};
 
 const TOPOLOGY: &str = r#"
 name = "drts"
@@ -92,19 +92,6 @@ fn query_i64(stack: &e2e::stack::Stack, node: &str, sql: &str) -> i64 {
         .expect("node exists");
     let answer = stack.postgres.psql(&database, sql).expect("psql");
     answer.trim().parse().unwrap_or(0)
-}
-
-/// Waits until `holds` (polled every 100 ms), logging how long it took.
-fn wait_for(what: &str, deadline: Duration, mut holds: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !holds() {
-        assert!(
-            started.elapsed() < deadline,
-            "{what}: not within {deadline:?}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    eprintln!("{what} after {:?}", started.elapsed());
 }
 
 fn names(value: &Value) -> Vec<String> {

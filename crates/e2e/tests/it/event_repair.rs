@@ -11,7 +11,7 @@ use e2e::stack::Stack;
 use serde_json::Value;
 
 use crate::support::{
-    ORGANISATION, final_run, method_name, node_calls, node_psql, ops_json, running_stack,
+    ORGANISATION, final_run, method_name, node_calls, node_psql, ops_json, running_stack, step,
 };
 
 const TOPOLOGY: &str = r#"
@@ -110,13 +110,6 @@ fn approved_run(stack: &Stack, runbook: &str, node: &str, params: &[String]) -> 
     assert!(status.success(), "signed approval: {values:#?}");
     let (_, values) = ops_json(stack, &["watch", &run]);
     final_run(&values).clone()
-}
-
-fn step<'a>(run: &'a Value, id: &str) -> &'a Value {
-    run["steps"]
-        .as_array()
-        .and_then(|steps| steps.iter().find(|step| step["step"] == id))
-        .unwrap_or_else(|| panic!("no step {id} in {run:#}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

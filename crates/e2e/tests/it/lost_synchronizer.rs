@@ -15,7 +15,7 @@ use e2e::observe;
 use e2e::stack::Stack;
 
 use crate::support::{
-    ORGANISATION, final_run, method_name, node_calls, node_psql, ops_json, running_stack,
+    ORGANISATION, final_run, method_name, node_calls, node_psql, ops_json, running_stack, wait_for,
 };
 
 const TOPOLOGY: &str = r#"
@@ -80,18 +80,6 @@ fn created_since(stack: &Stack, node: &str, micros: i64) -> i64 {
     .expect("a count")
 }
 
-fn wait_for(what: &str, mut holds: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !holds() {
-        assert!(
-            started.elapsed() < DEADLINE,
-            "{what}: not within {DEADLINE:?}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    eprintln!("{what} after {:?}", started.elapsed());
-}
-
 fn repair_args(url: &str, extra: &[&str]) -> Vec<String> {
     let mut args: Vec<String> = ["run", "repair-lost-synchronizer"]
         .map(str::to_owned)
@@ -116,7 +104,7 @@ async fn participants_of_a_lost_synchronizer_move_to_a_new_one_with_every_contra
     let stack = running_stack(TOPOLOGY).await;
     let since = e2e::now_unix_ms() * 1000;
     tokio::task::block_in_place(|| {
-        wait_for("contracts on both participants", || {
+        wait_for("contracts on both participants", DEADLINE, || {
             PARTICIPANTS
                 .iter()
                 .all(|p| created_since(&stack, p, since) > 0)
@@ -229,7 +217,7 @@ async fn participants_of_a_lost_synchronizer_move_to_a_new_one_with_every_contra
         assert!(lost.is_empty(), "{participant} lost contracts {lost:?}");
     }
     tokio::task::block_in_place(|| {
-        wait_for("the workload on the new synchronizer", || {
+        wait_for("the workload on the new synchronizer", DEADLINE, || {
             PARTICIPANTS.iter().all(|p| {
                 created_since(&stack, p, reconnected) > 0
                     && node_psql(
@@ -240,14 +228,19 @@ async fn participants_of_a_lost_synchronizer_move_to_a_new_one_with_every_contra
                     ) != "0"
             })
         });
-        wait_for("matching commitments on the new synchronizer", || {
-            let commitments = observe::commitments_since(&stack, reconnected).expect("commitments");
-            assert!(
-                commitments.iter().all(|c| c.mismatched_periods == 0),
-                "{commitments:?}"
-            );
-            commitments.iter().all(|c| c.matching_peers > 0)
-        });
+        wait_for(
+            "matching commitments on the new synchronizer",
+            DEADLINE,
+            || {
+                let commitments =
+                    observe::commitments_since(&stack, reconnected).expect("commitments");
+                assert!(
+                    commitments.iter().all(|c| c.mismatched_periods == 0),
+                    "{commitments:?}"
+                );
+                commitments.iter().all(|c| c.matching_peers > 0)
+            },
+        );
     });
 
     new.stop().expect("stopping the new synchronizer");

@@ -25,7 +25,7 @@ use serde_json::Value;
 
 use crate::support::{
     ORGANISATION, final_run, node_calls, node_psql, ops_json_of, ops_ok_of, ops_output_of,
-    running_stack, running_stack_with_logins,
+    running_stack, running_stack_with_logins, step, wait_for,
 };
 
 const VALIDATOR: &str = "validator";
@@ -148,18 +148,6 @@ fn micros_now() -> i64 {
 }
 
 /// Polls `holds` every 200 ms until it is true, logging how long it took.
-fn wait_for(what: &str, mut holds: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !holds() {
-        assert!(
-            started.elapsed() < DEADLINE,
-            "{what}: not within {DEADLINE:?}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    eprintln!("{what} after {:?}", started.elapsed());
-}
-
 /// The run of `organisation` waiting for the approval of `step`.
 fn awaits_approval(stack: &Stack, organisation: &str, run: &str, step: &str) -> bool {
     let (status, runs) = ops_json_of(
@@ -264,13 +252,6 @@ async fn restart_coordinator(stack: &mut Stack, why: &str) {
         .await
         .expect("the SV coordinator back");
     eprintln!("SV coordinator killed {why}, leading again after {took:?}");
-}
-
-fn step<'a>(run: &'a Value, id: &str) -> &'a Value {
-    run["steps"]
-        .as_array()
-        .and_then(|steps| steps.iter().find(|step| step["step"] == id))
-        .unwrap_or_else(|| panic!("no step {id} in {run:#}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -411,7 +392,7 @@ async fn network_dr_moves_both_organisations_to_a_new_synchronizer_at_the_agreed
     let after_t =
         format!("SELECT count(*) FROM participant_contract WHERE created_ts_micros > {t_micros}");
     tokio::task::block_in_place(|| {
-        wait_for("contracts created after T", || {
+        wait_for("contracts created after T", DEADLINE, || {
             count(&stack, "participant1", &after_t) > 0
         });
     });
@@ -465,10 +446,14 @@ async fn network_dr_moves_both_organisations_to_a_new_synchronizer_at_the_agreed
         .expect("the validator's coordinator back");
     eprintln!("validator coordinator died after publishing the dump, leading again after {took:?}");
     tokio::task::block_in_place(|| {
-        wait_for("both runs waiting for the new synchronizer", || {
-            awaits_approval(&stack, ORGANISATION, &operator_run, "new-synchronizer")
-                && awaits_approval(&stack, VALIDATOR, &validator_run, "new-synchronizer")
-        });
+        wait_for(
+            "both runs waiting for the new synchronizer",
+            DEADLINE,
+            || {
+                awaits_approval(&stack, ORGANISATION, &operator_run, "new-synchronizer")
+                    && awaits_approval(&stack, VALIDATOR, &validator_run, "new-synchronizer")
+            },
+        );
     });
     let mut dumped = BTreeMap::new();
     for app in SV_APPS.iter().chain(&["validator1-app"]) {
@@ -504,7 +489,7 @@ async fn network_dr_moves_both_organisations_to_a_new_synchronizer_at_the_agreed
 
     restart_coordinator(&mut stack, "while waiting for the approval").await;
     tokio::task::block_in_place(|| {
-        wait_for("the resumed run waiting again", || {
+        wait_for("the resumed run waiting again", DEADLINE, || {
             awaits_approval(&stack, ORGANISATION, &operator_run, "new-synchronizer")
         });
     });
@@ -589,7 +574,7 @@ async fn network_dr_moves_both_organisations_to_a_new_synchronizer_at_the_agreed
         "SELECT count(*) FROM participant_contract WHERE created_ts_micros > {reconnected}"
     );
     tokio::task::block_in_place(|| {
-        wait_for("new contracts on the new synchronizer", || {
+        wait_for("new contracts on the new synchronizer", DEADLINE, || {
             count(&stack, "participant1", &new_contracts) > 0
         });
     });
@@ -604,15 +589,20 @@ async fn network_dr_moves_both_organisations_to_a_new_synchronizer_at_the_agreed
     // Every participant's commitments on the new synchronizer match a counter-participant's,
     // and none mismatch.
     tokio::task::block_in_place(|| {
-        wait_for("matching commitments on the new synchronizer", || {
-            let commitments = observe::commitments_since(&stack, reconnected).expect("commitments");
-            assert!(
-                commitments.iter().all(|c| c.mismatched_periods == 0),
-                "{commitments:?}"
-            );
-            commitments.len() == PARTICIPANTS.len()
-                && commitments.iter().all(|c| c.matching_peers > 0)
-        });
+        wait_for(
+            "matching commitments on the new synchronizer",
+            DEADLINE,
+            || {
+                let commitments =
+                    observe::commitments_since(&stack, reconnected).expect("commitments");
+                assert!(
+                    commitments.iter().all(|c| c.mismatched_periods == 0),
+                    "{commitments:?}"
+                );
+                commitments.len() == PARTICIPANTS.len()
+                    && commitments.iter().all(|c| c.matching_peers > 0)
+            },
+        );
     });
 
     let unclean = stack.shutdown().await.expect("shutdown");
@@ -675,7 +665,7 @@ async fn a_dump_at_a_pruned_timestamp_fails_with_the_reason_and_rolls_back() {
     let before_pruning = SystemTime::now() - Duration::from_millis(500);
     let since = micros_now();
     tokio::task::block_in_place(|| {
-        wait_for("contracts to prune", || {
+        wait_for("contracts to prune", DEADLINE, || {
             count(
                 &stack,
                 "participant1",
@@ -717,7 +707,7 @@ async fn a_dump_at_a_pruned_timestamp_fails_with_the_reason_and_rolls_back() {
     // The disconnect was rolled back: the participant processes again.
     let rolled_back = micros_now();
     tokio::task::block_in_place(|| {
-        wait_for("participant1 connected again", || {
+        wait_for("participant1 connected again", DEADLINE, || {
             count(
                 &stack,
                 "participant1",

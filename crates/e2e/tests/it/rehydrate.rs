@@ -14,7 +14,7 @@ use e2e::observe;
 use e2e::stack::{Stack, StackOptions};
 use serde_json::Value;
 
-use crate::support::{ORGANISATION, final_run, manifests, node_calls, node_psql, ops_json};
+use crate::support::{ORGANISATION, final_run, manifests, node_calls, node_psql, ops_json, step};
 
 const TOLERANCE_MS: i64 = 1_500;
 
@@ -98,13 +98,6 @@ fn last_counter(stack: &Stack, node: &str) -> i64 {
         node,
         "SELECT coalesce(max(last_counter), -1) FROM member_cursor",
     )
-}
-
-fn step<'a>(run: &'a Value, id: &str) -> &'a Value {
-    run["steps"]
-        .as_array()
-        .and_then(|steps| steps.iter().find(|step| step["step"] == id))
-        .unwrap_or_else(|| panic!("no step {id} in {run:#}"))
 }
 
 fn step_result<'a>(run: &'a Value, id: &str) -> &'a Value {

@@ -266,3 +266,25 @@ pub fn node_psql(stack: &Stack, node: &str, sql: &str) -> String {
         .trim()
         .to_owned()
 }
+
+/// Polls `holds` every 100 ms until it is true, logging how long it took; fails after
+/// `deadline`.
+pub fn wait_for(what: &str, deadline: Duration, mut holds: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !holds() {
+        assert!(
+            started.elapsed() < deadline,
+            "{what}: not within {deadline:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!("{what} after {:?}", started.elapsed());
+}
+
+/// The step `id` of a run summary (`--output json`).
+pub fn step<'a>(run: &'a Value, id: &str) -> &'a Value {
+    run["steps"]
+        .as_array()
+        .and_then(|steps| steps.iter().find(|step| step["step"] == id))
+        .unwrap_or_else(|| panic!("no step {id} in {run:#}"))
+}
