@@ -145,6 +145,31 @@ fn one_size(
         }
         let takeover_ms = takeover_started.elapsed().as_secs_f64() * 1e3;
         let mut ops = operator_client(coordinator.api_addr).await?;
+        // A run plans over the participants in the inventory, known by their published node
+        // state: on a loaded machine the last agents' first state can arrive after the fence,
+        // and a run started then would skip them.
+        let inventory_started = Instant::now();
+        loop {
+            let listed = ops
+                .list_nodes(pb::ListNodesRequest {})
+                .await?
+                .into_inner()
+                .nodes
+                .iter()
+                .filter(|view| {
+                    view.state
+                        .as_ref()
+                        .is_some_and(|state| state.kind() == pb::NodeKind::Participant)
+                })
+                .count();
+            if listed >= agents {
+                break;
+            }
+            if inventory_started.elapsed() > Duration::from_secs(300) {
+                bail!("the inventory knows {listed} of {agents} participants after 300 s");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         let mut baseline =
             Baseline::start(&network.jetstream, &urls, &network_id, agents, topology).await?;
         let statistics = coordinator.shared.network.client.statistics();

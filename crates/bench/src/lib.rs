@@ -3,6 +3,7 @@
 //! for the published numbers and `Options::smoke()` for the extras-tier test that keeps it
 //! working. Everything runs on 127.0.0.1, bounded in count and time.
 
+pub mod backup_wall;
 pub mod barrier;
 pub mod engine;
 pub mod failure;

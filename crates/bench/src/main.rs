@@ -1,17 +1,18 @@
 //! `bench <name> [--smoke]`: one benchmark program, printing numbers and ratios to baselines
 //! measured in the same run. Names: barrier, heartbeat-ingest, failure-detection, engine,
-//! agent-footprint. `agents-host` and `heartbeat-publishers` are the helper processes the
+//! agent-footprint, backup-wall-time. `agents-host` and `heartbeat-publishers` are the helper processes the
 //! programs start themselves.
 
 use anyhow::bail;
 use bench::servers::Topology;
-use bench::{barrier, engine, failure, footprint, heartbeat};
+use bench::{backup_wall, barrier, engine, failure, footprint, heartbeat};
 
 const USAGE: &str =
-    "usage: bench <barrier|heartbeat-ingest|failure-detection|engine|agent-footprint> [--smoke]
+    "usage: bench <barrier|heartbeat-ingest|failure-detection|engine|agent-footprint|backup-wall-time> [--smoke]
   barrier            [--sizes 10,100,1000] [--topologies r1,r3]
   failure-detection  [--kills 60] [--agents 10]
-  agent-footprint    [--window-seconds 60]";
+  agent-footprint    [--window-seconds 60]
+  backup-wall-time   [--database-mb 200] [--reps 5]";
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -96,6 +97,20 @@ fn main() -> anyhow::Result<()> {
                 options.window = std::time::Duration::from_secs(seconds.parse()?);
             }
             footprint::run(&options)?;
+        }
+        "backup-wall-time" => {
+            let mut options = if smoke {
+                backup_wall::Options::smoke()
+            } else {
+                backup_wall::Options::full()
+            };
+            if let Some(mb) = option("--database-mb") {
+                options.database_mb = mb.parse()?;
+            }
+            if let Some(reps) = option("--reps") {
+                options.reps = reps.parse()?;
+            }
+            backup_wall::run(&options)?;
         }
         "agents-host" => barrier::host_agents(rest)?,
         "heartbeat-publishers" => heartbeat::publish_heartbeats(rest)?,

@@ -44,16 +44,29 @@ pub fn start_run(run_id: &str, runbook: Runbook, owner_epoch: u64, skew_ms: Mill
 
 /// Applies one event. The caller persists the returned state before performing the effects.
 pub fn on_event(state: &RunState, event: Event, now: Millis) -> (RunState, Vec<Effect>) {
+    on_events(state, std::iter::once(event), now)
+}
+
+/// Applies events in order, exactly as the same sequence of [`on_event`] calls would (the
+/// effects are concatenated), but clones the state once: with a thousand nodes the clone costs
+/// more than the transition, and a batch of acks is folded in one go.
+pub fn on_events(
+    state: &RunState,
+    events: impl IntoIterator<Item = Event>,
+    now: Millis,
+) -> (RunState, Vec<Effect>) {
     let mut machine = Machine {
         s: state.clone(),
         fx: Vec::new(),
         now,
     };
-    if !machine.s.status.is_finished() {
-        machine.apply(event);
-        machine.refresh_status();
+    for event in events {
+        if !machine.s.status.is_finished() {
+            machine.apply(event);
+            machine.refresh_status();
+        }
+        machine.s.transitions += 1;
     }
-    machine.s.transitions += 1;
     (machine.s, machine.fx)
 }
 

@@ -18,7 +18,7 @@ mod model;
 mod runbook;
 mod schedule;
 
-pub use engine::{on_event, resume, start_run};
+pub use engine::{on_event, on_events, resume, start_run};
 pub use model::*;
 pub use runbook::{PlannedStep, Runbook, StepBuilder, plan, runbooks};
 pub use schedule::{Schedule, ScheduleError};

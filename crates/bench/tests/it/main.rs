@@ -68,3 +68,21 @@ fn extras_agent_footprint_smoke_measures_a_running_agent() {
     assert!(result.rss_mb.min > 1.0, "{result:?}");
     assert!(result.cpu_percent >= 0.0);
 }
+
+#[test]
+fn extras_backup_wall_time_smoke_runs_the_runbook_and_both_scripts() {
+    let result = bench::backup_wall::run(&bench::backup_wall::Options::smoke()).unwrap();
+    assert_eq!(result.database_bytes.len(), 4, "{result:?}");
+    assert!(
+        result.database_bytes.iter().all(|(_, bytes)| *bytes > 4_000_000),
+        "every database was filled: {result:?}"
+    );
+    assert_eq!(result.runbook_ms.count, 1);
+    // The sequential script dumps the same four databases one after the other, so it cannot be
+    // faster than its slowest dump alone.
+    assert!(
+        result.sequential_ms.min >= result.slowest_alone_ms.min,
+        "{result:?}"
+    );
+    assert!(result.parallel_ms.min > 0.0, "{result:?}");
+}

@@ -21,8 +21,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use prost::Message;
 use sidecar_core::{
-    AckStatus, Effect, Event, Millis, Outgoing, RunState, RunStatus, Runbook, on_event, resume,
-    start_run,
+    AckStatus, Effect, Event, Millis, Outgoing, RunState, RunStatus, Runbook, on_event, on_events,
+    resume, start_run,
 };
 use sidecar_trust::{SigningIdentity, sign_command};
 
@@ -582,25 +582,24 @@ impl Driver {
         now: Millis,
     ) -> Result<(RunRecord, Vec<Effect>), DriverError> {
         let mut next = record.clone();
-        let mut effects = Vec::new();
+        let mut events = Vec::with_capacity(inputs.len());
         for input in inputs {
-            let event = match input {
-                Input::Event(event) => event.clone(),
+            match input {
+                Input::Event(event) => events.push(event.clone()),
                 Input::SignedApproval { step, envelope } => {
                     next.approvals.insert(step.clone(), envelope.clone());
-                    continue;
                 }
                 Input::Ack(answer) => {
-                    let Some(event) = self.ack_event(&mut next, answer).await? else {
-                        continue;
-                    };
-                    event
+                    // Reads only the owner epoch and the routes, which no event of the batch
+                    // changes, so the events can be folded together afterwards.
+                    if let Some(event) = self.ack_event(&mut next, answer).await? {
+                        events.push(event);
+                    }
                 }
-            };
-            let (state, fx) = on_event(&next.state, event, now);
-            next.state = state;
-            effects.extend(fx);
+            }
         }
+        let (state, effects) = on_events(&next.state, events, now);
+        next.state = state;
         next.updated_at = now;
         if next.state.status.is_finished() && next.finished_at.is_none() {
             next.finished_at = Some(now);
@@ -882,11 +881,29 @@ impl Driver {
         effects: Vec<Effect>,
     ) -> Result<(), DriverError> {
         let mut published = false;
-        for effect in effects {
+        let mut effects = effects.into_iter().peekable();
+        while let Some(effect) = effects.next() {
             match effect {
                 Effect::Send(outgoing) => {
-                    self.send(record, &outgoing).await?;
-                    if !published {
+                    if published {
+                        // A step's fan-out: the commands go out together and their stored acks
+                        // are awaited together, so N nodes cost about one fsync round trip,
+                        // not N. Only consecutive sends are joined; every other effect keeps
+                        // its place after them.
+                        let mut batch = vec![outgoing];
+                        while let Some(Effect::Send(_)) = effects.peek() {
+                            if let Some(Effect::Send(next)) = effects.next() {
+                                batch.push(next);
+                            }
+                        }
+                        futures::future::try_join_all(
+                            batch.iter().map(|outgoing| self.send(record, outgoing)),
+                        )
+                        .await?;
+                    } else {
+                        // The first publish alone, so a crash right after it (the failpoint)
+                        // leaves the rest of the fan-out unsent, as a real crash could.
+                        self.send(record, &outgoing).await?;
                         published = true;
                         failpoint(failpoints::AFTER_PUBLISH)?;
                     }

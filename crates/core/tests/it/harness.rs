@@ -21,6 +21,8 @@ pub struct Driver {
     pub now: Millis,
     pub sent: Vec<Outgoing>,
     pub effects: Vec<Effect>,
+    /// Every event applied, with the time it was applied at.
+    pub log: Vec<(Event, Millis)>,
 }
 
 impl Driver {
@@ -30,6 +32,7 @@ impl Driver {
             now: T0,
             sent: Vec::new(),
             effects: Vec::new(),
+            log: Vec::new(),
         }
     }
 
@@ -42,6 +45,7 @@ impl Driver {
                 ..
             }
         );
+        self.log.push((event.clone(), self.now));
         let (after, effects) = on_event(&self.state, event.clone(), self.now);
         check_transition(
             &self.state,

@@ -245,6 +245,42 @@ proptest! {
         check_resume(&driver.state, driver.now);
     }
 
+    /// The driver folds a batch of acks with `on_events`: cut anywhere between events of the
+    /// same time, the batches give the same state and the same effects as one `on_event` each.
+    #[test]
+    fn a_batch_folds_like_its_events_one_by_one(
+        choice in 0u8..3,
+        ops in prop::collection::vec(op(), 0..30),
+        cuts in prop::collection::vec(any::<bool>(), 0..80),
+    ) {
+        let runbook = runbook(choice, true);
+        let mut driver = Driver::new(runbook.clone());
+        driver.apply(Event::Started);
+        let mut delivered = Vec::new();
+        for op in &ops {
+            step_op(&mut driver, &mut delivered, op);
+        }
+        drain(&mut driver);
+        let mut state = Driver::new(runbook).state;
+        let mut effects = Vec::new();
+        let mut batch: Vec<Event> = Vec::new();
+        let mut batch_now = T0;
+        for (index, (event, now)) in driver.log.iter().enumerate() {
+            let cut = cuts.get(index).copied().unwrap_or(false);
+            if !batch.is_empty() && (*now != batch_now || cut) {
+                let (next, fx) = on_events(&state, batch.drain(..), batch_now);
+                state = next;
+                effects.extend(fx);
+            }
+            batch_now = *now;
+            batch.push(event.clone());
+        }
+        let (state, fx) = on_events(&state, batch, batch_now);
+        effects.extend(fx);
+        prop_assert_eq!(&state, &driver.state);
+        prop_assert_eq!(&effects, &driver.effects);
+    }
+
     /// Replaying an entire run from any persisted point gives the same outcome as never
     /// crashing: the engine's next state depends only on the persisted state and the event.
     #[test]
