@@ -224,7 +224,7 @@ fn fill(stack: &Stack, database: &Database, mb: u64) -> anyhow::Result<()> {
             &database.name,
             &format!(
                 "CREATE TABLE IF NOT EXISTS bench_filler AS \
-                 SELECT g AS id, md5(g::text) AS a, md5((g * 7919)::text) AS b \
+                 SELECT g AS id, md5(g::text) AS a, md5((g::bigint * 7919)::text) AS b \
                  FROM generate_series(1, {rows}) AS g"
             ),
         )
