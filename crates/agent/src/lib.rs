@@ -13,6 +13,7 @@ pub mod commands;
 pub mod config;
 mod connection;
 mod context;
+pub mod fuzzing;
 pub mod health;
 mod heartbeat;
 pub mod metrics;

@@ -516,15 +516,15 @@ impl Backups {
 }
 
 /// `key=value` lines a snapshot command printed.
-#[derive(Default)]
-struct SnapshotReport {
-    sha256: Option<String>,
-    size: Option<u64>,
-    id: Option<String>,
+#[derive(Debug, Default)]
+pub(crate) struct SnapshotReport {
+    pub(crate) sha256: Option<String>,
+    pub(crate) size: Option<u64>,
+    pub(crate) id: Option<String>,
 }
 
 impl SnapshotReport {
-    fn parse(stdout: &str) -> Self {
+    pub(crate) fn parse(stdout: &str) -> Self {
         let mut report = Self::default();
         for line in stdout.lines() {
             let Some((key, value)) = line.trim().split_once('=') else {

@@ -17,6 +17,7 @@ mod backup;
 mod child;
 mod error;
 mod files;
+pub mod fuzzing;
 mod lifecycle;
 mod liveness;
 mod manifest;

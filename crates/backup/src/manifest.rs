@@ -77,8 +77,25 @@ impl Manifest {
                 ),
             ));
         }
+        if let Some(artefact) = &manifest.artefact
+            && !is_plain_file_name(artefact)
+        {
+            // Verify hashes and the upload hook ships `<set dir>/<artefact>`: a manifest naming
+            // `../..` or an absolute path would point them at any file on the host.
+            return Err(Error::new(
+                ErrorKind::Corrupt,
+                format!(
+                    "manifest {file} names artefact {artefact:?}, which is not a file name in its set directory; take the backup again"
+                ),
+            ));
+        }
         Ok(manifest)
     }
+}
+
+/// One path component naming a file: not empty, not `.` or `..`, no separator or NUL.
+fn is_plain_file_name(name: &str) -> bool {
+    !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '\\', '\0'])
 }
 
 pub(crate) fn unix_ms_now() -> i64 {

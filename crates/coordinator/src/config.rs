@@ -196,9 +196,32 @@ fn duration(
     }
 }
 
+/// The largest file a key may name: the signed network configuration is the biggest (up to
+/// `MAX_NETWORK_CONFIG_BYTES`); anything larger is a wrong path (`/dev/zero`, a dump), refused
+/// before it is read whole into memory.
+pub const MAX_REFERENCED_FILE_BYTES: u64 = sidecar_trust::MAX_NETWORK_CONFIG_BYTES as u64;
+
 fn read(key: &'static str, path: &Path, base: &Path) -> Result<Vec<u8>, ConfigError> {
+    use std::io::Read;
     let path = resolve(path, base);
-    std::fs::read(&path).map_err(|e| invalid(key, format!("cannot read {}: {e}", path.display())))
+    let cannot = |e: std::io::Error| invalid(key, format!("cannot read {}: {e}", path.display()));
+    let mut bytes = Vec::new();
+    std::fs::File::open(&path)
+        .and_then(|file| {
+            file.take(MAX_REFERENCED_FILE_BYTES + 1)
+                .read_to_end(&mut bytes)
+        })
+        .map_err(cannot)?;
+    if bytes.len() as u64 > MAX_REFERENCED_FILE_BYTES {
+        return Err(invalid(
+            key,
+            format!(
+                "{} holds more than {MAX_REFERENCED_FILE_BYTES} bytes; name the file this key expects",
+                path.display()
+            ),
+        ));
+    }
+    Ok(bytes)
 }
 
 fn token(key: &'static str, path: &Path, base: &Path) -> Result<String, ConfigError> {
@@ -265,7 +288,13 @@ impl Config {
             path: path.to_owned(),
             source,
         })?;
-        let raw: RawConfig = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        Self::from_toml(&text, path)
+    }
+
+    /// Parses and validates TOML `text` said to come from `path`; files the keys name are read
+    /// relative to `path`'s directory.
+    pub fn from_toml(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_owned(),
             detail: e.to_string(),
         })?;
@@ -438,6 +467,31 @@ mod tests {
             garbled.to_string().starts_with("retention.keep_for:"),
             "{garbled}"
         );
+    }
+
+    #[test]
+    fn a_key_naming_an_endless_file_is_refused_without_reading_it_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("signing.seed"), hex::encode([9u8; 32])).unwrap();
+        let text = r#"
+            network = "net1"
+            organisation = "org-a"
+            [nats]
+            url = "nats://127.0.0.1:4222"
+            [signing]
+            seed_file = "signing.seed"
+            key_id = "org-a/coord"
+            [network_config]
+            file = "/dev/zero"
+            config_public_key = "00"
+            config_key_id = "net1/root"
+            [api]
+            listen = "127.0.0.1:0"
+            operator_token_file = "operator.token"
+        "#;
+        let error = Config::from_toml(text, &dir.path().join("coordinator.toml")).unwrap_err();
+        assert!(error.to_string().contains("more than"), "{error}");
+        assert_eq!(key_of(error), "network_config.file");
     }
 
     fn raw(seed: Option<&str>, creds: Option<&str>, ca: Option<&str>) -> RawNats {

@@ -1,12 +1,14 @@
 //! The canton-coordinator: leadership with fencing, the durable runbook driver, node registry
 //! and the coordinator API.
 
+pub mod acks;
 pub mod api;
 pub mod backup_sets;
 pub mod catalogue;
 pub mod config;
 pub mod dr;
 pub mod driver;
+pub mod fuzzing;
 pub mod leadership;
 pub mod metrics;
 pub mod nats;

@@ -15,9 +15,10 @@ use futures::StreamExt;
 use prost::Message;
 use proto_sidecar::NodeState;
 use sidecar_bus::{Bucket, BusSettings, Names, Network};
-use sidecar_trust::{AckExpectation, KeyPurpose, KeyRing, SigningIdentity, TrustedKey};
+use sidecar_trust::{KeyPurpose, KeyRing, SigningIdentity, TrustedKey};
 use tokio_util::sync::CancellationToken;
 
+use crate::acks::AckOnBus;
 use crate::catalogue::Inventory;
 use crate::config::Config;
 use crate::driver::ports::{Clock, SystemClock};
@@ -555,7 +556,6 @@ async fn fence(shared: &Shared, epoch: u64) {
 /// each run's batch in one CAS, and acks the messages only after that write.
 async fn ack_loop(shared: Arc<Shared>, consumer: consumer::PullConsumer) {
     let names = shared.names().clone();
-    let prefix = format!("cs.{}.ack.", names.network());
     loop {
         if shared.crashed.is_cancelled() {
             return;
@@ -586,36 +586,16 @@ async fn ack_loop(shared: Arc<Shared>, consumer: consumer::PullConsumer) {
         > = BTreeMap::new();
         let mut junk = Vec::new();
         while let Some(Ok(message)) = messages.next().await {
-            let Some((node_token, run)) = message
-                .subject
-                .as_str()
-                .strip_prefix(&prefix)
-                .and_then(|rest| rest.split_once('.'))
-                .map(|(node, run)| (node.to_owned(), run.to_owned()))
-            else {
-                junk.push(message);
-                continue;
-            };
-            let expect = AckExpectation {
-                network: names.network().as_str(),
-                run: &run,
-                node: None,
-            };
-            match sidecar_trust::verify_ack(
+            match crate::acks::read_ack(
+                &names,
+                message.subject.as_str(),
                 &message.payload,
                 &shared.keys,
-                &expect,
                 SystemClock.now_ms(),
             ) {
-                Ok(verified) if verified.ack.node.replace('.', "_") == node_token => {
-                    by_run.entry(run).or_default().push((message, verified.ack));
-                }
-                Ok(verified) => {
-                    tracing::warn!(subject = %message.subject, node = %verified.ack.node, "ack published under another node's subject; dropped");
-                    junk.push(message);
-                }
-                Err(rejection) => {
-                    tracing::warn!(subject = %message.subject, %rejection, "ack refused");
+                Ok(AckOnBus { run, ack }) => by_run.entry(run).or_default().push((message, ack)),
+                Err(refused) => {
+                    tracing::warn!(subject = %message.subject, %refused, "ack dropped");
                     junk.push(message);
                 }
             }

@@ -10,6 +10,7 @@ pub mod control;
 pub mod db;
 pub mod error;
 pub mod faults;
+pub mod fuzzing;
 pub mod ha;
 pub mod health;
 pub mod member;

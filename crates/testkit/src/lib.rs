@@ -12,6 +12,7 @@
 
 mod binaries;
 mod error;
+pub mod fuzz;
 mod nats;
 mod ports;
 mod postgres;

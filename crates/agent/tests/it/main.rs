@@ -7,6 +7,7 @@ mod bus;
 mod children;
 mod command_support;
 mod commands;
+mod corpus;
 mod crashes;
 mod migration;
 mod sim;

@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod agents;
+mod corpus;
 mod driver;
 mod kills;
 mod late_command;

@@ -5,6 +5,7 @@ mod app;
 mod backup;
 mod cli;
 mod connectivity;
+mod corpus;
 mod faults;
 mod ha;
 mod health;

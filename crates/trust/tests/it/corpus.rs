@@ -1,21 +1,13 @@
 //! Replays the saved fuzz corpus of `fuzz/fuzz_targets/envelope_verify.rs` on stable, so the
-//! inputs that once mattered keep being checked without nightly.
+//! inputs that once mattered keep being checked without nightly; the extras tier fuzzes it.
 
-use std::path::PathBuf;
+use testkit::fuzz::{check_seeds, replay_corpus, run_fuzzer};
 
-fn corpus_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/envelope_verify")
-}
+const TARGET: &str = "envelope_verify";
 
 #[test]
 fn fuzz_corpus_replays_without_panics() {
-    let mut replayed = 0;
-    for entry in std::fs::read_dir(corpus_dir()).unwrap() {
-        let path = entry.unwrap().path();
-        let bytes = std::fs::read(&path).unwrap();
-        sidecar_trust::fuzzing::check_envelope_bytes(&bytes);
-        replayed += 1;
-    }
+    let replayed = replay_corpus(TARGET, sidecar_trust::fuzzing::check_envelope_bytes);
     assert!(
         replayed >= 8,
         "the corpus holds seeds for every message family, found {replayed}"
@@ -25,20 +17,10 @@ fn fuzz_corpus_replays_without_panics() {
 /// Writes the seed corpus; run with WRITE_FUZZ_SEEDS=1 after changing the message formats.
 #[test]
 fn fuzz_seeds_are_current() {
-    let seeds = sidecar_trust::fuzzing::seed_inputs();
-    let dir = corpus_dir();
-    if std::env::var_os("WRITE_FUZZ_SEEDS").is_some() {
-        std::fs::create_dir_all(&dir).unwrap();
-        for (name, bytes) in &seeds {
-            std::fs::write(dir.join(format!("seed-{name}")), bytes).unwrap();
-        }
-    }
-    for (name, bytes) in &seeds {
-        let saved = std::fs::read(dir.join(format!("seed-{name}")))
-            .unwrap_or_else(|_| panic!("seed {name} missing; rerun with WRITE_FUZZ_SEEDS=1"));
-        assert_eq!(
-            &saved, bytes,
-            "seed {name} is stale; rerun with WRITE_FUZZ_SEEDS=1"
-        );
-    }
+    check_seeds(TARGET, &sidecar_trust::fuzzing::seed_inputs());
+}
+
+#[test]
+fn extras_fuzz_envelope_verify_finds_no_crash() {
+    run_fuzzer("extras_fuzz_envelope_verify_finds_no_crash", TARGET, 15);
 }
