@@ -1,6 +1,7 @@
 //! Process harness for tests, benchmarks and the demo: private `nats-server` and PostgreSQL
-//! servers on free 127.0.0.1 ports in temporary directories, and product binaries from the
-//! target dir. No product dependencies, so every crate can use it.
+//! servers on free 127.0.0.1 ports in temporary directories, product binaries from the target
+//! dir, and a TCP proxy that puts network faults between a client and its server. No product
+//! dependencies, so every crate can use it.
 //!
 //! Every server is a direct child: it is killed and its directory removed when its handle drops,
 //! also while a test panics (the handle then prints the tail of the child's log). Children stay in
@@ -17,6 +18,7 @@ mod nats;
 mod ports;
 mod postgres;
 mod process;
+mod proxy;
 mod skip;
 mod tls;
 
@@ -29,6 +31,7 @@ pub use nats::{
 pub use ports::free_port;
 pub use postgres::{Postgres, pg_bin};
 pub use process::{ChildProcess, wait_until};
+pub use proxy::{ProxyMode, ProxyStats, TcpProxy};
 pub use skip::{SKIP_FILE_VAR, on_path, skip};
 pub use tls::{TlsFiles, tls_files};
 

@@ -3,3 +3,4 @@
 
 mod nats;
 mod postgres;
+mod proxy;
