@@ -74,7 +74,10 @@ fn extras_backup_wall_time_smoke_runs_the_runbook_and_both_scripts() {
     let result = bench::backup_wall::run(&bench::backup_wall::Options::smoke()).unwrap();
     assert_eq!(result.database_bytes.len(), 4, "{result:?}");
     assert!(
-        result.database_bytes.iter().all(|(_, bytes)| *bytes > 4_000_000),
+        result
+            .database_bytes
+            .iter()
+            .all(|(_, bytes)| *bytes > 4_000_000),
         "every database was filled: {result:?}"
     );
     assert_eq!(result.runbook_ms.count, 1);
