@@ -111,7 +111,8 @@ snapshot_command = ["/usr/local/bin/snap", "{artefact}"]
         ("agent-app-env".into(), with_env.into_bytes()),
         (
             "agent-unknown-key".into(),
-            b"network = \"net1\"\nnode = \"s1\"\nkind = \"sequencer\"\nbogus = 1\n".to_vec(),
+            b"network = \"net1\"\nnode = \"app1\"\nkind = \"app\"\nbogus = 1\n[nats]\nurl = \"nats://127.0.0.1:4222\"\n"
+                .to_vec(),
         ),
     ]
 }
