@@ -188,7 +188,7 @@ fn measure_on(stack: &Stack, options: &Options) -> anyhow::Result<BackupWallResu
     let mut samples = Samples::default();
     for rep in 0..=options.reps {
         let runbook = backup_runbook(stack, rep)?;
-        let parallel_took = run_script(&parallel)?;
+        let (parallel_took, _) = run_script(&parallel)?;
         let (sequential_took, per_node) = run_sequential(&sequential)?;
         println!(
             "  rep {rep}{}: runbook {:.0} ms, parallel script {:.0} ms, sequential script {:.0} ms ({})",
@@ -286,26 +286,13 @@ fn timed(node: &str, command: &str) -> String {
     )
 }
 
-fn run_script(script: &Path) -> anyhow::Result<Duration> {
+/// Runs `script` with bash to completion; its wall time and standard output.
+fn run_script(script: &Path) -> anyhow::Result<(Duration, String)> {
     let started = Instant::now();
     let output = Command::new("bash")
         .arg(script)
         .output()
         .with_context(|| format!("running {}", script.display()))?;
-    if !output.status.success() {
-        bail!(
-            "{} failed: {}",
-            script.display(),
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-    Ok(started.elapsed())
-}
-
-/// The sequential script's wall time and each node's dump time (microseconds it printed).
-fn run_sequential(script: &Path) -> anyhow::Result<(Duration, Vec<(String, Duration)>)> {
-    let started = Instant::now();
-    let output = Command::new("bash").arg(script).output()?;
     let took = started.elapsed();
     if !output.status.success() {
         bail!(
@@ -314,7 +301,13 @@ fn run_sequential(script: &Path) -> anyhow::Result<(Duration, Vec<(String, Durat
             String::from_utf8_lossy(&output.stderr)
         );
     }
-    let per_node = String::from_utf8_lossy(&output.stdout)
+    Ok((took, String::from_utf8_lossy(&output.stdout).into_owned()))
+}
+
+/// The sequential script's wall time and each node's dump time (microseconds it printed).
+fn run_sequential(script: &Path) -> anyhow::Result<(Duration, Vec<(String, Duration)>)> {
+    let (took, stdout) = run_script(script)?;
+    let per_node = stdout
         .lines()
         .filter_map(|line| {
             let (node, micros) = line.split_once(' ')?;

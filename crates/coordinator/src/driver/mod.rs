@@ -891,10 +891,10 @@ impl Driver {
                         // not N. Only consecutive sends are joined; every other effect keeps
                         // its place after them.
                         let mut batch = vec![outgoing];
-                        while let Some(Effect::Send(_)) = effects.peek() {
-                            if let Some(Effect::Send(next)) = effects.next() {
-                                batch.push(next);
-                            }
+                        while let Some(Effect::Send(next)) =
+                            effects.next_if(|effect| matches!(effect, Effect::Send(_)))
+                        {
+                            batch.push(next);
                         }
                         futures::future::try_join_all(
                             batch.iter().map(|outgoing| self.send(record, outgoing)),

@@ -16,6 +16,7 @@ use e2e::stack::Stack;
 
 use crate::support::{
     ORGANISATION, final_run, method_name, node_calls, node_psql, ops_json, running_stack, wait_for,
+    wait_for_matching_commitments,
 };
 
 const TOPOLOGY: &str = r#"
@@ -228,19 +229,9 @@ async fn participants_of_a_lost_synchronizer_move_to_a_new_one_with_every_contra
                     ) != "0"
             })
         });
-        wait_for(
-            "matching commitments on the new synchronizer",
-            DEADLINE,
-            || {
-                let commitments =
-                    observe::commitments_since(&stack, reconnected).expect("commitments");
-                assert!(
-                    commitments.iter().all(|c| c.mismatched_periods == 0),
-                    "{commitments:?}"
-                );
-                commitments.iter().all(|c| c.matching_peers > 0)
-            },
-        );
+        wait_for_matching_commitments(&stack, reconnected, DEADLINE, |commitments| {
+            commitments.iter().all(|c| c.matching_peers > 0)
+        });
     });
 
     new.stop().expect("stopping the new synchronizer");

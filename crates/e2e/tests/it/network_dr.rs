@@ -25,7 +25,7 @@ use serde_json::Value;
 
 use crate::support::{
     ORGANISATION, final_run, node_calls, node_psql, ops_json_of, ops_ok_of, ops_output_of,
-    running_stack, running_stack_with_logins, step, wait_for,
+    running_stack, running_stack_with_logins, step, wait_for, wait_for_matching_commitments,
 };
 
 const VALIDATOR: &str = "validator";
@@ -589,20 +589,10 @@ async fn network_dr_moves_both_organisations_to_a_new_synchronizer_at_the_agreed
     // Every participant's commitments on the new synchronizer match a counter-participant's,
     // and none mismatch.
     tokio::task::block_in_place(|| {
-        wait_for(
-            "matching commitments on the new synchronizer",
-            DEADLINE,
-            || {
-                let commitments =
-                    observe::commitments_since(&stack, reconnected).expect("commitments");
-                assert!(
-                    commitments.iter().all(|c| c.mismatched_periods == 0),
-                    "{commitments:?}"
-                );
-                commitments.len() == PARTICIPANTS.len()
-                    && commitments.iter().all(|c| c.matching_peers > 0)
-            },
-        );
+        wait_for_matching_commitments(&stack, reconnected, DEADLINE, |commitments| {
+            commitments.len() == PARTICIPANTS.len()
+                && commitments.iter().all(|c| c.matching_peers > 0)
+        });
     });
 
     let unclean = stack.shutdown().await.expect("shutdown");

@@ -288,3 +288,26 @@ pub fn step<'a>(run: &'a Value, id: &str) -> &'a Value {
         .and_then(|steps| steps.iter().find(|step| step["step"] == id))
         .unwrap_or_else(|| panic!("no step {id} in {run:#}"))
 }
+
+/// Waits until the commitments computed since `since_micros` satisfy `enough`; a mismatched
+/// period fails at once, whatever `enough` says.
+pub fn wait_for_matching_commitments(
+    stack: &Stack,
+    since_micros: i64,
+    deadline: Duration,
+    enough: impl Fn(&[e2e::observe::Commitments]) -> bool,
+) {
+    wait_for(
+        "matching commitments on the new synchronizer",
+        deadline,
+        || {
+            let commitments =
+                e2e::observe::commitments_since(stack, since_micros).expect("commitments");
+            assert!(
+                commitments.iter().all(|c| c.mismatched_periods == 0),
+                "{commitments:?}"
+            );
+            enough(&commitments)
+        },
+    );
+}
