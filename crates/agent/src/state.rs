@@ -81,9 +81,11 @@ pub async fn run_node_state(context: Context) {
 
 async fn write(context: &Context, store: &Store, key: &str, state: &NodeState) -> bool {
     let payload = wire::encode_node_state(state);
+    let before_ms = context.clock.now_unix_ms();
     match store.put(key, payload).await {
-        Ok(_) => {
+        Ok(revision) => {
             context.metrics.state_writes.increment();
+            check_clock_against_the_server(context, store, key, revision, before_ms).await;
             true
         }
         Err(error) => {
@@ -93,6 +95,57 @@ async fn write(context: &Context, store: &Store, key: &str, state: &NodeState) -
             tracing::warn!(%error, "node state not written");
             false
         }
+    }
+}
+
+/// The skew bound of agents without a command path (the command path's default).
+const DEFAULT_SKEW_BOUND: Duration = Duration::from_secs(2);
+
+/// The server stamped our write between the moment we sent it and the moment we read it back,
+/// by its clock: a stamp outside that window by more than the skew bound means one of the two
+/// clocks is off. This is the agent's time reference for a clock *ahead*, which commands alone
+/// cannot reveal (a command that waited in the stream looks the same).
+async fn check_clock_against_the_server(
+    context: &Context,
+    store: &Store,
+    key: &str,
+    revision: u64,
+    before_ms: i64,
+) {
+    // The latest entry, not the entry by revision: a read by sequence is not confined to
+    // this node's key, so the agent's credential does not allow it. Only this agent writes
+    // the key, so the latest entry is the one just written unless a newer write overtook it.
+    let Ok(Some(entry)) = store.entry(key).await else {
+        return;
+    };
+    if entry.revision != revision {
+        return;
+    }
+    let after_ms = context.clock.now_unix_ms();
+    let stamped_ms =
+        i64::try_from(entry.created.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX);
+    let bound_ms = context
+        .config
+        .commands
+        .as_ref()
+        .map_or(DEFAULT_SKEW_BOUND, |path| path.trust.max_clock_skew)
+        .as_millis() as i64;
+    let ahead_ms = before_ms.saturating_sub(stamped_ms);
+    let behind_ms = stamped_ms.saturating_sub(after_ms);
+    if ahead_ms > bound_ms {
+        context.metrics.clock_skew_warnings.increment();
+        tracing::warn!(
+            ahead_ms,
+            bound_ms,
+            "this agent's clock is ahead of the NATS server's by more than the skew bound: commands will be refused as expired early; check time sync on both hosts"
+        );
+    } else if behind_ms > bound_ms {
+        context.metrics.clock_skew_warnings.increment();
+        tracing::warn!(
+            behind_ms,
+            bound_ms,
+            "this agent's clock is behind the NATS server's by more than the skew bound: commands will be refused as not yet valid; check time sync on both hosts"
+        );
     }
 }
 

@@ -18,10 +18,11 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use e2e::stack::{Stack, StackOptions};
+use e2e::stack::Stack;
 use serde_json::Value;
 
 use crate::measure::{self, Summary};
+use crate::sim_stack::measure_on_stack;
 
 /// Sequencer, mediator and two participants of one organisation; no workload, so every
 /// repetition dumps the same data.
@@ -93,40 +94,12 @@ pub fn run(options: &Options) -> anyhow::Result<BackupWallResult> {
         "backup-wall-time",
         "backup runbook on 4 sim nodes vs parallel and sequential pg_dump scripts",
     );
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
-    let stack = runtime.block_on(start_stack())?;
-    let outcome = measure_on(&stack, options);
-    if let Err(error) = &outcome {
-        eprintln!("{error:#}\n{}", stack.log_tails(20));
-    }
-    let unclean = runtime.block_on(stack.shutdown());
-    if let Ok(unclean) = unclean
-        && !unclean.is_empty()
-    {
-        eprintln!("did not stop cleanly: {}", unclean.join(", "));
-    }
+    let outcome = measure_on_stack(TOPOLOGY, ORGANISATION, false, |stack| {
+        measure_on(stack, options)
+    });
     let result = outcome?;
     print(&result);
     Ok(result)
-}
-
-async fn start_stack() -> anyhow::Result<Stack> {
-    let mut stack = Stack::start(&StackOptions {
-        topology: TOPOLOGY,
-        heartbeat_interval: Duration::from_secs(1),
-        commands: true,
-        nats_login: false,
-        database_password: None,
-    })
-    .await?;
-    stack.start_agents(Duration::from_secs(120)).await?;
-    stack
-        .start_coordinator(ORGANISATION, Duration::from_secs(120))
-        .await?;
-    Ok(stack)
 }
 
 /// One node's database as the scripts reach it.

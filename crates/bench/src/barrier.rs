@@ -133,43 +133,7 @@ fn one_size(
 
     let reps = (options.reps)(agents);
     let outcome = runtime.block_on(async {
-        let takeover_started = Instant::now();
-        let coordinator = canton_coordinator::service::Coordinator::start(config)
-            .await
-            .map_err(|e| anyhow::anyhow!("coordinator: {e}"))?;
-        while coordinator.driving().await.is_none() {
-            if takeover_started.elapsed() > Duration::from_secs(300) {
-                bail!("the coordinator did not lead and fence {agents} agents within 300 s");
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        let takeover_ms = takeover_started.elapsed().as_secs_f64() * 1e3;
-        let mut ops = operator_client(coordinator.api_addr).await?;
-        // A run plans over the participants in the inventory, known by their published node
-        // state: on a loaded machine the last agents' first state can arrive after the fence,
-        // and a run started then would skip them.
-        let inventory_started = Instant::now();
-        loop {
-            let listed = ops
-                .list_nodes(pb::ListNodesRequest {})
-                .await?
-                .into_inner()
-                .nodes
-                .iter()
-                .filter(|view| {
-                    view.state
-                        .as_ref()
-                        .is_some_and(|state| state.kind() == pb::NodeKind::Participant)
-                })
-                .count();
-            if listed >= agents {
-                break;
-            }
-            if inventory_started.elapsed() > Duration::from_secs(300) {
-                bail!("the inventory knows {listed} of {agents} participants after 300 s");
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let (coordinator, takeover_ms, mut ops) = leading_coordinator(config, agents).await?;
         let mut baseline =
             Baseline::start(&network.jetstream, &urls, &network_id, agents, topology).await?;
         let statistics = coordinator.shared.network.client.statistics();
@@ -222,12 +186,62 @@ fn one_size(
     })
 }
 
+/// Starts the coordinator, waits until it leads and fenced every node (the time it took, in
+/// ms) and until its inventory knows every participant; returns it with an operator client.
+pub(crate) async fn leading_coordinator(
+    config: canton_coordinator::config::Config,
+    agents: usize,
+) -> anyhow::Result<(canton_coordinator::service::Coordinator, f64, Operator)> {
+    let takeover_started = Instant::now();
+    let coordinator = canton_coordinator::service::Coordinator::start(config)
+        .await
+        .map_err(|e| anyhow::anyhow!("coordinator: {e}"))?;
+    while coordinator.driving().await.is_none() {
+        if takeover_started.elapsed() > Duration::from_secs(300) {
+            bail!("the coordinator did not lead and fence {agents} nodes within 300 s");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let takeover_ms = takeover_started.elapsed().as_secs_f64() * 1e3;
+    let mut ops = operator_client(coordinator.api_addr).await?;
+    wait_for_inventory(&mut ops, agents).await?;
+    Ok((coordinator, takeover_ms, ops))
+}
+
+/// A run plans over the participants in the inventory, known by their published node state:
+/// on a loaded machine the last agents' first state can arrive after the fence, and a run
+/// started then would skip them.
+pub(crate) async fn wait_for_inventory(ops: &mut Operator, agents: usize) -> anyhow::Result<()> {
+    let started = Instant::now();
+    loop {
+        let listed = ops
+            .list_nodes(pb::ListNodesRequest {})
+            .await?
+            .into_inner()
+            .nodes
+            .iter()
+            .filter(|view| {
+                view.state
+                    .as_ref()
+                    .is_some_and(|state| state.kind() == pb::NodeKind::Participant)
+            })
+            .count();
+        if listed >= agents {
+            return Ok(());
+        }
+        if started.elapsed() > Duration::from_secs(300) {
+            bail!("the inventory knows {listed} of {agents} participants after 300 s");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 type Auth = Box<dyn FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Send>;
-type Operator = CoordinatorServiceClient<
+pub(crate) type Operator = CoordinatorServiceClient<
     tonic::service::interceptor::InterceptedService<tonic::transport::Channel, Auth>,
 >;
 
-async fn operator_client(addr: std::net::SocketAddr) -> anyhow::Result<Operator> {
+pub(crate) async fn operator_client(addr: std::net::SocketAddr) -> anyhow::Result<Operator> {
     let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))?
         .connect()
         .await?;
@@ -244,7 +258,11 @@ async fn operator_client(addr: std::net::SocketAddr) -> anyhow::Result<Operator>
 
 /// One `disconnect` run from StartRun to RUN_FINISHED (WatchRun); also the step's own span as
 /// the record has it (ms resolution).
-async fn one_run(ops: &mut Operator, rep: usize, agents: usize) -> anyhow::Result<(Duration, f64)> {
+pub(crate) async fn one_run(
+    ops: &mut Operator,
+    rep: usize,
+    agents: usize,
+) -> anyhow::Result<(Duration, f64)> {
     let started = Instant::now();
     let response = ops
         .start_run(pb::StartRunRequest {
@@ -289,7 +307,19 @@ async fn one_run(ops: &mut Operator, rep: usize, agents: usize) -> anyhow::Resul
     let took = started.elapsed();
     let run = finished.context("WatchRun ended before the run finished")?;
     if run.status() != pb::RunStatus::Succeeded {
-        bail!("run {run_id} ended {:?}: {}", run.status(), run.detail);
+        let failed: Vec<String> = run
+            .steps
+            .iter()
+            .flat_map(|step| step.nodes.iter())
+            .filter(|node| !node.detail.is_empty())
+            .take(3)
+            .map(|node| format!("{}: {}", node.node, node.detail))
+            .collect();
+        bail!(
+            "run {run_id} ended {:?}: {}; first nodes: {failed:?}",
+            run.status(),
+            run.detail
+        );
     }
     let step = run
         .steps
@@ -364,7 +394,7 @@ impl Baseline {
             let ack_subject = format!("{prefix}.ack.{node}");
             let stop = stop.clone();
             tasks.push(tokio::spawn(async move {
-                let Ok(mut messages) = consumer.messages().await else {
+                let Some(mut messages) = pull_messages(&consumer, &stop).await else {
                     return;
                 };
                 loop {
@@ -372,7 +402,21 @@ impl Baseline {
                         () = stop.cancelled() => return,
                         next = messages.next() => next,
                     };
-                    let Some(Ok(message)) = next else { return };
+                    let message = match next {
+                        Some(Ok(message)) => message,
+                        // A cluster still settling its leaders: pull again.
+                        other => {
+                            eprintln!(
+                                "   (baseline consumer {node}: {:?}; pulling again)",
+                                other.map(|r| r.err())
+                            );
+                            let Some(again) = pull_messages(&consumer, &stop).await else {
+                                return;
+                            };
+                            messages = again;
+                            continue;
+                        }
+                    };
                     let answer = own
                         .publish(ack_subject.clone(), Bytes::from(vec![b'a'; ACK_BYTES]))
                         .await;
@@ -397,7 +441,7 @@ impl Baseline {
         let (sender, answers) = tokio::sync::mpsc::channel(agents.max(1) * 2);
         let collecting = stop.clone();
         tasks.push(tokio::spawn(async move {
-            let Ok(mut messages) = collector.messages().await else {
+            let Some(mut messages) = pull_messages(&collector, &collecting).await else {
                 return;
             };
             loop {
@@ -405,7 +449,20 @@ impl Baseline {
                     () = collecting.cancelled() => return,
                     next = messages.next() => next,
                 };
-                let Some(Ok(message)) = next else { return };
+                let message = match next {
+                    Some(Ok(message)) => message,
+                    other => {
+                        eprintln!(
+                            "   (baseline collector: {:?}; pulling again)",
+                            other.map(|r| r.err())
+                        );
+                        let Some(again) = pull_messages(&collector, &collecting).await else {
+                            return;
+                        };
+                        messages = again;
+                        continue;
+                    }
+                };
                 let _ = message.ack().await;
                 if sender.send(1).await.is_err() {
                     return;
@@ -452,6 +509,24 @@ impl Baseline {
         self.stop.cancel();
         for task in self.tasks.drain(..) {
             task.abort();
+        }
+    }
+}
+
+/// The consumer's message stream, asked again every 500 ms while the server cannot serve it
+/// (a cluster electing the stream's leader); `None` once stopped.
+async fn pull_messages(
+    consumer: &consumer::PullConsumer,
+    stop: &CancellationToken,
+) -> Option<consumer::pull::Stream> {
+    loop {
+        match consumer.messages().await {
+            Ok(messages) => return Some(messages),
+            Err(error) => eprintln!("   (baseline pull not served yet: {error})"),
+        }
+        tokio::select! {
+            () = stop.cancelled() => return None,
+            () = tokio::time::sleep(Duration::from_millis(500)) => {}
         }
     }
 }

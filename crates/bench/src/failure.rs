@@ -4,6 +4,10 @@
 //! is measured from the kill and from the last heartbeat the registry had received from that
 //! node; the victims are restarted and must come back Alive. Every poll also checks that no
 //! other node is Down or Suspect (false downs must be 0).
+//!
+//! `--stress` runs the same kills while busy-loop processes (one per core, from this program's
+//! own binary) saturate the CPU for the whole run, and judges the p99 of kill→Down against the
+//! failure timeout plus one check period of the detector (its tick, a quarter heartbeat).
 
 use std::collections::BTreeMap;
 use std::process::Command;
@@ -22,6 +26,8 @@ use crate::servers::{self, Servers, Topology};
 pub struct Options {
     pub agents: usize,
     pub kills: usize,
+    /// Saturate every core with busy-loop processes during the kills.
+    pub stress: bool,
 }
 
 impl Options {
@@ -29,6 +35,7 @@ impl Options {
         Self {
             agents: 10,
             kills: 60,
+            stress: false,
         }
     }
 
@@ -36,6 +43,7 @@ impl Options {
         Self {
             agents: 2,
             kills: 1,
+            stress: false,
         }
     }
 }
@@ -48,7 +56,11 @@ pub struct FailureResult {
     pub false_downs: usize,
     pub false_suspects: usize,
     pub failure_timeout: Duration,
+    /// How often the detector re-evaluates (its tick).
+    pub check_period: Duration,
     pub restart_to_alive_ms: Summary,
+    /// Busy-loop processes that ran beside the kills.
+    pub burners: usize,
 }
 
 struct Node {
@@ -74,7 +86,11 @@ fn start_agent(node: &Node, dir: &std::path::Path) -> anyhow::Result<ChildProces
 pub fn run(options: &Options) -> anyhow::Result<FailureResult> {
     measure::heading(
         "failure-detection",
-        "SIGKILL of real agent processes until the registry says Down (deploy settings: 1 s heartbeats, 5 s failure timeout)",
+        if options.stress {
+            "SIGKILL of real agent processes until the registry says Down, every core saturated by busy loops (deploy settings: 1 s heartbeats, 5 s failure timeout)"
+        } else {
+            "SIGKILL of real agent processes until the registry says Down (deploy settings: 1 s heartbeats, 5 s failure timeout)"
+        },
     );
     let servers = Servers::start(Topology::R1)?;
     let url = servers.urls().first().context("no server")?.clone();
@@ -115,6 +131,11 @@ pub fn run(options: &Options) -> anyhow::Result<FailureResult> {
     wait_alive(&registry, &nodes, &all, Duration::from_secs(60))?;
     // Trust comes only after a full failure timeout of health (it also covers the start).
     std::thread::sleep(detector.failure_timeout);
+    let burners = if options.stress {
+        start_burners(dir.path())?
+    } else {
+        Vec::new()
+    };
 
     let (mut from_kill, mut from_heartbeat, mut back) = (Vec::new(), Vec::new(), Vec::new());
     let (mut false_downs, mut false_suspects) = (0usize, 0usize);
@@ -184,6 +205,8 @@ pub fn run(options: &Options) -> anyhow::Result<FailureResult> {
         back.push(restarted.elapsed());
         round += 1;
     }
+    let burner_count = burners.len();
+    drop(burners);
     for node in &mut nodes {
         if let Some(mut process) = node.process.take() {
             process.stop(Duration::from_secs(5));
@@ -198,10 +221,31 @@ pub fn run(options: &Options) -> anyhow::Result<FailureResult> {
         false_downs,
         false_suspects,
         failure_timeout: detector.failure_timeout,
+        check_period: detector.heartbeat_interval / 4,
         restart_to_alive_ms: Summary::of_durations(&back).context("no restarts")?,
+        burners: burner_count,
     };
     print(&result, options.agents);
     Ok(result)
+}
+
+/// One busy-loop process per core, each dying with this program.
+fn start_burners(dir: &std::path::Path) -> anyhow::Result<Vec<ChildProcess>> {
+    let cores = std::thread::available_parallelism().map_or(2, usize::from);
+    (0..cores)
+        .map(|index| {
+            servers::spawn_helper(&format!("cpu-burn-{index}"), &["cpu-burn".to_owned()], dir)
+        })
+        .collect()
+}
+
+/// The `cpu-burn` helper: spins on one core until its parent dies (or it is killed).
+pub fn burn_cpu() -> anyhow::Result<()> {
+    servers::die_with_parent()?;
+    let mut x = 0u64;
+    loop {
+        x = std::hint::black_box(x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1));
+    }
 }
 
 fn wait_alive(
@@ -228,8 +272,17 @@ fn wait_alive(
 fn print(result: &FailureResult, agents: usize) {
     let timeout_ms = result.failure_timeout.as_secs_f64() * 1e3;
     println!(
-        " {} SIGKILLs of {agents} agent processes, failure timeout {} ms",
-        result.kills, timeout_ms
+        " {} SIGKILLs of {agents} agent processes, failure timeout {} ms{}",
+        result.kills,
+        timeout_ms,
+        if result.burners > 0 {
+            format!(
+                ", {} busy-loop processes saturating the cores",
+                result.burners
+            )
+        } else {
+            String::new()
+        }
     );
     println!(
         "{}",
@@ -260,8 +313,30 @@ fn print(result: &FailureResult, agents: usize) {
             "ms"
         )
     );
+    let bound_ms = timeout_ms + result.check_period.as_secs_f64() * 1e3;
+    println!(
+        "{}",
+        measure::target_line(
+            "p99 kill → Down (≤ timeout + check period)",
+            result.from_kill_ms.p99,
+            "ms",
+            bound_ms
+        )
+    );
+    println!(
+        "  distribution of kill → Down: {}",
+        distribution(&result.from_kill_ms, timeout_ms)
+    );
     println!(
         "  false Down verdicts {} (must be 0); false Suspect readings {}",
         result.false_downs, result.false_suspects
     );
+}
+
+/// Where the samples fall relative to the timeout: min, median, p99, max and the share past it.
+fn distribution(summary: &Summary, timeout_ms: f64) -> String {
+    format!(
+        "min {:.0} / median {:.0} / p99 {:.0} / max {:.0} ms over {} kills (timeout {timeout_ms:.0} ms)",
+        summary.min, summary.median, summary.p99, summary.max, summary.count
+    )
 }

@@ -5,10 +5,14 @@
 
 pub mod backup_wall;
 pub mod barrier;
+pub mod consumers;
 pub mod engine;
 pub mod failure;
 pub mod fixture;
 pub mod footprint;
 pub mod heartbeat;
+pub mod light;
 pub mod measure;
+pub mod recovery;
 pub mod servers;
+pub mod sim_stack;

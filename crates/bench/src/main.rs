@@ -1,18 +1,23 @@
 //! `bench <name> [--smoke]`: one benchmark program, printing numbers and ratios to baselines
 //! measured in the same run. Names: barrier, heartbeat-ingest, failure-detection, engine,
-//! agent-footprint, backup-wall-time. `agents-host` and `heartbeat-publishers` are the helper processes the
-//! programs start themselves.
+//! agent-footprint, backup-wall-time, recovery-time, consumers, coordinator-alone. `agents-host`, `light-responders`, `heartbeat-publishers` and `cpu-burn` are
+//! the helper processes the programs start themselves.
 
 use anyhow::bail;
 use bench::servers::Topology;
-use bench::{backup_wall, barrier, engine, failure, footprint, heartbeat};
+use bench::{
+    backup_wall, barrier, consumers, engine, failure, footprint, heartbeat, light, recovery,
+};
 
 const USAGE: &str =
-    "usage: bench <barrier|heartbeat-ingest|failure-detection|engine|agent-footprint|backup-wall-time> [--smoke]
+    "usage: bench <barrier|heartbeat-ingest|failure-detection|engine|agent-footprint|backup-wall-time|recovery-time|consumers|coordinator-alone> [--smoke]
   barrier            [--sizes 10,100,1000] [--topologies r1,r3]
-  failure-detection  [--kills 60] [--agents 10]
+  failure-detection  [--kills 60] [--agents 10] [--stress]
   agent-footprint    [--window-seconds 60]
-  backup-wall-time   [--database-mb 200] [--reps 5]";
+  backup-wall-time   [--database-mb 200] [--reps 5]
+  recovery-time      [--reps 5]
+  consumers          [--count 10000] [--topologies r1,r3]
+  coordinator-alone  [--sizes 1000,10000] [--reps 3]";
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -36,10 +41,7 @@ fn main() -> anyhow::Result<()> {
                 options.sizes = sizes.split(',').map(str::parse).collect::<Result<_, _>>()?;
             }
             if let Some(topologies) = option("--topologies") {
-                options.topologies = topologies
-                    .split(',')
-                    .map(Topology::parse)
-                    .collect::<Result<_, _>>()?;
+                options.topologies = Topology::parse_list(topologies)?;
             }
             barrier::run(&options)?;
         }
@@ -66,6 +68,7 @@ fn main() -> anyhow::Result<()> {
             if let Some(agents) = option("--agents") {
                 options.agents = agents.parse()?;
             }
+            options.stress = rest.iter().any(|a| a == "--stress");
             let result = failure::run(&options)?;
             if result.false_downs > 0 {
                 bail!("{} false Down verdicts", result.false_downs);
@@ -112,8 +115,49 @@ fn main() -> anyhow::Result<()> {
             }
             backup_wall::run(&options)?;
         }
+        "recovery-time" => {
+            let mut options = if smoke {
+                recovery::Options::smoke()
+            } else {
+                recovery::Options::full()
+            };
+            if let Some(reps) = option("--reps") {
+                options.reps = reps.parse()?;
+            }
+            recovery::run(&options)?;
+        }
+        "consumers" => {
+            let mut options = if smoke {
+                consumers::Options::smoke()
+            } else {
+                consumers::Options::full()
+            };
+            if let Some(count) = option("--count") {
+                options.count = count.parse()?;
+            }
+            if let Some(topologies) = option("--topologies") {
+                options.topologies = Topology::parse_list(topologies)?;
+            }
+            consumers::run(&options)?;
+        }
+        "coordinator-alone" => {
+            let mut options = if smoke {
+                light::Options::smoke()
+            } else {
+                light::Options::full()
+            };
+            if let Some(sizes) = option("--sizes") {
+                options.sizes = sizes.split(',').map(str::parse).collect::<Result<_, _>>()?;
+            }
+            if let Some(reps) = option("--reps") {
+                options.reps = reps.parse()?;
+            }
+            light::run(&options)?;
+        }
+        "light-responders" => light::host_light_responders(rest)?,
         "agents-host" => barrier::host_agents(rest)?,
         "heartbeat-publishers" => heartbeat::publish_heartbeats(rest)?,
+        "cpu-burn" => failure::burn_cpu()?,
         other => bail!("unknown benchmark {other:?}\n{USAGE}"),
     }
     Ok(())

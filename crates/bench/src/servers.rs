@@ -26,6 +26,11 @@ impl Topology {
         }
     }
 
+    /// `r1,r3`.
+    pub fn parse_list(text: &str) -> anyhow::Result<Vec<Self>> {
+        text.split(',').map(Self::parse).collect()
+    }
+
     pub fn replicas(self) -> usize {
         match self {
             Self::R1 => 1,

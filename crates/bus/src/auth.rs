@@ -119,8 +119,23 @@ impl NatsAuth {
     }
 }
 
+/// The largest credential or CA file read: a seed or creds file is a few hundred bytes and
+/// a full public CA bundle about 250 kB; anything larger is a wrong path (`/dev/zero`, a
+/// dump), refused before it is read whole into memory.
+const MAX_AUTH_FILE_BYTES: u64 = 1 << 20;
+
 fn read_text(path: &Path) -> Result<String, String> {
-    std::fs::read_to_string(path).map_err(|e| format!("cannot be read ({e})"))
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|file| file.take(MAX_AUTH_FILE_BYTES + 1).read_to_end(&mut bytes))
+        .map_err(|e| format!("cannot be read ({e})"))?;
+    if bytes.len() as u64 > MAX_AUTH_FILE_BYTES {
+        return Err(format!(
+            "holds more than {MAX_AUTH_FILE_BYTES} bytes: not a credential or CA file"
+        ));
+    }
+    String::from_utf8(bytes).map_err(|_| "is not UTF-8 text".to_owned())
 }
 
 /// The user seed in `path` (surrounding white space ignored).
@@ -209,5 +224,41 @@ mod tests {
             AuthSetting::TlsCaFile
         );
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A key naming an endless file is refused after the bound, naming the setting, for each
+    /// of the three files.
+    #[test]
+    fn an_endless_file_is_refused_after_the_bound() {
+        let endless = PathBuf::from("/dev/zero");
+        let cases = [
+            (
+                NatsAuth {
+                    credentials: Some(NatsCredentials::NkeySeedFile(endless.clone())),
+                    tls_ca_file: None,
+                },
+                AuthSetting::NkeySeedFile,
+            ),
+            (
+                NatsAuth {
+                    credentials: Some(NatsCredentials::CredsFile(endless.clone())),
+                    tls_ca_file: None,
+                },
+                AuthSetting::CredsFile,
+            ),
+            (
+                NatsAuth {
+                    credentials: None,
+                    tls_ca_file: Some(endless.clone()),
+                },
+                AuthSetting::TlsCaFile,
+            ),
+        ];
+        for (auth, setting) in cases {
+            let error = auth.check().unwrap_err();
+            assert_eq!(error.setting, setting);
+            assert_eq!(error.path, endless);
+            assert!(error.detail.contains("more than 1048576 bytes"), "{error}");
+        }
     }
 }

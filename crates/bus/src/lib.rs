@@ -17,4 +17,4 @@ pub use error::{Error, KvErrorKind, NameErrorKind, SetupErrorKind};
 pub use kv::{CasOptions, Kv, Versioned};
 pub use names::{Bucket, Names, NetworkId, NodeId, valid_token};
 pub use permissions::Permissions;
-pub use setup::{BusSettings, Network, connect, connect_with_events};
+pub use setup::{BusSettings, Network, connect, connect_with_events, server_addrs};

@@ -3,8 +3,8 @@
 //!
 //! The lists name the exact subjects the processes use: the agent's own heartbeat, node-state
 //! key, acks and durable command consumer (its JetStream API requests spelled out, so it
-//! cannot bind, read or create another node's consumer), the two keys it reads (its
-//! organisation's epoch, its node's claim), and its own reply inbox. The coordinator gets the
+//! cannot bind, read or create another node's consumer), the three keys it reads (its own
+//! node-state key, its organisation's epoch, its node's claim), and its own reply inbox. The coordinator gets the
 //! network's streams and buckets, its organisation's leader keys and ack consumer, and its
 //! own inbox — no heartbeat, ack or node-state subject, which only agents write.
 
@@ -37,6 +37,8 @@ impl Names {
             self.heartbeat(node),
             self.acks_of(node),
             self.bucket_key_subject(Bucket::Nodes, node.as_str()),
+            // Read back to compare its clock with the server's stamp.
+            direct_get(Bucket::Nodes, node.as_str()),
             direct_get(Bucket::Leader, &self.epoch_key(organisation)),
             direct_get(Bucket::Claims, &self.claim_key(node.logical())),
             // The filter in the create subject must equal the one in the request, so this
@@ -143,6 +145,7 @@ mod tests {
             "cs.dev.hb.p1.a",
             "cs.dev.ack.p1_a.>",
             "$KV.cs_dev_nodes.p1.a",
+            "$JS.API.DIRECT.GET.KV_cs_dev_nodes.$KV.cs_dev_nodes.p1.a",
             "$JS.API.DIRECT.GET.KV_cs_dev_leader.$KV.cs_dev_leader.epoch.org-a",
             "$JS.API.DIRECT.GET.KV_cs_dev_claims.$KV.cs_dev_claims.p1",
             "$JS.API.CONSUMER.CREATE.CS_DEV_CMD.agent_p1_a.cs.dev.cmd.p1.a",

@@ -176,16 +176,67 @@ pub async fn connect_with_events(
     Ok((client, receiver))
 }
 
+/// The servers of a `nats.url` setting: one URL or several separated by commas (the members
+/// of a cluster, any of which the client may use). async-nats parses a single address only, so
+/// a list given to it whole would be refused as one URL with a bad port.
+pub fn server_addrs(urls: &str) -> Result<Vec<async_nats::ServerAddr>, Error<SetupErrorKind>> {
+    let addrs = urls
+        .split(',')
+        .map(str::trim)
+        .filter(|url| !url.is_empty())
+        .map(|url| {
+            url.parse::<async_nats::ServerAddr>().map_err(|e| {
+                Error::with_source(SetupErrorKind::Connect, format!("nats url {url:?}"), e)
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if addrs.is_empty() {
+        return Err(Error::new(
+            SetupErrorKind::Connect,
+            format!("nats url {urls:?} names no server"),
+        ));
+    }
+    Ok(addrs)
+}
+
 async fn connect_with(
     url: &str,
     name: &str,
     options: async_nats::ConnectOptions,
 ) -> Result<async_nats::Client, Error<SetupErrorKind>> {
+    let servers = server_addrs(url)?;
     options
         .name(name)
         .ping_interval(Duration::from_secs(2))
         .connection_timeout(Duration::from_secs(5))
-        .connect(url)
+        .connect(servers)
         .await
         .map_err(|e| Error::with_source(SetupErrorKind::Connect, format!("nats {url}"), e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::server_addrs;
+
+    #[test]
+    fn a_comma_separated_url_names_every_server() {
+        let servers = server_addrs("nats://127.0.0.1:4222, nats://127.0.0.1:4223,").unwrap();
+        let ports: Vec<u16> = servers.iter().map(|s| s.port()).collect();
+        assert_eq!(ports, [4222, 4223]);
+        assert_eq!(server_addrs("127.0.0.1:4222").unwrap().len(), 1);
+    }
+
+    #[test]
+    fn an_empty_or_malformed_url_is_refused_naming_it() {
+        assert!(
+            server_addrs(" , ")
+                .unwrap_err()
+                .to_string()
+                .contains("names no server")
+        );
+        let error = server_addrs("nats://127.0.0.1:4222,nats://host:notaport")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("nats://host:notaport"), "{error}");
+    }
 }

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::{Stream, StreamExt};
 use proto_sidecar as pb;
@@ -114,6 +115,11 @@ fn status_of(error: DriverError) -> Status {
     }
 }
 
+/// How often a run watch reads the record itself as well: the KV watch is an ordered consumer
+/// that can go quiet while a NATS cluster moves the bucket's leader, and a watcher must still
+/// see the run finish.
+const WATCH_REREAD: Duration = Duration::from_secs(2);
+
 fn parameters(list: &[pb::Parameter]) -> BTreeMap<String, String> {
     list.iter()
         .map(|p| (p.key.clone(), p.value.clone()))
@@ -144,7 +150,7 @@ impl Api {
         if runbook == "restore" {
             return self.build_restore(params).await;
         }
-        let inventory = self.shared.inventory().await;
+        let inventory = self.shared.inventory().await.map_err(unavailable)?;
         catalogue::build(
             &catalogue::Request {
                 runbook,
@@ -266,6 +272,7 @@ impl Api {
                 .shared
                 .node_states()
                 .await
+                .map_err(unavailable)?
                 .into_iter()
                 .filter(|state| {
                     !state.organisation.is_empty()
@@ -294,7 +301,7 @@ impl Api {
         built_nodes.sort();
         let mut warnings = vec![record.summary()];
         // An app outside the set keeps state its participant is about to forget.
-        let inventory = self.shared.inventory().await;
+        let inventory = self.shared.inventory().await.map_err(unavailable)?;
         for app in inventory.nodes.values() {
             if let Some(participant) = &app.participant
                 && app.kind == sidecar_core::NodeKind::App
@@ -738,10 +745,29 @@ impl CoordinatorService for Api {
                 let _ = send(finished_event(&previous, first.revision * 1000 + 1)).await;
                 return;
             }
-            while let Some(Ok(entry)) = watch.next().await {
+            let mut seen = first.revision;
+            let mut reread = tokio::time::interval(WATCH_REREAD);
+            reread.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut watching = true;
+            loop {
+                let entry = tokio::select! {
+                    next = watch.next(), if watching => match next {
+                        Some(Ok(entry)) => Some(entry),
+                        _ => {
+                            watching = false;
+                            None
+                        }
+                    },
+                    _ = reread.tick() => store.entry(run_key(&run)).await.ok().flatten(),
+                    () = tx.closed() => return,
+                };
+                let Some(entry) = entry.filter(|entry| entry.revision > seen) else {
+                    continue;
+                };
                 let Ok(next) = RunRecord::decode(&entry.value) else {
                     continue;
                 };
+                seen = entry.revision;
                 for event in diff(&previous, &next, entry.revision) {
                     if !send(event).await {
                         return;
@@ -925,7 +951,7 @@ impl CoordinatorService for Api {
         require(&request, Role::ReadOnly)?;
         let suspended = self.shared.registry.suspended();
         let mut nodes = Vec::new();
-        for state in self.shared.node_states().await {
+        for state in self.shared.node_states().await.map_err(unavailable)? {
             let id = crate::catalogue::state_node_id(&state);
             let view = sidecar_bus::NodeId::new(id).ok().and_then(|id| {
                 self.shared
@@ -1437,6 +1463,11 @@ fn step_action(state: &sidecar_core::RunState, step: &str) -> &'static str {
         .find(|def| def.id == step)
         .and_then(|def| def.sent_action())
         .map_or("", |action| action.kind.name())
+}
+
+/// A read the cluster cannot answer now: the caller may try again.
+fn unavailable(error: crate::service::NodeStatesUnreadable) -> Status {
+    Status::unavailable(error.to_string())
 }
 
 #[cfg(test)]

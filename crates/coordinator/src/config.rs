@@ -327,8 +327,11 @@ impl Config {
                 ),
             ));
         }
-        if raw.nats.url.trim().is_empty() {
-            return Err(invalid("nats.url", "must not be empty"));
+        if let Err(error) = sidecar_bus::server_addrs(&raw.nats.url) {
+            return Err(invalid(
+                "nats.url",
+                format!("{error}; expected nats://host:port, several separated by commas"),
+            ));
         }
         let nats_auth = nats_auth(&raw.nats, base)?;
         let signing_seed = read_key32(

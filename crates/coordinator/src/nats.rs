@@ -40,7 +40,34 @@ impl NatsStore {
             claims: network.kv(Bucket::Claims).clone(),
         }
     }
+
+    async fn list_runs(&self) -> Result<Vec<String>, StoreError> {
+        let mut keys = self.runs.store().keys().await.map_err(|error| {
+            StoreError::new(
+                StoreErrorKind::Unavailable,
+                format!("listing runs: {error}"),
+            )
+        })?;
+        let mut runs = Vec::new();
+        while let Some(key) = keys.next().await {
+            let key = key.map_err(|error| {
+                StoreError::new(
+                    StoreErrorKind::Unavailable,
+                    format!("listing runs: {error}"),
+                )
+            })?;
+            if !key.contains('.') {
+                runs.push(key);
+            }
+        }
+        runs.sort();
+        Ok(runs)
+    }
 }
+
+/// The key listing follows an ordered consumer, which async-nats recreates without end while
+/// the bucket's stream has no leader; a take-over must fail (and be tried again) instead.
+const LISTING_TIMEOUT: Duration = Duration::from_secs(15);
 
 impl RunStore for NatsStore {
     fn load(&self, key: &str) -> BoxFuture<'_, Result<Option<Stored>, StoreError>> {
@@ -80,26 +107,14 @@ impl RunStore for NatsStore {
 
     fn run_keys(&self) -> BoxFuture<'_, Result<Vec<String>, StoreError>> {
         Box::pin(async move {
-            let mut keys = self.runs.store().keys().await.map_err(|error| {
-                StoreError::new(
-                    StoreErrorKind::Unavailable,
-                    format!("listing runs: {error}"),
-                )
-            })?;
-            let mut runs = Vec::new();
-            while let Some(key) = keys.next().await {
-                let key = key.map_err(|error| {
-                    StoreError::new(
+            tokio::time::timeout(LISTING_TIMEOUT, self.list_runs())
+                .await
+                .unwrap_or_else(|_| {
+                    Err(StoreError::new(
                         StoreErrorKind::Unavailable,
-                        format!("listing runs: {error}"),
-                    )
-                })?;
-                if !key.contains('.') {
-                    runs.push(key);
-                }
-            }
-            runs.sort();
-            Ok(runs)
+                        format!("listing runs: no answer within {LISTING_TIMEOUT:?}"),
+                    ))
+                })
         })
     }
 

@@ -477,7 +477,10 @@ async fn start_local_run(
         .find(|o| o.organisation == shared.organisation)
         .map(|o| o.nodes.clone())
         .unwrap_or_default();
-    let inventory = shared.inventory().await;
+    let inventory = shared
+        .inventory()
+        .await
+        .map_err(|error| ProposalsError::Unavailable(error.to_string()))?;
     let nodes: Vec<String> = listed
         .into_iter()
         .filter(|node| {

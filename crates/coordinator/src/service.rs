@@ -70,31 +70,51 @@ pub struct Shared {
     pub crashed: CancellationToken,
 }
 
+/// The nodes bucket could not be read now; asking again later may succeed.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "node states in bucket {bucket} cannot be read now ({detail}); the NATS cluster may be electing a leader or lack a quorum: try again"
+)]
+pub struct NodeStatesUnreadable {
+    pub bucket: String,
+    pub detail: String,
+}
+
 impl Shared {
     pub fn names(&self) -> &Names {
         &self.network.names
     }
 
-    /// Node states of every node in the nodes bucket.
-    pub async fn node_states(&self) -> Vec<NodeState> {
+    /// Node states of every node in the nodes bucket. A read that fails (the bucket's stream
+    /// electing a leader, no quorum) is an error, never an empty network: an empty answer
+    /// would plan a run over no node, or pass a check that other organisations' members are
+    /// absent.
+    pub async fn node_states(&self) -> Result<Vec<NodeState>, NodeStatesUnreadable> {
         let store = self.network.kv(Bucket::Nodes).store().clone();
-        let mut states = Vec::new();
-        let Ok(mut keys) = store.keys().await else {
-            return states;
+        let unreadable = |error: &dyn std::fmt::Display| NodeStatesUnreadable {
+            bucket: self.names().bucket(Bucket::Nodes),
+            detail: error.to_string(),
         };
-        while let Some(Ok(key)) = keys.next().await {
-            if let Ok(Some(value)) = store.get(&key).await
-                && let Ok(state) = NodeState::decode(value)
-            {
+        let mut keys = store.keys().await.map_err(|e| unreadable(&e))?;
+        let mut states = Vec::new();
+        while let Some(key) = keys.next().await {
+            let key = key.map_err(|e| unreadable(&e))?;
+            let value = store.get(&key).await.map_err(|e| unreadable(&e))?;
+            // A key deleted since it was listed, or a value a newer agent wrote, names no node.
+            if let Some(state) = value.and_then(|value| NodeState::decode(value).ok()) {
                 states.push(state);
             }
         }
-        states
+        Ok(states)
     }
 
-    pub async fn inventory(&self) -> Inventory {
-        let states = self.node_states().await;
-        Inventory::from_states(&self.organisation, &self.configured_nodes, &states)
+    pub async fn inventory(&self) -> Result<Inventory, NodeStatesUnreadable> {
+        let states = self.node_states().await?;
+        Ok(Inventory::from_states(
+            &self.organisation,
+            &self.configured_nodes,
+            &states,
+        ))
     }
 
     /// Appends a state-changing call to the audit stream.
@@ -392,24 +412,8 @@ async fn leader_loop(shared: Arc<Shared>) {
         };
         tracing::info!(epoch, "leader: fencing agents");
         fence(&shared, epoch).await;
-        let taken = shared.driver.lock().await.take_over(epoch).await;
-        match taken {
-            Ok(runs) => {
-                tracing::info!(epoch, runs = runs.len(), "leader: runs claimed");
-                shared
-                    .audit(
-                        "takeover",
-                        serde_json::json!({"epoch": epoch, "organisation": shared.organisation, "runs": runs}),
-                    )
-                    .await;
-                // A backup that finished under the previous tenure may not have had its pass.
-                apply_retention(&shared).await;
-            }
-            Err(error) => {
-                if handle_driver_error(&shared, &error) {
-                    return;
-                }
-            }
+        if !take_over(&shared, &mut roles, epoch).await {
+            return;
         }
         let mut tick = tokio::time::interval(shared.config.tick);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -442,6 +446,55 @@ async fn leader_loop(shared: Arc<Shared>) {
                 apply_retention(&shared).await;
             }
         }
+    }
+}
+
+/// Takes over at `epoch`, again every tick while the run store cannot be read or written (a
+/// NATS cluster electing a leader): a tenure whose take-over failed would hold none of the
+/// unfinished runs, and they would stall until the next election. Returns false when the
+/// process must stop.
+async fn take_over(
+    shared: &Shared,
+    roles: &mut tokio::sync::watch::Receiver<Role>,
+    epoch: u64,
+) -> bool {
+    let mut attempt = 1u32;
+    loop {
+        let taken = shared.driver.lock().await.take_over(epoch).await;
+        let error = match taken {
+            Ok(runs) => {
+                tracing::info!(epoch, runs = runs.len(), attempt, "leader: runs claimed");
+                shared
+                    .audit(
+                        "takeover",
+                        serde_json::json!({"epoch": epoch, "organisation": shared.organisation, "runs": runs}),
+                    )
+                    .await;
+                // A backup that finished under the previous tenure may not have had its pass.
+                apply_retention(shared).await;
+                return true;
+            }
+            Err(error) => error,
+        };
+        let transient = matches!(
+            error.kind,
+            DriverErrorKind::Store | DriverErrorKind::Publish | DriverErrorKind::Conflict
+        );
+        if !transient {
+            return !handle_driver_error(shared, &error);
+        }
+        tracing::warn!(epoch, attempt, %error, "leader: take-over failed; trying again");
+        shared.driver.lock().await.stop();
+        tokio::select! {
+            () = tokio::time::sleep(shared.config.tick) => {}
+            changed = roles.changed() => if changed.is_err() { return false },
+            () = shared.crashed.cancelled() => return false,
+        }
+        if *roles.borrow() != (Role::Leader { epoch }) {
+            // The tick loop sees the tenure has ended and waits for the next one.
+            return true;
+        }
+        attempt += 1;
     }
 }
 
@@ -504,7 +557,13 @@ fn handle_driver_error(shared: &Shared, error: &crate::driver::DriverError) -> b
 /// fence ahead of anything this tenure sends them).
 async fn fence(shared: &Shared, epoch: u64) {
     let mut targets: BTreeSet<String> = shared.configured_nodes.iter().cloned().collect();
-    for state in shared.node_states().await {
+    // Without the states the configured nodes are still fenced; a node only its state names
+    // is fenced by the next tenure's fence.
+    let states = shared.node_states().await.unwrap_or_else(|error| {
+        tracing::warn!(%error, "fencing the configured nodes only");
+        Vec::new()
+    });
+    for state in states {
         if crate::catalogue::is_ours(&shared.organisation, &shared.configured_nodes, &state) {
             targets.insert(crate::catalogue::state_node_id(&state));
         }

@@ -1,5 +1,6 @@
 //! An in-process OTLP gRPC receiver standing in for an OpenTelemetry collector: it records
-//! every span and metric name it is sent, and counts the export requests.
+//! every span and metric name it is sent, counts the export requests, and keeps the encoded
+//! bytes of every request so tests can search all of it (names, attributes, events, resources).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -49,11 +50,22 @@ pub struct Received {
 }
 
 #[derive(Clone, Default)]
-struct Sink(Arc<Mutex<Received>>);
+struct Sink {
+    received: Arc<Mutex<Received>>,
+    /// Every export request as it was encoded on the wire, concatenated.
+    exported: Arc<Mutex<Vec<u8>>>,
+}
 
 impl Sink {
     fn lock(&self) -> MutexGuard<'_, Received> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+        self.received.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn keep(&self, request: &impl prost::Message) {
+        self.exported
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend(request.encode_to_vec());
     }
 }
 
@@ -89,6 +101,7 @@ impl TraceService for Sink {
         request: tonic::Request<ExportTraceServiceRequest>,
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
         let request = request.into_inner();
+        self.keep(&request);
         let mut received = self.lock();
         received.trace_requests += 1;
         for resource_spans in request.resource_spans {
@@ -117,6 +130,7 @@ impl MetricsService for Sink {
         request: tonic::Request<ExportMetricsServiceRequest>,
     ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
         let request = request.into_inner();
+        self.keep(&request);
         let mut received = self.lock();
         received.metric_requests += 1;
         for resource_metrics in request.resource_metrics {
@@ -163,6 +177,16 @@ impl OtlpReceiver {
 
     pub fn received(&self) -> Received {
         self.sink.lock().clone()
+    }
+
+    /// The encoded bytes of every trace and metric export request so far: strings (span
+    /// names, attribute and event values, resource attributes) appear in it verbatim.
+    pub fn exported_bytes(&self) -> Vec<u8> {
+        self.sink
+            .exported
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 }
 

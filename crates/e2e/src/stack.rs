@@ -16,12 +16,15 @@ use canton_sim::{NetworkSpec, NodeKind, PostgresTarget, SimNetwork, SimNode};
 use futures::StreamExt;
 use nix::sys::signal::Signal;
 use sidecar_bus::{BusSettings, Names, NatsAuth, NatsCredentials, Network, NetworkId};
-use testkit::{ChildProcess, NatsOptions, NatsServer, Postgres, binary_path};
+use testkit::{ChildProcess, NatsCluster, NatsOptions, NatsServer, Postgres, binary_path};
 
 use crate::keys::{NetworkKeys, NodeEntry};
 use crate::orchestrator::{Orchestrator, SharedSims};
 
 /// One `canton-agent` process and where its files are.
+/// What an agent logs once its command consumer is bound (only agents that accept commands).
+const AGENT_READY_LOG_LINE: &str = "command path ready";
+
 pub struct AgentProcess {
     pub node: String,
     pub config_path: PathBuf,
@@ -74,6 +77,62 @@ impl NatsLogin {
     }
 }
 
+/// The stack's NATS: one server, or a JetStream cluster whose streams and buckets are
+/// replicated on three members.
+pub enum StackNats {
+    One(NatsServer),
+    Cluster(NatsCluster),
+}
+
+impl StackNats {
+    /// Every server's client URL, comma-separated: the `nats.url` agents and coordinators get.
+    pub fn url(&self) -> String {
+        match self {
+            Self::One(server) => server.url().to_owned(),
+            Self::Cluster(cluster) => cluster.urls().join(","),
+        }
+    }
+
+    /// Every server, in member order.
+    pub fn servers(&self) -> &[NatsServer] {
+        match self {
+            Self::One(server) => std::slice::from_ref(server),
+            Self::Cluster(cluster) => cluster.members(),
+        }
+    }
+
+    /// Server `index` (0 for the single server), to kill, freeze or restart it.
+    pub fn server_mut(&mut self, index: usize) -> Option<&mut NatsServer> {
+        match self {
+            Self::One(server) => (index == 0).then_some(server),
+            Self::Cluster(cluster) => cluster.member_mut(index),
+        }
+    }
+
+    /// The first server's client port: what a fault proxy of a single-server stack fronts.
+    pub fn port(&self) -> u16 {
+        self.servers()[0].port()
+    }
+
+    /// The single server's process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.servers().first().and_then(NatsServer::pid)
+    }
+
+    /// The first server's log.
+    pub fn log_path(&self) -> Option<PathBuf> {
+        self.servers().first().and_then(NatsServer::log_path)
+    }
+
+    /// JetStream replicas of the network's streams and buckets on these servers.
+    pub fn replicas(&self) -> usize {
+        match self {
+            Self::One(_) => 1,
+            Self::Cluster(cluster) => cluster.len().min(3),
+        }
+    }
+}
+
 pub struct Stack {
     /// Extra environment of every agent and coordinator started from now on (e.g. `OTEL_*`).
     pub process_env: Vec<(String, String)>,
@@ -82,6 +141,11 @@ pub struct Stack {
     /// Extra arguments of every agent and coordinator started from now on (e.g.
     /// `--log-format json`).
     pub process_args: Vec<String>,
+    /// Environment of one agent's process only, by node (added after `process_env`).
+    pub agent_env: BTreeMap<String, Vec<(String, String)>>,
+    /// The `nats.url` of coordinators started from now on (default: every server), e.g. one
+    /// cluster member only, to leave a coordinator with a minority.
+    pub coordinator_nats_url: Option<String>,
     pub coordinators: BTreeMap<String, CoordinatorProcess>,
     pub agents: BTreeMap<String, AgentProcess>,
     /// Stops and starts nodes for the agents' lifecycle hooks.
@@ -90,7 +154,7 @@ pub struct Stack {
     pub keys: NetworkKeys,
     pub network: Network,
     pub postgres: Postgres,
-    pub nats: NatsServer,
+    pub nats: StackNats,
     /// Set when the server requires logins ([`StackOptions::nats_login`]).
     pub nats_login: Option<NatsLogin>,
     /// Configs, keys, journals and logs; removed on drop.
@@ -114,6 +178,23 @@ pub struct StackOptions<'a> {
 impl Stack {
     /// Starts servers and sim nodes and provisions keys; agents start with [`Stack::start_agents`].
     pub async fn start(options: &StackOptions<'_>) -> anyhow::Result<Self> {
+        Self::start_with_nats(options, NatsServers::Test).await
+    }
+
+    /// [`Stack::start`] on servers with the deploy settings (`sync_interval: always`, the
+    /// monitoring endpoints on): one server, or a cluster of `servers` with every stream and
+    /// bucket replicated on three of them.
+    pub async fn start_deployed(
+        options: &StackOptions<'_>,
+        servers: usize,
+    ) -> anyhow::Result<Self> {
+        Self::start_with_nats(options, NatsServers::Deployed { servers }).await
+    }
+
+    async fn start_with_nats(
+        options: &StackOptions<'_>,
+        servers: NatsServers,
+    ) -> anyhow::Result<Self> {
         let spec = NetworkSpec::from_toml(options.topology).context("parsing the topology")?;
         let dir = tempfile::Builder::new()
             .prefix("canton-sidecar-stack-")
@@ -135,32 +216,24 @@ impl Stack {
         } else {
             None
         };
-        let nats = NatsServer::start_with(NatsOptions {
+        let nats_options = NatsOptions {
             includes: nats_login
                 .as_ref()
                 .map(|login| vec![login.dir.join("accounts.conf"), login.dir.join("tls.conf")])
                 .unwrap_or_default(),
             ..NatsOptions::default()
-        })
-        .context("starting nats-server")?;
+        };
+        let nats = servers.start(nats_options)?;
         // The stack sets the bus up and reads it as the first organisation's coordinator would.
         let setup_user = entries
             .first()
             .map(|entry| entry.organisation.clone())
             .unwrap_or_default();
-        let (client, _events) = sidecar_bus::connect_with_events(
-            nats.url(),
-            "canton-stack",
-            &nats_login
-                .as_ref()
-                .map(|login| login.auth(&format!("coordinator-{setup_user}")))
-                .unwrap_or_default(),
-            &names.coordinator_inbox(&setup_user),
-        )
-        .await?;
-        let network = Network::ensure(client, names, &BusSettings::default())
-            .await
-            .context("creating the network's streams and buckets")?;
+        let setup_auth = nats_login
+            .as_ref()
+            .map(|login| login.auth(&format!("coordinator-{setup_user}")))
+            .unwrap_or_default();
+        let network = ensure_network(&nats, names, &setup_auth, &setup_user).await?;
         let keys = NetworkKeys::provision(
             sims.spec().name.as_str(),
             &entries,
@@ -172,6 +245,8 @@ impl Stack {
             process_env: Vec::new(),
             serve_metrics: false,
             process_args: Vec::new(),
+            agent_env: BTreeMap::new(),
+            coordinator_nats_url: None,
             coordinators: BTreeMap::new(),
             agents: BTreeMap::new(),
             orchestrator,
@@ -241,7 +316,7 @@ impl Stack {
         )?;
         let config = format!(
             "network = {network:?}\norganisation = {organisation:?}\nname = \"coordinator-1\"\n\n\
-             [nats]\nurl = {nats:?}\n{login}\n\
+             [nats]\nurl = {nats:?}\nreplicas = {replicas}\n{login}\n\
              [signing]\nseed_file = {seed:?}\nkey_id = {key_id:?}\n\n\
              [network_config]\nfile = {config_file:?}\nconfig_public_key = {config_key:?}\n\
              config_key_id = {config_key_id:?}\n\n\
@@ -249,7 +324,11 @@ impl Stack {
              [leader]\nlease_ttl = \"4s\"\nshort_lease_for_tests = true\n\n\
              [driver]\nfence_timeout = \"10s\"\ntick = \"100ms\"\n\n{extra_toml}",
             network = self.names().network().as_str(),
-            nats = self.nats.url(),
+            nats = self
+                .coordinator_nats_url
+                .clone()
+                .unwrap_or_else(|| self.nats.url()),
+            replicas = self.nats.replicas(),
             login = self
                 .nats_login
                 .as_ref()
@@ -404,31 +483,61 @@ impl Stack {
     /// Starts an agent beside every node and waits until each has published its node state.
     pub async fn start_agents(&mut self, deadline: Duration) -> anyhow::Result<Duration> {
         let started = Instant::now();
-        let binary = binary_path("canton-agent")?;
         let ids = self.node_ids()?;
         for id in &ids {
-            let config_path = self.agent_dir(id).join("agent.toml");
-            let mut command = std::process::Command::new(&binary);
-            command.arg("--config").arg(&config_path);
-            let metrics_url = self.observe(&mut command)?;
-            let process = ChildProcess::spawn(
-                &format!("canton-agent {id}"),
-                command,
-                &self.agent_dir(id).join("agent.log"),
-                Signal::SIGTERM,
-            )?;
-            self.agents.insert(
-                id.clone(),
-                AgentProcess {
-                    node: id.clone(),
-                    config_path,
-                    metrics_url,
-                    process,
-                },
-            );
+            self.spawn_agent(id)?;
         }
         self.wait_for_node_states(&ids, deadline - started.elapsed())
             .await?;
+        Ok(started.elapsed())
+    }
+
+    /// Starts `node`'s agent from its configuration file (appending to the same log), in place
+    /// of any earlier process of it, which is killed first.
+    pub fn spawn_agent(&mut self, node: &str) -> anyhow::Result<()> {
+        if let Some(mut previous) = self.agents.remove(node) {
+            previous.process.kill();
+        }
+        let config_path = self.agent_config_path(node);
+        let mut command = std::process::Command::new(binary_path("canton-agent")?);
+        command.arg("--config").arg(&config_path);
+        let metrics_url = self.observe(&mut command)?;
+        if let Some(env) = self.agent_env.get(node) {
+            command.envs(env.iter().map(|(k, v)| (k, v)));
+        }
+        let process = ChildProcess::spawn(
+            &format!("canton-agent {node}"),
+            command,
+            &self.agent_dir(node).join("agent.log"),
+            Signal::SIGTERM,
+        )?;
+        self.agents.insert(
+            node.to_owned(),
+            AgentProcess {
+                node: node.to_owned(),
+                config_path,
+                metrics_url,
+                process,
+            },
+        );
+        Ok(())
+    }
+
+    /// SIGKILLs `node`'s agent (a crash: no clean stop) and starts it again on the same
+    /// journal; returns once it logged that its command consumer is bound again.
+    pub fn restart_agent(&mut self, node: &str, deadline: Duration) -> anyhow::Result<Duration> {
+        let started = Instant::now();
+        self.spawn_agent(node)?;
+        let agent = self
+            .agents
+            .get_mut(node)
+            .context("the agent just started")?;
+        tokio::task::block_in_place(|| {
+            agent.process.wait_for_log(deadline, |log| {
+                log.contains(AGENT_READY_LOG_LINE).then_some(())
+            })
+        })
+        .with_context(|| format!("the restarted agent of {node} did not bind its commands"))?;
         Ok(started.elapsed())
     }
 
@@ -498,6 +607,80 @@ impl Stack {
             ));
         }
         text
+    }
+}
+
+/// Which NATS servers a stack runs on.
+enum NatsServers {
+    /// One server with the harness defaults.
+    Test,
+    /// Deploy settings on `servers` servers (a cluster when more than one).
+    Deployed { servers: usize },
+}
+
+impl NatsServers {
+    fn start(self, options: NatsOptions) -> anyhow::Result<StackNats> {
+        Ok(match self {
+            Self::Test => {
+                StackNats::One(NatsServer::start_with(options).context("starting nats-server")?)
+            }
+            Self::Deployed { servers } => {
+                let options = NatsOptions {
+                    sync_always: true,
+                    monitoring: true,
+                    ..options
+                };
+                if servers > 1 {
+                    StackNats::Cluster(
+                        NatsCluster::start(servers, options)
+                            .context("starting the nats-server cluster")?,
+                    )
+                } else {
+                    StackNats::One(NatsServer::start_with(options).context("starting nats-server")?)
+                }
+            }
+        })
+    }
+}
+
+/// How long a fresh cluster may take to elect its JetStream meta leader; stream creation is
+/// refused until then.
+const META_LEADER_WAIT: Duration = Duration::from_secs(60);
+
+/// Creates the network's streams and buckets as `organisation`'s coordinator would, asking
+/// again while a fresh cluster has no meta leader yet.
+async fn ensure_network(
+    nats: &StackNats,
+    names: Names,
+    auth: &NatsAuth,
+    organisation: &str,
+) -> anyhow::Result<Network> {
+    let started = Instant::now();
+    let settings = BusSettings {
+        replicas: nats.replicas(),
+        ..BusSettings::default()
+    };
+    loop {
+        let attempt = async {
+            let (client, _events) = sidecar_bus::connect_with_events(
+                &nats.url(),
+                "canton-stack",
+                auth,
+                &names.coordinator_inbox(organisation),
+            )
+            .await?;
+            Network::ensure(client, names.clone(), &settings).await
+        };
+        match attempt.await {
+            Ok(network) => return Ok(network),
+            Err(error) if started.elapsed() < META_LEADER_WAIT && nats.servers().len() > 1 => {
+                tracing::info!("network setup not ready yet: {error}");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Err(error) => {
+                return Err(error).context("creating the network's streams and buckets");
+            }
+        }
     }
 }
 

@@ -25,6 +25,9 @@ pub struct NatsOptions {
     /// `tls` block). nats-server includes only files beside its configuration, so each is
     /// copied into the server's directory under its own name.
     pub includes: Vec<PathBuf>,
+    /// Serve the HTTP monitoring endpoints (`/varz`, `/jsz`) on a free 127.0.0.1 port, kept
+    /// across restarts: what tests read the settings in force and the Raft leaders from.
+    pub monitoring: bool,
 }
 
 /// How one server of a [`NatsCluster`] joins the others.
@@ -47,6 +50,8 @@ pub struct NatsServer {
     binary: PathBuf,
     config_path: PathBuf,
     dir: Option<TempDir>,
+    monitor_port: Option<u16>,
+    server_name: String,
 }
 
 impl NatsServer {
@@ -64,7 +69,12 @@ impl NatsServer {
             .map_err(|e| Error::io(ErrorKind::Filesystem, "creating the nats-server dir", e))?;
         let config_path = dir.path().join("nats.conf");
         copy_includes(dir.path(), &options.includes)?;
-        write_config(&config_path, dir.path(), None, &options)?;
+        let monitor_port = options.monitoring.then(crate::free_port).transpose()?;
+        let ports = |client| Ports {
+            client,
+            monitor: monitor_port,
+        };
+        write_config(&config_path, dir.path(), ports(None), &options)?;
         let mut server = Self {
             url: String::new(),
             port: 0,
@@ -72,11 +82,18 @@ impl NatsServer {
             binary,
             config_path,
             dir: Some(dir),
+            monitor_port,
+            server_name: server_name(&options),
         };
         server.spawn()?;
         // Later restarts keep the port, so clients reconnect to the same address.
         let store = server.store_root();
-        write_config(&server.config_path, &store, Some(server.port), &options)?;
+        write_config(
+            &server.config_path,
+            &store,
+            ports(Some(server.port)),
+            &options,
+        )?;
         Ok(server)
     }
 
@@ -94,6 +111,8 @@ impl NatsServer {
                 binary: PathBuf::new(),
                 config_path: PathBuf::new(),
                 dir: None,
+                monitor_port: None,
+                server_name: String::new(),
             }),
             _ => Self::start(),
         }
@@ -106,6 +125,18 @@ impl NatsServer {
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// `http://127.0.0.1:<port>` of the monitoring endpoints, when started with
+    /// [`NatsOptions::monitoring`].
+    pub fn monitor_url(&self) -> Option<String> {
+        self.monitor_port
+            .map(|port| format!("http://127.0.0.1:{port}"))
+    }
+
+    /// The server's name (JetStream names Raft leaders and peers by it).
+    pub fn server_name(&self) -> &str {
+        &self.server_name
     }
 
     /// Whether this handle owns the process (false for a shared server).
@@ -198,34 +229,52 @@ impl NatsServer {
     }
 }
 
-fn write_config(path: &Path, dir: &Path, port: Option<u16>, options: &NatsOptions) -> Result<()> {
-    let port = port.map_or_else(|| "-1".to_owned(), |p| p.to_string());
+fn server_name(options: &NatsOptions) -> String {
+    options
+        .cluster
+        .as_ref()
+        .map_or_else(|| "cs-test".to_owned(), |member| member.server_name.clone())
+}
+
+/// The ports a server listens on: clients (`None` = any, on the first start) and monitoring.
+#[derive(Clone, Copy)]
+struct Ports {
+    client: Option<u16>,
+    monitor: Option<u16>,
+}
+
+fn write_config(path: &Path, dir: &Path, ports: Ports, options: &NatsOptions) -> Result<()> {
+    let port = ports
+        .client
+        .map_or_else(|| "-1".to_owned(), |p| p.to_string());
+    let monitor = ports
+        .monitor
+        .map(|p| format!("http: \"127.0.0.1:{p}\"\n"))
+        .unwrap_or_default();
     let sync = if options.sync_always {
         "\n  sync_interval: always"
     } else {
         ""
     };
-    let (server_name, cluster) = match &options.cluster {
-        None => ("cs-test".to_owned(), String::new()),
+    let server_name = server_name(options);
+    let cluster = match &options.cluster {
+        None => String::new(),
         Some(member) => {
             let routes: Vec<String> = member
                 .route_ports
                 .iter()
                 .map(|p| format!("\"nats-route://127.0.0.1:{p}\""))
                 .collect();
-            (
-                member.server_name.clone(),
-                format!(
-                    "cluster {{\n  name: \"{}\"\n  listen: \"127.0.0.1:{}\"\n  routes: [{}]\n}}\n",
-                    member.cluster_name,
-                    member.route_port,
-                    routes.join(", ")
-                ),
+            format!(
+                "cluster {{\n  name: \"{}\"\n  listen: \"127.0.0.1:{}\"\n  routes: [{}]\n}}\n",
+                member.cluster_name,
+                member.route_port,
+                routes.join(", ")
             )
         }
     };
     let mut text = format!(
-        "listen: \"127.0.0.1:{port}\"\nserver_name: \"{server_name}\"\nmax_payload: 8MB\njetstream {{\n  store_dir: \"{}\"\n  max_memory_store: 256MB\n  max_file_store: 4GB{sync}\n}}\n{cluster}",
+        "listen: \"127.0.0.1:{port}\"\n{monitor}server_name: \"{server_name}\"\nmax_payload: 8MB\njetstream {{\n  store_dir: \"{}\"\n  max_memory_store: 256MB\n  max_file_store: 4GB{sync}\n}}\n{cluster}",
         dir.join("js").display()
     );
     for name in options.includes.iter().filter_map(|path| path.file_name()) {
@@ -302,6 +351,18 @@ impl NatsCluster {
     /// Client URLs of every member, for a client that may use any of them.
     pub fn urls(&self) -> Vec<String> {
         self.members.iter().map(|m| m.url().to_owned()).collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.members.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+
+    pub fn members(&self) -> &[NatsServer] {
+        &self.members
     }
 }
 

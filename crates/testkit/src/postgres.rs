@@ -2,7 +2,7 @@ use std::os::unix::fs::{PermissionsExt, chown};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 use tempfile::TempDir;
@@ -10,6 +10,11 @@ use tempfile::TempDir;
 use crate::nats::find_on_path;
 use crate::process::ChildProcess;
 use crate::{Error, ErrorKind, Result, free_port, unique_id};
+
+/// What postgres logs when backends of a killed server still hold its shared memory.
+const SHARED_MEMORY_IN_USE: &str = "pre-existing shared memory block";
+/// How long a restart waits for those backends to exit.
+const RESTART_DEADLINE: Duration = Duration::from_secs(30);
 
 const INSTALL_HINT: &str =
     "run `scripts/install-deps.sh` (installs Debian's postgresql) or set CS_PG_BINDIR";
@@ -181,7 +186,31 @@ impl Postgres {
     /// Starts the cluster again on the same port after [`Postgres::kill`].
     pub fn restart(&mut self) -> Result<()> {
         self.kill();
-        self.spawn(self.port)
+        // The killed postmaster's backends notice its death on their own and exit; until the
+        // last one has, its shared memory is still attached and postgres refuses to start.
+        let started = Instant::now();
+        let mut attempts = 1;
+        loop {
+            match self.spawn(self.port) {
+                Err(error)
+                    if error.to_string().contains(SHARED_MEMORY_IN_USE)
+                        && started.elapsed() < RESTART_DEADLINE =>
+                {
+                    attempts += 1;
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                outcome => {
+                    if attempts > 1 {
+                        eprintln!(
+                            "postgres restarted after {attempts} attempts in {:?}: the killed \
+                             server's backends held its shared memory",
+                            started.elapsed()
+                        );
+                    }
+                    return outcome;
+                }
+            }
+        }
     }
 
     fn spawn_on_free_port(&mut self) -> Result<()> {

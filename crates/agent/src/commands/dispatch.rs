@@ -33,7 +33,7 @@ use super::acks::{AckBody, AckPublisher, AckTarget};
 use super::children::{kernel_boot_id, process_start};
 use super::journal::Record;
 use super::state::{CommandLog, EntryState, JournalState};
-use super::{CommandPath, crash_points, unix_ms_now, verified_command};
+use super::{CommandPath, crash_points, verified_command};
 use crate::actions::{
     ActionContext, ActionError, ActionHandler, ActionHooks, ActionOutput, ActionRegistry, Progress,
 };
@@ -136,7 +136,7 @@ impl Dispatcher {
                     node: node.logical(),
                     replica: node.replica(),
                     confirmed_epoch: journal.highest_epoch(),
-                    now_unix_ms: unix_ms_now(),
+                    now_unix_ms: shared.context.clock.now_unix_ms(),
                     max_clock_skew_ms: shared.trust.max_clock_skew_ms,
                     keys: &shared.trust.network.keys,
                     policy: &shared.trust.policy,
@@ -172,7 +172,7 @@ impl Shared {
         }
         let published_ms =
             i64::try_from(info.published.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX);
-        let ahead_ms = published_ms.saturating_sub(unix_ms_now());
+        let ahead_ms = published_ms.saturating_sub(self.context.clock.now_unix_ms());
         if ahead_ms > self.trust.max_clock_skew_ms {
             self.context.metrics.clock_skew_warnings.increment();
             tracing::warn!(
@@ -304,7 +304,7 @@ impl Shared {
                 let record = Record::Revoked {
                     command_id: revoke.command_id.clone(),
                     up_to_attempt,
-                    at_unix_ms: unix_ms_now(),
+                    at_unix_ms: self.context.clock.now_unix_ms(),
                 };
                 if !self.journal(record).await {
                     return;
@@ -544,7 +544,7 @@ impl Shared {
                 .instruments
                 .backup_finished(label, started.elapsed(), size);
         }
-        let at_unix_ms = unix_ms_now();
+        let at_unix_ms = self.context.clock.now_unix_ms();
         let (record, body) = match outcome {
             Ok(output) => {
                 crash_points::here(crash_points::AFTER_ACTION);
@@ -694,7 +694,7 @@ impl Shared {
             boot_id: self.context.identity.boot_id.clone(),
             action: handler.kind().to_string(),
             expires_at_unix_ms: command.expires_at_unix_ms,
-            at_unix_ms: unix_ms_now(),
+            at_unix_ms: self.context.clock.now_unix_ms(),
         };
         if !self.journal(started).await {
             return None;

@@ -199,7 +199,7 @@ async fn pause(context: &Context, pause: Option<Duration>) -> bool {
 /// Runs the command path until shutdown. Returns early only on an error that makes commands
 /// unsafe to accept (the agent then stops and exits non-zero).
 pub async fn run_commands(context: Context, path: CommandPath) -> Result<(), CommandPathError> {
-    let boot_started = unix_ms_now();
+    let boot_started = context.clock.now_unix_ms();
     let dir = path.settings.journal_dir.clone();
     // Opening replays and may compact (fsyncs): off the runtime like every journal write.
     let opened = tokio::task::spawn_blocking(move || {

@@ -89,3 +89,40 @@ fn extras_backup_wall_time_smoke_runs_the_runbook_and_both_scripts() {
     );
     assert!(result.parallel_ms.min > 0.0, "{result:?}");
 }
+
+#[test]
+fn extras_recovery_time_smoke_restores_and_measures_every_action_step() {
+    let result = bench::recovery::run(&bench::recovery::Options::smoke()).unwrap();
+    assert_eq!(result.runbook_ms.count, 1);
+    let steps: Vec<&str> = result.steps.iter().map(|(step, _)| step.as_str()).collect();
+    for step in ["stop-members", "restore", "start-members", "reconnect"] {
+        assert!(steps.contains(&step), "{step} measured: {result:?}");
+    }
+    // The runbook runs every one of those actions, one step after the other, so it cannot end
+    // sooner than their sum.
+    assert!(result.runbook_ms.min >= result.floor_ms.min, "{result:?}");
+}
+
+#[test]
+fn extras_consumers_smoke_binds_every_agent_consumer_and_measures_the_server() {
+    let results = bench::consumers::run(&bench::consumers::Options::smoke()).unwrap();
+    let result = &results[0];
+    assert_eq!(result.count, 50);
+    assert_eq!(result.first_thousand_ms.count, 50);
+    assert!(result.publish_ms.min > 0.0, "{result:?}");
+    assert!(
+        result.rss_after_mb >= result.rss_before_mb * 0.5 && result.rss_after_mb > 1.0,
+        "{result:?}"
+    );
+}
+
+#[test]
+fn extras_coordinator_alone_smoke_answers_every_node_at_both_sizes() {
+    let results = bench::light::run(&bench::light::Options::smoke()).unwrap();
+    assert_eq!(results.len(), 2);
+    for result in &results {
+        assert_eq!(result.run_ms.count, 1, "{result:?}");
+        assert!(result.coordinator_cpu_ms_per_run > 0.0, "{result:?}");
+        assert!(result.coordinator_bytes_per_node > 100.0, "{result:?}");
+    }
+}

@@ -45,6 +45,8 @@ pub mod failpoints {
     pub const AFTER_PUBLISH: &str = "driver-after-publish";
     /// A record write that applied but whose answer was lost.
     pub const CAS_TIMEOUT_APPLIED: &str = "driver-cas-timeout-applied";
+    /// The take-over's listing of runs fails as if the bucket had no leader.
+    pub const TAKE_OVER_LISTING_UNAVAILABLE: &str = "driver-take-over-listing-unavailable";
 }
 
 fn failpoint(name: &str) -> Result<(), DriverError> {
@@ -289,6 +291,12 @@ impl Driver {
         self.epoch()?;
         self.metrics.took_over();
         let mut claimed = Vec::new();
+        if fail::eval(failpoints::TAKE_OVER_LISTING_UNAVAILABLE, |_| ()).is_some() {
+            return Err(DriverError::new(
+                DriverErrorKind::Store,
+                "listing runs: failpoint",
+            ));
+        }
         for key in self.store.run_keys().await? {
             let Some((record, revision)) = self.load(&key).await? else {
                 continue;
@@ -365,7 +373,15 @@ impl Driver {
     /// Starts a run, or returns the existing one with the same id (`true`).
     pub async fn start(&mut self, request: StartRequest) -> Result<(RunRecord, bool), DriverError> {
         let epoch = self.epoch()?;
-        if let Some((record, _)) = self.load(&run_key(&request.run_id)).await? {
+        if let Some((record, revision)) = self.load(&run_key(&request.run_id)).await? {
+            // A run of ours this tenure does not drive (a create whose answer was lost) is
+            // adopted now rather than left to stall until the next take-over.
+            if !record.state.status.is_finished()
+                && record.organisation == self.config.organisation
+                && !self.active.contains_key(record.run_id())
+            {
+                self.adopt(record.clone(), revision, epoch).await?;
+            }
             return Ok((record, true));
         }
         let claims = if request.claims_nodes {

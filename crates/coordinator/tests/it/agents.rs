@@ -2,8 +2,10 @@
 //! canton-sim participant: synchronized disconnect and reconnect through the API, witnessed by
 //! the participant's own connection list and action log.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use canton_agent::clock::{SystemClock, WallClock};
 use canton_agent::config::{
     AgentConfig, CantonConfig, CommandsConfig, NatsConfig, NodeKind, ProbeSchedules, Schedule,
     TrustConfig,
@@ -97,6 +99,54 @@ pub fn start_sims(postgres: &Postgres) -> SimNetwork {
     }
 }
 
+/// The participant's disconnect and reconnect calls after action `after` of its own log (method
+/// names without their service).
+pub async fn connectivity_calls(sims: &SimNetwork, after: i64) -> Vec<String> {
+    let actions = sims
+        .node(PARTICIPANT)
+        .unwrap()
+        .control()
+        .actions(after)
+        .await
+        .unwrap();
+    actions
+        .iter()
+        .map(|a| a.method.rsplit('/').next().unwrap_or_default().to_owned())
+        .filter(|m| m.contains("isconnect") || m.contains("econnect"))
+        .collect()
+}
+
+/// The sequence number of the participant's latest logged action, to count from.
+pub async fn last_action(sims: &SimNetwork) -> i64 {
+    let actions = sims
+        .node(PARTICIPANT)
+        .unwrap()
+        .control()
+        .actions(0)
+        .await
+        .unwrap();
+    actions.iter().map(|a| a.seq).max().unwrap_or(0)
+}
+
+/// Waits until the agent's node state makes the participant part of the inventory.
+pub async fn wait_for_node_state(network: &sidecar_bus::Network) {
+    let started = Instant::now();
+    while network
+        .kv(sidecar_bus::Bucket::Nodes)
+        .get(PARTICIPANT)
+        .await
+        .unwrap()
+        .is_none()
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no node state from the agent"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!("node state of {PARTICIPANT} after {:?}", started.elapsed());
+}
+
 /// The agent's task and its shutdown token.
 pub type AgentTask = (
     CancellationToken,
@@ -113,6 +163,43 @@ pub fn start_agent(
     dir: &std::path::Path,
     metrics: AgentMetrics,
 ) -> AgentTask {
+    start_agent_with_clock(
+        names,
+        nats_url,
+        sims,
+        network_config,
+        dir,
+        metrics,
+        &AgentClock::system(),
+    )
+}
+
+/// The wall clock an in-process agent checks commands with, and its `trust.max_clock_skew`.
+pub struct AgentClock {
+    pub clock: Arc<dyn WallClock>,
+    pub max_clock_skew: Duration,
+}
+
+impl AgentClock {
+    /// The system clock and the default bound (2 s).
+    pub fn system() -> Self {
+        Self {
+            clock: Arc::new(SystemClock),
+            max_clock_skew: Duration::from_secs(2),
+        }
+    }
+}
+
+/// [`start_agent`] on the given clock, as a host whose clock is off.
+pub fn start_agent_with_clock(
+    names: &sidecar_bus::Names,
+    nats_url: &str,
+    sims: &SimNetwork,
+    network_config: &[u8],
+    dir: &std::path::Path,
+    metrics: AgentMetrics,
+    clock: &AgentClock,
+) -> AgentTask {
     // The same signed network configuration as the coordinator, and the agent's own ack key.
     let ack = agent_key(PARTICIPANT, 20);
     std::fs::write(dir.join("network.cfg"), network_config).unwrap();
@@ -123,7 +210,7 @@ pub fn start_agent(
         ack_key_seed: dir.join("ack.seed"),
         ack_key_id: ack.key_id().to_owned(),
         organisation: crate::support::ORG.to_owned(),
-        max_clock_skew: Duration::from_secs(2),
+        max_clock_skew: clock.max_clock_skew,
     };
     let every = schedule(300);
     let agent_config = AgentConfig {
@@ -180,16 +267,18 @@ pub fn start_agent(
         agent.identity().clone(),
     )
     .unwrap();
-    let agent = agent.with_commands(canton_agent::commands::CommandPath {
-        trust: material,
-        settings: CommandsConfig {
-            journal_dir: dir.join("journal"),
-            ack_wait: Duration::from_secs(30),
-            max_deliver: 20,
-            max_ack_pending: 64,
-        },
-        registry,
-    });
+    let agent = agent
+        .with_commands(canton_agent::commands::CommandPath {
+            trust: material,
+            settings: CommandsConfig {
+                journal_dir: dir.join("journal"),
+                ack_wait: Duration::from_secs(30),
+                max_deliver: 20,
+                max_ack_pending: 64,
+            },
+            registry,
+        })
+        .with_clock(Arc::clone(&clock.clock));
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(agent.run(shutdown.clone()));
     (shutdown, task)
@@ -222,21 +311,7 @@ async fn heavy_synchronized_disconnect_and_reconnect_through_a_real_agent_on_can
         AgentMetrics::default(),
     );
 
-    // The agent's node state makes the participant part of the inventory.
-    let started = Instant::now();
-    while network
-        .kv(sidecar_bus::Bucket::Nodes)
-        .get(PARTICIPANT)
-        .await
-        .unwrap()
-        .is_none()
-    {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "no node state from the agent"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_node_state(&network).await;
     let coordinator = canton_coordinator::service::Coordinator::start(coordinator_config)
         .await
         .unwrap();
@@ -288,18 +363,7 @@ async fn heavy_synchronized_disconnect_and_reconnect_through_a_real_agent_on_can
         .await;
     }
     // The participant's own log: one disconnect and one reconnect call, nothing repeated.
-    let actions = sims
-        .node(PARTICIPANT)
-        .unwrap()
-        .control()
-        .actions(0)
-        .await
-        .unwrap();
-    let methods: Vec<String> = actions
-        .iter()
-        .map(|a| a.method.rsplit('/').next().unwrap_or_default().to_owned())
-        .filter(|m| m.contains("isconnect") || m.contains("econnect"))
-        .collect();
+    let methods = connectivity_calls(&sims, 0).await;
     eprintln!("participant calls: {methods:?}");
     assert_eq!(
         methods

@@ -52,6 +52,12 @@ async fn start_when_leading(addr: std::net::SocketAddr, request_id: &str) -> Opt
 
 /// `failpoints` is a `FAILPOINTS` value for the first process.
 async fn killed_at_then_resumed(failpoints: &str) {
+    killed_at_then_resumed_by(failpoints, None).await;
+}
+
+/// [`killed_at_then_resumed`] with `successor_failpoints` for the second process; returns its
+/// log.
+async fn killed_at_then_resumed_by(failpoints: &str, successor_failpoints: Option<&str>) -> String {
     let server = NatsServer::shared_or_start().unwrap();
     let harness = Harness::new(server.url(), demo_nodes()).await;
     let dir = tempfile::tempdir().unwrap();
@@ -72,7 +78,8 @@ async fn killed_at_then_resumed(failpoints: &str) {
     )
     .unwrap();
 
-    let mut second = spawn_coordinator(&config, &dir.path().join("second.log"), None);
+    let second_log = dir.path().join("second.log");
+    let mut second = spawn_coordinator(&config, &second_log, successor_failpoints);
     let run_id = start_when_leading(addr, "kill-1").await.unwrap();
     let mut ops = client(addr, OPERATOR_TOKEN).await;
     let run = wait_for_run(&mut ops, &run_id, "resumed backup finished", finished).await;
@@ -93,6 +100,7 @@ async fn killed_at_then_resumed(failpoints: &str) {
         assert_eq!(dumps, 1, "node {node} dumped {dumps} times: {executed:#?}");
     }
     assert!(second.stop(Duration::from_secs(10)));
+    std::fs::read_to_string(&second_log).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -140,6 +148,20 @@ async fn heavy_writes_whose_answers_are_lost_are_recognised_by_read_back() {
         "every run write went through read-back; saw {lost}"
     );
     assert!(coordinator.stop(Duration::from_secs(10)));
+}
+
+/// A successor whose first take-overs cannot list the runs (a cluster electing the bucket's
+/// leader) tries again and drives the run to the end, instead of leading without it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heavy_a_take_over_that_cannot_list_the_runs_is_tried_again_until_it_adopts_them() {
+    use canton_coordinator::driver::failpoints::{AFTER_CAS, TAKE_OVER_LISTING_UNAVAILABLE};
+    let log = killed_at_then_resumed_by(
+        &format!("{AFTER_CAS}=return"),
+        Some(&format!("{TAKE_OVER_LISTING_UNAVAILABLE}=2*return")),
+    )
+    .await;
+    let retries = log.matches("take-over failed; trying again").count();
+    assert_eq!(retries, 2, "{log}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -120,16 +120,9 @@ fn is_fence(command: &pb::Command) -> bool {
 
 /// Disconnect calls in the participant's own action log.
 async fn disconnect_calls(sims: &canton_sim::SimNetwork) -> usize {
-    let actions = sims
-        .node(PARTICIPANT)
-        .unwrap()
-        .control()
-        .actions(0)
+    let methods: Vec<String> = crate::agents::connectivity_calls(sims, 0)
         .await
-        .unwrap();
-    let methods: Vec<&str> = actions
-        .iter()
-        .filter_map(|a| a.method.rsplit('/').next())
+        .into_iter()
         .filter(|m| m.starts_with("Disconnect"))
         .collect();
     eprintln!("participant disconnect calls: {methods:?}");

@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod agents;
+mod clock_skew;
 mod corpus;
 mod driver;
 mod kills;

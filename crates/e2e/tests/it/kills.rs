@@ -11,39 +11,15 @@ use e2e::stack::Stack;
 use nix::sys::signal::Signal;
 
 use crate::support::{
-    DEMO_TOPOLOGY, ORGANISATION, dump_connections, final_run, manifests, ops_json, running_stack,
+    DEMO_NODES, DEMO_TOPOLOGY, ORGANISATION, backup_args, dump_connections, final_run, manifests,
+    ops_json, ops_json_owned, running_stack, seed_from_env, splitmix64,
 };
 
 const REQUEST_ID: &str = "killed-backup";
-const NODES: [&str; 6] = [
-    "app1",
-    "mediator1",
-    "participant1",
-    "participant2",
-    "participant3",
-    "sequencer1",
-];
+const NODES: [&str; 6] = DEMO_NODES;
 
 fn start_backup_args(set: &str, wait: bool) -> Vec<String> {
-    let mut args: Vec<String> = [
-        "run",
-        "backup",
-        "--request-id",
-        REQUEST_ID,
-        "--param",
-        &format!("backup_set={set}"),
-    ]
-    .map(str::to_owned)
-    .to_vec();
-    if wait {
-        args.push("--wait".to_owned());
-    }
-    args
-}
-
-fn ops(stack: &Stack, args: &[String]) -> (std::process::ExitStatus, Vec<serde_json::Value>) {
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    ops_json(stack, &args)
+    backup_args(REQUEST_ID, set, wait)
 }
 
 async fn restart_coordinator(stack: &mut Stack) {
@@ -58,7 +34,7 @@ async fn restart_coordinator(stack: &mut Stack) {
 async fn resume_and_check(mut stack: Stack, set: &str) {
     restart_coordinator(&mut stack).await;
     let resumed = Instant::now();
-    let (status, values) = ops(&stack, &start_backup_args(set, true));
+    let (status, values) = ops_json_owned(&stack, &start_backup_args(set, true));
     eprintln!("resumed run finished after {:?}", resumed.elapsed());
     if let Some(found) = values.first().filter(|v| v["existing"] == true) {
         eprintln!(
@@ -113,7 +89,7 @@ async fn killed_at_failpoint(failpoints: &str, set: &str) {
         .await
         .expect("starting the coordinator with failpoints");
     // The process may die inside StartRun; the restart's StartRun finds or creates the run.
-    let (status, _) = ops(&stack, &start_backup_args(set, false));
+    let (status, _) = ops_json_owned(&stack, &start_backup_args(set, false));
     eprintln!("StartRun on the doomed coordinator: {status}");
     let waited = Instant::now();
     let coordinator = stack
@@ -158,19 +134,12 @@ async fn killed_after_a_later_cas_mid_run_resumes_with_each_node_dumped_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_at_a_seeded_random_point_resumes_with_each_node_dumped_once() {
-    let seed: u64 = std::env::var("SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos() as u64)
-        });
+    let seed = seed_from_env("SEED");
     // A whole backup of the demo network takes about a second here: kill within it.
     let delay = Duration::from_millis(splitmix64(seed) % 900);
     eprintln!("SEED={seed}: SIGKILL {delay:?} after StartRun");
     let stack = running_stack(DEMO_TOPOLOGY).await;
-    let (status, values) = ops(&stack, &start_backup_args("random-kill", false));
+    let (status, values) = ops_json_owned(&stack, &start_backup_args("random-kill", false));
     assert!(status.success(), "{values:#?}");
     // The kill point itself, not a wait for anything.
     tokio::time::sleep(delay).await;
@@ -179,11 +148,4 @@ async fn killed_at_a_seeded_random_point_resumes_with_each_node_dumped_once() {
         .signal(Signal::SIGKILL)
         .expect("killing the coordinator");
     resume_and_check(stack, "random-kill").await;
-}
-
-fn splitmix64(seed: u64) -> u64 {
-    let mut z = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
 }

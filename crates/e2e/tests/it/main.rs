@@ -1,5 +1,7 @@
 //! End-to-end tests: real nats-server, PostgreSQL, canton-sim processes and product binaries.
 mod backup_barrier;
+mod clock_skew;
+mod detection_stress;
 mod disconnect;
 mod dr_timestamp;
 mod event_repair;
@@ -8,14 +10,18 @@ mod joint_disconnect;
 mod kills;
 mod lifecycle;
 mod lost_synchronizer;
+mod nats_cluster;
 mod nats_login;
 mod network_dr;
 mod out_of_order;
+mod partitions;
 mod prometheus;
 mod proposals;
 mod rehydrate;
 mod restore;
 mod retention;
 mod secrets;
+mod soak;
 mod support;
 mod telemetry;
+mod verdicts;

@@ -216,6 +216,19 @@ async fn generated_nats_users_log_in_and_a_stolen_agent_credential_is_confined_t
     }
     intruder.subscribe(&names.commands()).await;
 
+    // Another node's state: neither by its key nor by sequence (which is not confined to
+    // a key).
+    let nodes = names.bucket_stream(Bucket::Nodes);
+    let victim_state = names.bucket_key_subject(Bucket::Nodes, victim.as_str());
+    intruder
+        .request(&format!("$JS.API.DIRECT.GET.{nodes}.{victim_state}"))
+        .await;
+    intruder
+        .request(&format!("$JS.API.DIRECT.GET.{nodes}"))
+        .await;
+    intruder.publish(&victim_state).await;
+    intruder.refused("Publish", &victim_state).await;
+
     // Run records: neither read nor written.
     let runs = names.bucket_stream(Bucket::Runs);
     let record = names.bucket_key_subject(Bucket::Runs, &run_id);

@@ -1,14 +1,18 @@
 //! Secrets stay in their files. A stack with the generated NATS logins and a database password
-//! planted in every agent's connection string runs a backup; afterwards no log of any process
-//! (agents, coordinator, sim nodes, nats-server, PostgreSQL), no backup manifest, no `/metrics`
-//! text and no `canton-ops` output contains the password, the operator token, any signing
+//! planted in every agent's connection string runs a backup while agents and the coordinator
+//! export traces and metrics over OTLP; afterwards no log of any process (agents, coordinator,
+//! sim nodes, nats-server, PostgreSQL), no backup manifest, no `/metrics` text, no `canton-ops`
+//! output and no byte of any OTLP export request (span names, attributes, events, resources,
+//! metrics; the flush at exit included) contains the password, the operator token, any signing
 //! seed (config, coordinator, operator, agent keys) or any NATS user seed.
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use e2e::otlp::OtlpReceiver;
 use e2e::stack::{Stack, StackOptions};
 
 use crate::support::{ORGANISATION, ops_output};
+use crate::telemetry::{otel_env, wait_for};
 
 const PASSWORD: &str = "planted-db-password-5b1e07c2";
 
@@ -54,6 +58,42 @@ fn read_trimmed(path: &Path) -> String {
         .to_owned()
 }
 
+/// The signing seeds as raw bytes, which a binary span attribute would carry unencoded.
+fn raw_seeds(stack: &Stack) -> Vec<(String, [u8; 32])> {
+    let keys = &stack.keys;
+    std::iter::once(&keys.config_signer)
+        .chain(keys.coordinators.values())
+        .chain(keys.operators.values())
+        .chain(keys.agents.values())
+        .map(|identity| {
+            (
+                format!("raw seed of {}", identity.key_id()),
+                identity.seed(),
+            )
+        })
+        .collect()
+}
+
+/// Where each secret occurs in the exported OTLP bytes.
+fn leaks_in_exports(
+    exported: &[u8],
+    secrets: &[(String, String)],
+    raw: &[(String, [u8; 32])],
+) -> Vec<String> {
+    let contains = |needle: &[u8]| {
+        exported
+            .windows(needle.len())
+            .any(|window| window == needle)
+    };
+    secrets
+        .iter()
+        .map(|(name, secret)| (name, secret.as_bytes()))
+        .chain(raw.iter().map(|(name, seed)| (name, &seed[..])))
+        .filter(|(_, needle)| contains(needle))
+        .map(|(name, _)| format!("{name} in the OTLP exports"))
+        .collect()
+}
+
 /// Every secret of the stack, named for the failure message.
 fn secrets(stack: &Stack) -> Vec<(String, String)> {
     let mut secrets = vec![("database password".to_owned(), PASSWORD.to_owned())];
@@ -91,6 +131,9 @@ fn secrets(stack: &Stack) -> Vec<(String, String)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn secrets_never_appear_in_logs_manifests_metrics_or_cli_output() {
     let started = Instant::now();
+    let receiver = OtlpReceiver::start("127.0.0.1:0".parse().expect("address"))
+        .await
+        .expect("starting the OTLP receiver");
     let mut stack = Stack::start(&StackOptions {
         topology: TOPOLOGY,
         heartbeat_interval: Duration::from_millis(500),
@@ -101,6 +144,7 @@ async fn secrets_never_appear_in_logs_manifests_metrics_or_cli_output() {
     .await
     .expect("starting the stack");
     stack.serve_metrics = true;
+    stack.process_env = otel_env(Some(&receiver.endpoint()));
     stack
         .start_agents(Duration::from_secs(60))
         .await
@@ -167,6 +211,14 @@ async fn secrets_never_appear_in_logs_manifests_metrics_or_cli_output() {
         outputs.push((url, text));
     }
 
+    // The run's spans from the coordinator and every agent's backup action are exported, so
+    // the search below covers what the backup traced.
+    wait_for(&receiver, "backup spans exported", |r| {
+        r.spans.iter().any(|s| s.name == "run backup")
+            && r.spans.iter().filter(|s| s.name == "action backup").count() >= 4
+    })
+    .await;
+
     let mut files = Vec::new();
     files_under(stack.work_dir(), &mut files);
     files.retain(|path| {
@@ -202,7 +254,30 @@ async fn secrets_never_appear_in_logs_manifests_metrics_or_cli_output() {
         secrets.len()
     );
     assert!(leaks.is_empty(), "secrets leaked: {leaks:#?}");
+    let raw = raw_seeds(&stack);
     let unclean = stack.shutdown().await.expect("shutdown");
     assert!(unclean.is_empty(), "{unclean:?}");
+    // After shutdown: the processes' last batches (flushed at exit) are in too.
+    let exported = receiver.exported_bytes();
+    let received = receiver.received();
+    assert!(
+        exported
+            .windows(b"run backup".len())
+            .any(|w| w == b"run backup"),
+        "the exports hold the run span"
+    );
+    let export_leaks = leaks_in_exports(&exported, &secrets, &raw);
+    eprintln!(
+        "searched {} OTLP export requests ({} bytes, {} spans, {} metric names) for {} secrets",
+        received.trace_requests + received.metric_requests,
+        exported.len(),
+        received.spans.len(),
+        received.metrics.len(),
+        secrets.len() + raw.len()
+    );
+    assert!(
+        export_leaks.is_empty(),
+        "secrets exported: {export_leaks:#?}"
+    );
     eprintln!("test took {:?}", started.elapsed());
 }

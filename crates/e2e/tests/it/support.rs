@@ -5,14 +5,26 @@ use std::path::PathBuf;
 use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
+use e2e::prometheus_text::{self, Exposition};
 use e2e::stack::{Stack, StackOptions, backup_root};
 use serde_json::Value;
+use testkit::TcpProxy;
 
 /// The organisation that runs every node of the test networks.
 pub const ORGANISATION: &str = "operator";
 
 /// The demo's network: sequencer, mediator, three participants with workload, one app.
 pub const DEMO_TOPOLOGY: &str = include_str!("../../demo/network.toml");
+
+/// Every node of [`DEMO_TOPOLOGY`], in id order; a backup dumps each.
+pub const DEMO_NODES: [&str; 6] = [
+    "app1",
+    "mediator1",
+    "participant1",
+    "participant2",
+    "participant3",
+    "sequencer1",
+];
 
 /// Starts the stack, an agent beside every node and the coordinator, logging each wait.
 pub async fn running_stack(topology: &str) -> Stack {
@@ -29,18 +41,81 @@ pub async fn running_stack_with_logins(topology: &str) -> Stack {
     start(topology, "", true).await
 }
 
+/// [`running_stack`] with `node`'s agent reaching NATS through a fault proxy, every agent and
+/// the coordinator serving `/metrics`.
+pub async fn running_stack_behind_proxy(topology: &str, node: &str) -> (Stack, TcpProxy) {
+    let mut proxy = None;
+    let stack = start_prepared(topology, "", false, |stack| {
+        stack.serve_metrics = true;
+        let between = TcpProxy::in_front_of(stack.nats.port()).expect("starting the proxy");
+        let config = stack.agent_config_path(node);
+        let text = std::fs::read_to_string(&config).expect("the agent's config");
+        let direct = format!("url = {:?}", stack.nats.url());
+        assert_eq!(text.matches(&direct).count(), 1, "one NATS url in {text}");
+        let proxied = text.replace(&direct, &format!("url = {:?}", between.nats_url()));
+        std::fs::write(&config, proxied).expect("rewriting the agent's config");
+        eprintln!("agent {node} reaches NATS through {}", between.nats_url());
+        proxy = Some(between);
+    })
+    .await;
+    (stack, proxy.expect("the proxy was started"))
+}
+
+/// [`running_stack`] with the coordinator reaching NATS through a fault proxy (the agents
+/// directly), every agent and the coordinator serving `/metrics`.
+pub async fn running_stack_with_coordinator_behind_proxy(topology: &str) -> (Stack, TcpProxy) {
+    let mut proxy = None;
+    let stack = start_prepared(topology, "", false, |stack| {
+        stack.serve_metrics = true;
+        let between = TcpProxy::in_front_of(stack.nats.port()).expect("starting the proxy");
+        stack.coordinator_nats_url = Some(between.nats_url());
+        eprintln!(
+            "the coordinator reaches NATS through {}",
+            between.nats_url()
+        );
+        proxy = Some(between);
+    })
+    .await;
+    (stack, proxy.expect("the proxy was started"))
+}
+
 async fn start(topology: &str, coordinator_toml: &str, nats_login: bool) -> Stack {
+    start_prepared(topology, coordinator_toml, nats_login, |_| {}).await
+}
+
+/// Starts the stack, lets `prepare` change it (agent configs, settings) before any agent
+/// starts, then starts the agents and the coordinator.
+pub async fn start_prepared(
+    topology: &str,
+    coordinator_toml: &str,
+    nats_login: bool,
+    prepare: impl FnOnce(&mut Stack),
+) -> Stack {
     let started = Instant::now();
     let mut stack = Stack::start(&StackOptions {
-        topology,
-        heartbeat_interval: Duration::from_millis(500),
-        commands: true,
         nats_login,
-        database_password: None,
+        ..stack_options(topology)
     })
     .await
     .expect("starting the stack");
     eprintln!("stack up in {:?}", started.elapsed());
+    prepare(&mut stack);
+    with_agents_and_coordinator(stack, coordinator_toml).await
+}
+
+/// How the tests start a stack: 500 ms heartbeats, agents that take commands, open NATS.
+pub fn stack_options(topology: &str) -> StackOptions<'_> {
+    StackOptions {
+        topology,
+        heartbeat_interval: Duration::from_millis(500),
+        commands: true,
+        nats_login: false,
+        database_password: None,
+    }
+}
+
+/// Starts an agent beside every node of `stack` and the coordinator, logging each wait.
+pub async fn with_agents_and_coordinator(mut stack: Stack, coordinator_toml: &str) -> Stack {
     let took = stack
         .start_agents(Duration::from_secs(60))
         .await
@@ -59,15 +134,41 @@ pub fn ops_output(stack: &Stack, args: &[&str]) -> std::process::Output {
     ops_output_of(stack, ORGANISATION, args)
 }
 
+/// No test asks `canton-ops` for anything that takes this long; past it the call is stuck,
+/// and the stack's logs say where (a test timeout would end the process without them).
+const OPS_DEADLINE: Duration = Duration::from_secs(150);
+
 /// `canton-ops <args>` of `organisation`'s operator, run to completion.
 pub fn ops_output_of(stack: &Stack, organisation: &str, args: &[&str]) -> std::process::Output {
     tokio::task::block_in_place(|| {
-        stack
+        let child = stack
             .ops(organisation)
             .expect("canton-ops command")
             .args(args)
-            .output()
-            .expect("running canton-ops")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("running canton-ops");
+        let pid = child.id();
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = done.send(child.wait_with_output());
+        });
+        match finished.recv_timeout(OPS_DEADLINE) {
+            Ok(output) => output.expect("running canton-ops"),
+            Err(_) => {
+                // Not reaped yet (the waiting thread still holds it), so the pid is still ours.
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(i32::try_from(pid).expect("a pid")),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+                panic!(
+                    "canton-ops {} gave no answer within {OPS_DEADLINE:?}; the stack's logs:{}",
+                    args.join(" "),
+                    stack.log_tails(60)
+                )
+            }
+        }
     })
 }
 
@@ -101,6 +202,30 @@ pub fn ops_json_of(stack: &Stack, organisation: &str, args: &[&str]) -> (ExitSta
         String::from_utf8_lossy(&output.stderr).trim()
     );
     (output.status, values)
+}
+
+/// `canton-ops run backup --request-id <request_id> --param backup_set=<set> [--wait]`.
+pub fn backup_args(request_id: &str, set: &str, wait: bool) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "run",
+        "backup",
+        "--request-id",
+        request_id,
+        "--param",
+        &format!("backup_set={set}"),
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    if wait {
+        args.push("--wait".to_owned());
+    }
+    args
+}
+
+/// [`ops_json`] with owned arguments.
+pub fn ops_json_owned(stack: &Stack, args: &[String]) -> (ExitStatus, Vec<Value>) {
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    ops_json(stack, &args)
 }
 
 /// The final run summary in `run --wait` output (carried by its RUN_FINISHED event).
@@ -281,6 +406,23 @@ pub fn wait_for(what: &str, deadline: Duration, mut holds: impl FnMut() -> bool)
     eprintln!("{what} after {:?}", started.elapsed());
 }
 
+/// [`wait_for`] with a condition that has to await.
+pub async fn wait_for_async<F: std::future::Future<Output = bool>>(
+    what: &str,
+    deadline: Duration,
+    mut holds: impl FnMut() -> F,
+) {
+    let started = Instant::now();
+    while !holds().await {
+        assert!(
+            started.elapsed() < deadline,
+            "{what}: not within {deadline:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!("{what} after {:?}", started.elapsed());
+}
+
 /// The step `id` of a run summary (`--output json`).
 pub fn step<'a>(run: &'a Value, id: &str) -> &'a Value {
     run["steps"]
@@ -310,4 +452,132 @@ pub fn wait_for_matching_commitments(
             enough(&commitments)
         },
     );
+}
+
+/// `/metrics` of a process started while the stack served metrics, parsed.
+pub fn scrape(url: &str) -> Exposition {
+    let (status, body) = tokio::task::block_in_place(|| prometheus_text::scrape(url))
+        .unwrap_or_else(|e| panic!("scraping {url}: {e:#}"));
+    assert_eq!(status, 200, "{url}: {body}");
+    prometheus_text::parse(&body)
+        .unwrap_or_else(|e| panic!("{url} is not Prometheus text: {e}\n{body}"))
+}
+
+/// `/metrics` of `node`'s agent.
+pub fn agent_metrics(stack: &Stack, node: &str) -> Exposition {
+    let url = stack.agents[node]
+        .metrics_url
+        .clone()
+        .unwrap_or_else(|| panic!("agent {node} serves no metrics"));
+    scrape(&url)
+}
+
+/// The sum of the samples of `name` with `labels` (0 when there is none yet).
+pub fn metric(exposition: &Exposition, name: &str, labels: &[(&str, &str)]) -> f64 {
+    exposition.values(name, labels).iter().sum()
+}
+
+/// Whether `node`'s command consumer has nothing left to deliver or to be answered.
+pub async fn commands_settled(stack: &Stack, node: &str) -> bool {
+    let names = stack.names();
+    let node = sidecar_bus::NodeId::new(node).expect("a node id");
+    let Ok(stream) = stack
+        .network
+        .jetstream
+        .get_stream(names.command_stream())
+        .await
+    else {
+        return false;
+    };
+    stream
+        .consumer_info(names.agent_consumer(&node))
+        .await
+        .is_ok_and(|info| info.num_pending == 0 && info.num_ack_pending == 0)
+}
+
+/// The agent journal's records (`journal.log`: a 16-byte header, then per record its length,
+/// its SHA-256 and its JSON).
+pub fn journal_records(stack: &Stack, node: &str) -> Vec<Value> {
+    let path = stack
+        .work_dir()
+        .join("agents")
+        .join(node)
+        .join("journal")
+        .join("journal.log");
+    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut records = Vec::new();
+    let mut at = 16;
+    while at + 36 <= bytes.len() {
+        let len = u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
+        let start = at + 36;
+        let end = start + len as usize;
+        let Some(payload) = bytes.get(start..end) else {
+            break;
+        };
+        records.push(serde_json::from_slice(payload).expect("a journal record is JSON"));
+        at = end;
+    }
+    records
+}
+
+/// A finished backup lost nothing and repeated nothing: every node's command the coordinator
+/// recorded as done is journalled done by its agent, and PostgreSQL's connection log shows one
+/// dump per node of `nodes`.
+pub fn assert_backup_complete_once(stack: &Stack, run: &Value, nodes: &[&str]) {
+    assert_backup_complete(stack, run, nodes, &[]);
+}
+
+/// [`assert_backup_complete_once`], where the agents of `crashed` were SIGKILLed during the
+/// run: a dump their crash interrupted is run again after the restart (a guarded action whose
+/// effect is not there), so those nodes may show a second dump connection, never a third.
+pub fn assert_backup_complete(stack: &Stack, run: &Value, nodes: &[&str], crashed: &[&str]) {
+    assert_eq!(run["status"], "succeeded", "{run:#}");
+    let run_id = run["run_id"].as_str().expect("run id");
+    let mut acked = 0;
+    for step in run["steps"].as_array().expect("steps") {
+        for node in step["nodes"].as_array().into_iter().flatten() {
+            let (Some(id), Some(command)) = (node["node"].as_str(), node["command_id"].as_str())
+            else {
+                continue;
+            };
+            assert_eq!(node["status"], "done", "{node:#}");
+            let journalled = journal_records(stack, id).iter().any(|record| {
+                record["record"] == "done" && record["command_id"].as_str() == Some(command)
+            });
+            assert!(journalled, "{command} is acked but not in {id}'s journal");
+            acked += 1;
+        }
+    }
+    assert!(acked >= nodes.len(), "{acked} acked commands: {run:#}");
+    let connections = dump_connections(stack, run_id);
+    for node in nodes {
+        let seen = connections.get(*node).map_or(0, Vec::len);
+        let allowed = if crashed.contains(node) { 1..=2 } else { 1..=1 };
+        assert!(
+            allowed.contains(&seen),
+            "{node} dumped {seen} times: {connections:?}"
+        );
+    }
+    eprintln!("{run_id}: {acked} acked commands journalled, each node dumped once");
+}
+
+/// The seed in the environment variable `var`, or one from the clock (printed by the caller, so
+/// a failing run can be replayed).
+pub fn seed_from_env(var: &str) -> u64 {
+    std::env::var(var)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64)
+        })
+}
+
+/// One step of SplitMix64: a well-mixed 64-bit value from `seed`.
+pub fn splitmix64(seed: u64) -> u64 {
+    let mut z = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }

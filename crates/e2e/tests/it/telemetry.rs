@@ -6,13 +6,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use e2e::otlp::{OtlpReceiver, Received, ReceivedSpan};
-use e2e::prometheus_text::{self, Exposition};
+use e2e::prometheus_text::Exposition;
 use e2e::stack::{Stack, StackOptions};
 
-use crate::support::{DEMO_TOPOLOGY, ORGANISATION, final_run, ops_json};
+use crate::support::{DEMO_TOPOLOGY, ORGANISATION, final_run, ops_json, scrape};
 
 /// Short export intervals so the test waits for seconds, not the one-minute defaults.
-fn otel_env(endpoint: Option<&str>) -> Vec<(String, String)> {
+pub(crate) fn otel_env(endpoint: Option<&str>) -> Vec<(String, String)> {
     let mut env = vec![
         ("OTEL_BSP_SCHEDULE_DELAY".to_owned(), "200".to_owned()),
         ("OTEL_METRIC_EXPORT_INTERVAL".to_owned(), "500".to_owned()),
@@ -56,7 +56,7 @@ async fn observed_stack(topology: &str, env: Vec<(String, String)>, args: &[&str
 }
 
 /// Waits (generously) until `done` holds for what the receiver got; logs how long it took.
-async fn wait_for(
+pub(crate) async fn wait_for(
     receiver: &OtlpReceiver,
     what: &str,
     mut done: impl FnMut(&Received) -> bool,
@@ -81,14 +81,6 @@ async fn wait_for(
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-}
-
-fn scrape(url: &str) -> Exposition {
-    let (status, body) = tokio::task::block_in_place(|| prometheus_text::scrape(url))
-        .unwrap_or_else(|e| panic!("scraping {url}: {e:#}"));
-    assert_eq!(status, 200, "{url}: {body}");
-    prometheus_text::parse(&body)
-        .unwrap_or_else(|e| panic!("{url} is not Prometheus text: {e}\n{body}"))
 }
 
 fn assert_families(exposition: &Exposition, families: &[&str], who: &str) {
