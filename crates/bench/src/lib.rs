@@ -13,6 +13,7 @@ pub mod footprint;
 pub mod heartbeat;
 pub mod light;
 pub mod measure;
+pub mod network_dr;
 pub mod recovery;
 pub mod servers;
 pub mod sim_stack;

@@ -15,7 +15,7 @@ const USAGE: &str =
   failure-detection  [--kills 60] [--agents 10] [--stress]
   agent-footprint    [--window-seconds 60]
   backup-wall-time   [--database-mb 200] [--reps 5]
-  recovery-time      [--reps 5]
+  recovery-time      [--runbook restore|network-dr] [--reps 5]
   consumers          [--count 10000] [--topologies r1,r3]
   coordinator-alone  [--sizes 1000,10000] [--reps 3]";
 
@@ -123,6 +123,9 @@ fn main() -> anyhow::Result<()> {
             };
             if let Some(reps) = option("--reps") {
                 options.reps = reps.parse()?;
+            }
+            if let Some(procedure) = option("--runbook") {
+                options.procedure = procedure.parse()?;
             }
             recovery::run(&options)?;
         }

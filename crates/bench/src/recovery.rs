@@ -1,6 +1,6 @@
-//! `bench recovery-time`: the wall time of the `restore` runbook, from the operator's signed
-//! approval to the run's end, against the sum of its steps' minimum times measured in the
-//! same run.
+//! `bench recovery-time`: the wall time of a recovery runbook (`restore`, or `network-dr`
+//! with `--runbook network-dr`, see [`crate::network_dr`]), without the operator's own waits,
+//! against the sum of its steps' minimum times measured in the same run.
 //!
 //! A step's minimum is what its slowest node spent on the step's own action: the agents time
 //! each action against the node (`canton_agent_command_duration_seconds`, read from every
@@ -72,41 +72,83 @@ const DEDUP_STEP: &str = "dedup-safe";
 const STOP_STEP: &str = "stop-members";
 const COMMAND_DURATION_SUM: &str = "canton_agent_command_duration_seconds_sum";
 
+/// The recovery runbooks the program measures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Procedure {
+    Restore,
+    NetworkDr,
+}
+
+impl std::str::FromStr for Procedure {
+    type Err = anyhow::Error;
+
+    fn from_str(text: &str) -> anyhow::Result<Self> {
+        match text {
+            "restore" => Ok(Self::Restore),
+            "network-dr" => Ok(Self::NetworkDr),
+            other => bail!("--runbook {other:?}: expected restore or network-dr"),
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct Options {
     /// Counted repetitions (one more warms caches first).
     pub reps: usize,
+    pub procedure: Procedure,
 }
 
 impl Options {
     pub fn full() -> Self {
-        Self { reps: 5 }
+        Self {
+            reps: 5,
+            procedure: Procedure::Restore,
+        }
     }
 
     pub fn smoke() -> Self {
-        Self { reps: 1 }
+        Self {
+            reps: 1,
+            procedure: Procedure::Restore,
+        }
     }
 }
 
 #[derive(Clone, Debug)]
 pub struct RecoveryResult {
-    /// Approval to the run's end.
+    /// The run's own time: from its start (or the operator's approval) to its end, without
+    /// the operator's waits.
     pub runbook_ms: Summary,
     /// The sum over steps of the slowest node's action time (the dedup step at least the rest
     /// of the tolerance).
     pub floor_ms: Summary,
     /// Each action step's slowest node, per repetition: (step, milliseconds).
     pub steps: Vec<(String, Summary)>,
+    /// What the operator did while the run waited, not counted in `runbook_ms`.
+    pub excluded: Option<(String, Summary)>,
 }
 
 /// One step of the plan an agent acts in.
-struct PlannedStep {
-    step: String,
-    action: String,
-    nodes: Vec<String>,
+pub(crate) struct PlannedStep {
+    pub step: String,
+    pub action: String,
+    pub nodes: Vec<String>,
+}
+
+/// One measured run of a recovery runbook.
+pub(crate) struct Rep {
+    /// The run's own time.
+    pub took: Duration,
+    /// Each step's wall time in the run record.
+    pub walls: BTreeMap<String, Duration>,
+    /// The operator's part while the run waited.
+    pub excluded: Option<Duration>,
 }
 
 pub fn run(options: &Options) -> anyhow::Result<RecoveryResult> {
+    if options.procedure == Procedure::NetworkDr {
+        return crate::network_dr::run(options);
+    }
     measure::heading(
         "recovery-time",
         "restore runbook vs the sum of its steps' minimum times",
@@ -119,7 +161,7 @@ pub fn run(options: &Options) -> anyhow::Result<RecoveryResult> {
         measure_on(stack, options)
     });
     let result = outcome?;
-    print(&result);
+    print("restore runbook (approval to end)", &result);
     Ok(result)
 }
 
@@ -135,7 +177,29 @@ fn measure_on(stack: &Stack, options: &Options) -> anyhow::Result<RecoveryResult
         ],
     )?;
     ensure_succeeded(&backup, "backup")?;
-    let plan = plan(stack)?;
+    let plan = plan(
+        stack,
+        &["restore", "--param", &format!("backup_set={BACKUP_SET}")],
+    )?;
+    measure_reps(
+        stack,
+        &plan,
+        options.reps,
+        |_| restore_runbook(stack),
+        with_tolerance_wait,
+    )
+}
+
+/// Runs `once` for a warm-up and `reps` counted repetitions, each measured against the sum
+/// of the slowest node's action time per planned step (raised by `floor_of` where a step has
+/// a wait of its own).
+pub(crate) fn measure_reps(
+    stack: &Stack,
+    plan: &[PlannedStep],
+    reps: usize,
+    mut once: impl FnMut(usize) -> anyhow::Result<Rep>,
+    floor_of: impl Fn(Vec<(String, Duration)>) -> Vec<(String, Duration)>,
+) -> anyhow::Result<RecoveryResult> {
     println!(
         "  plan: {}",
         plan.iter()
@@ -146,21 +210,30 @@ fn measure_on(stack: &Stack, options: &Options) -> anyhow::Result<RecoveryResult
 
     let mut runbook = Vec::new();
     let mut floor = Vec::new();
+    let mut excluded = Vec::new();
     let mut per_step: BTreeMap<String, Vec<Duration>> = BTreeMap::new();
-    for rep in 0..=options.reps {
+    for rep in 0..=reps {
         let before = action_times(stack)?;
-        let (took, walls) = restore_runbook(stack)?;
+        let Rep {
+            took,
+            walls,
+            excluded: operator,
+        } = once(rep)?;
         let after = action_times(stack)?;
-        let slowest = with_tolerance_wait(slowest_per_step(&plan, &before, &after)?);
+        let slowest = floor_of(slowest_per_step(plan, &before, &after)?);
         let sum: Duration = slowest.iter().map(|(_, took)| *took).sum();
         println!(
-            "  rep {rep}{}: runbook {:.0} ms, floor {:.0} ms (step: slowest action/step wall ms: {})",
+            "  rep {rep}{}: runbook {:.0} ms{}, floor {:.0} ms (step: slowest action/step wall ms: {})",
             if rep == 0 {
                 " (warm-up, not counted)"
             } else {
                 ""
             },
             ms(took),
+            operator.map_or(String::new(), |wait| format!(
+                " (+ {:.0} ms operator's part, not counted)",
+                ms(wait)
+            )),
             ms(sum),
             slowest
                 .iter()
@@ -175,6 +248,7 @@ fn measure_on(stack: &Stack, options: &Options) -> anyhow::Result<RecoveryResult
         if rep > 0 {
             runbook.push(took);
             floor.push(sum);
+            excluded.extend(operator);
             for (step, took) in slowest {
                 per_step.entry(step).or_default().push(took);
             }
@@ -194,11 +268,13 @@ fn measure_on(stack: &Stack, options: &Options) -> anyhow::Result<RecoveryResult
         runbook_ms: summary(&runbook, "runbook")?,
         floor_ms: summary(&floor, "floor")?,
         steps,
+        excluded: Summary::of_durations(&excluded)
+            .map(|wait| ("the operator's part while the run waited".to_owned(), wait)),
     })
 }
 
 /// `canton-ops --output json <args>`: every JSON line it printed; an error if it failed.
-fn ops_json(stack: &Stack, args: &[&str]) -> anyhow::Result<Vec<Value>> {
+pub(crate) fn ops_json(stack: &Stack, args: &[&str]) -> anyhow::Result<Vec<Value>> {
     let output = stack
         .ops(ORGANISATION)?
         .args(["--output", "json"])
@@ -220,7 +296,7 @@ fn ops_json(stack: &Stack, args: &[&str]) -> anyhow::Result<Vec<Value>> {
 }
 
 /// The status the run's RUN_FINISHED event carried must be `succeeded`.
-fn ensure_succeeded(events: &[Value], what: &str) -> anyhow::Result<()> {
+pub(crate) fn ensure_succeeded(events: &[Value], what: &str) -> anyhow::Result<()> {
     let status = events
         .iter()
         .rev()
@@ -233,17 +309,12 @@ fn ensure_succeeded(events: &[Value], what: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The restore plan's steps that send an action to agents.
-fn plan(stack: &Stack) -> anyhow::Result<Vec<PlannedStep>> {
-    let lines = ops_json(
-        stack,
-        &[
-            "plan",
-            "restore",
-            "--param",
-            &format!("backup_set={BACKUP_SET}"),
-        ],
-    )?;
+/// The steps of `canton-ops plan <runbook args>` that send an action to agents.
+pub(crate) fn plan(stack: &Stack, runbook: &[&str]) -> anyhow::Result<Vec<PlannedStep>> {
+    let args: Vec<&str> = std::iter::once("plan")
+        .chain(runbook.iter().copied())
+        .collect();
+    let lines = ops_json(stack, &args)?;
     let strings = |value: &Value| -> Vec<String> {
         value
             .as_array()
@@ -266,14 +337,14 @@ fn plan(stack: &Stack) -> anyhow::Result<Vec<PlannedStep>> {
         .filter(|step| !step.nodes.is_empty())
         .collect();
     if steps.is_empty() {
-        bail!("the restore plan has no action steps: {lines:?}");
+        bail!("the {} plan has no action steps: {lines:?}", runbook[0]);
     }
     Ok(steps)
 }
 
 /// Starts a restore, approves it with the operator's signature and waits for its end: the
 /// time from the approval to the end, and each step's wall time in the run record.
-fn restore_runbook(stack: &Stack) -> anyhow::Result<(Duration, BTreeMap<String, Duration>)> {
+fn restore_runbook(stack: &Stack) -> anyhow::Result<Rep> {
     let run = observe::start_run(
         stack,
         ORGANISATION,
@@ -286,11 +357,15 @@ fn restore_runbook(stack: &Stack) -> anyhow::Result<(Duration, BTreeMap<String, 
     let events = ops_json(stack, &["watch", &run])?;
     let took = started.elapsed();
     ensure_succeeded(&events, &format!("restore {run}"))?;
-    Ok((took, step_walls(&events)))
+    Ok(Rep {
+        took,
+        walls: step_walls(&events),
+        excluded: None,
+    })
 }
 
 /// Each step's time from its start to its end, from the run summary RUN_FINISHED carried.
-fn step_walls(events: &[Value]) -> BTreeMap<String, Duration> {
+pub(crate) fn step_walls(events: &[Value]) -> BTreeMap<String, Duration> {
     let steps = events
         .iter()
         .rev()
@@ -381,19 +456,15 @@ fn with_tolerance_wait(mut slowest: Vec<(String, Duration)>) -> Vec<(String, Dur
     slowest
 }
 
-fn ms(duration: Duration) -> f64 {
+pub(crate) fn ms(duration: Duration) -> f64 {
     duration.as_secs_f64() * 1e3
 }
 
-fn print(result: &RecoveryResult) {
-    println!(
-        "{}",
-        measure::line(
-            "restore runbook (approval to end)",
-            &result.runbook_ms,
-            "ms"
-        )
-    );
+pub(crate) fn print(runbook: &str, result: &RecoveryResult) {
+    println!("{}", measure::line(runbook, &result.runbook_ms, "ms"));
+    if let Some((what, summary)) = &result.excluded {
+        println!("{}", measure::line(what, summary, "ms"));
+    }
     println!(
         "{}",
         measure::line("sum of the steps' minimum times", &result.floor_ms, "ms")

@@ -104,6 +104,26 @@ fn extras_recovery_time_smoke_restores_and_measures_every_action_step() {
 }
 
 #[test]
+fn extras_recovery_time_network_dr_smoke_recovers_twice_and_measures_every_action_step() {
+    let options = bench::recovery::Options {
+        procedure: bench::recovery::Procedure::NetworkDr,
+        ..bench::recovery::Options::smoke()
+    };
+    let result = bench::recovery::run(&options).unwrap();
+    assert_eq!(result.runbook_ms.count, 1);
+    let steps: Vec<&str> = result.steps.iter().map(|(step, _)| step.as_str()).collect();
+    for step in ["disconnect", "dump-svs", "redeploy", "reconnect"] {
+        assert!(steps.contains(&step), "{step} measured: {result:?}");
+    }
+    let (_, operator) = result
+        .excluded
+        .as_ref()
+        .expect("the operator's deploy time");
+    assert!(operator.min > 0.0, "{result:?}");
+    assert!(result.runbook_ms.min >= result.floor_ms.min, "{result:?}");
+}
+
+#[test]
 fn extras_consumers_smoke_binds_every_agent_consumer_and_measures_the_server() {
     let results = bench::consumers::run(&bench::consumers::Options::smoke()).unwrap();
     let result = &results[0];

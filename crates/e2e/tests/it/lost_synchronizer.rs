@@ -71,6 +71,35 @@ fn contract_ids(stack: &Stack, node: &str, table: &str) -> BTreeSet<String> {
         .collect()
 }
 
+/// Contracts with more than one stakeholder: with two participants, the ones they share.
+fn shared_contract_ids(stack: &Stack, node: &str) -> BTreeSet<String> {
+    node_psql(
+        stack,
+        node,
+        "SELECT contract_id FROM participant_contract WHERE cardinality(stakeholders) > 1",
+    )
+    .lines()
+    .map(|line| line.trim().to_owned())
+    .filter(|id| !id.is_empty())
+    .collect()
+}
+
+/// The topology's workload rates of [`PARTICIPANTS`].
+const WORKLOADS: [f64; 2] = [4.0, 2.0];
+
+async fn set_workloads(stack: &Stack, rates: [f64; 2]) {
+    for (participant, rate) in PARTICIPANTS.iter().zip(rates) {
+        let control = stack
+            .with_sims(|sims| sims.node(participant).map(|n| n.control()))
+            .expect("sims")
+            .expect("participant exists");
+        control
+            .set_workload(rate)
+            .await
+            .unwrap_or_else(|e| panic!("{participant}: workload {rate}/s: {e}"));
+    }
+}
+
 fn created_since(stack: &Stack, node: &str, micros: i64) -> i64 {
     node_psql(
         stack,
@@ -145,6 +174,34 @@ async fn participants_of_a_lost_synchronizer_move_to_a_new_one_with_every_contra
         "nothing started: {runs:#?}"
     );
 
+    // A transaction in flight at the loss would leave the participants with different shared
+    // contracts, a real divergence that the commitments report as a mismatch. The workload
+    // pauses and the participants settle on the same shared contracts first, so the
+    // commitments on the new synchronizer must match.
+    set_workloads(&stack, [0.0, 0.0]).await;
+    tokio::task::block_in_place(|| {
+        // Equal and unchanged over five polls (half a second): nothing was left in flight.
+        let mut last = None;
+        let mut unchanged = 0;
+        wait_for(
+            "both participants settled on the same shared contracts",
+            DEADLINE,
+            || {
+                let now: Vec<BTreeSet<String>> = PARTICIPANTS
+                    .iter()
+                    .map(|p| shared_contract_ids(&stack, p))
+                    .collect();
+                unchanged = if now[0] == now[1] && last.as_ref() == Some(&now) {
+                    unchanged + 1
+                } else {
+                    0
+                };
+                last = Some(now);
+                unchanged >= 5
+            },
+        );
+    });
+
     // The synchronizer is lost.
     stack
         .with_sims(|sims| {
@@ -184,6 +241,7 @@ async fn participants_of_a_lost_synchronizer_move_to_a_new_one_with_every_contra
     let finished = final_run(&values);
     assert_eq!(finished["status"], "succeeded", "{finished:#}");
     let reconnected = e2e::now_unix_ms() * 1000;
+    set_workloads(&stack, WORKLOADS).await;
 
     for (participant, before) in PARTICIPANTS.iter().zip(&before) {
         let migrations: Vec<(String, String)> = node_calls(&stack, participant)

@@ -151,6 +151,30 @@ poll_interval_ms = 100
     .unwrap();
     let (status, body) = get(app, &format!("{snapshot}?timestamp={before_pruning}")).await;
     assert_eq!(status, 400, "{body}");
+    // A dump reads the ACS at the ledger end, which the workload moves past the pruning point.
+    let ledger_url = participant.ledger_url().unwrap();
+    eventually(
+        "the ledger end past the pruning point",
+        Duration::from_secs(30),
+        || {
+            let ledger_url = ledger_url.clone();
+            async move {
+                let end =
+                    proto_canton::ledger::v2::state_service_client::StateServiceClient::connect(
+                        ledger_url,
+                    )
+                    .await
+                    .ok()?
+                    .get_ledger_end(proto_canton::ledger::v2::GetLedgerEndRequest {})
+                    .await
+                    .ok()?
+                    .into_inner()
+                    .offset;
+                (end > ledger_end).then_some(())
+            }
+        },
+    )
+    .await;
 
     // Migration dump.
     let (status, dump_now) = get(app, "/api/sv/v0/admin/domain/migration-dump").await;
