@@ -20,6 +20,11 @@ const USAGE: &str =
   coordinator-alone  [--sizes 1000,10000] [--reps 3]";
 
 fn main() -> anyhow::Result<()> {
+    // The programs that run the coordinator in-process log what it does only when asked: its
+    // lines would otherwise drown the numbers.
+    let _logs = std::env::var_os("RUST_LOG")
+        .is_some()
+        .then(|| sidecar_telemetry::init(sidecar_telemetry::LogFormat::Text));
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some((name, rest)) = args.split_first() else {
         bail!("{USAGE}");

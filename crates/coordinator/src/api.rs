@@ -950,17 +950,21 @@ impl CoordinatorService for Api {
     ) -> Result<Response<pb::ListNodesResponse>, Status> {
         require(&request, Role::ReadOnly)?;
         let suspended = self.shared.registry.suspended();
+        // One view of the registry, indexed: a view per listed node costs O(N²) at 10,000 nodes.
+        let mut views: std::collections::HashMap<sidecar_bus::NodeId, _> = self
+            .shared
+            .registry
+            .view()
+            .into_iter()
+            .flat_map(|logical| logical.replicas)
+            .map(|replica| (replica.node.clone(), replica))
+            .collect();
         let mut nodes = Vec::new();
         for state in self.shared.node_states().await.map_err(unavailable)? {
             let id = crate::catalogue::state_node_id(&state);
-            let view = sidecar_bus::NodeId::new(id).ok().and_then(|id| {
-                self.shared
-                    .registry
-                    .view()
-                    .into_iter()
-                    .flat_map(|logical| logical.replicas)
-                    .find(|replica| replica.node == id)
-            });
+            let view = sidecar_bus::NodeId::new(id)
+                .ok()
+                .and_then(|id| views.remove(&id));
             let (health, age, seq) = match &view {
                 Some(view) => (
                     view.health,

@@ -222,31 +222,59 @@ impl Detector {
         }
     }
 
-    /// Every node grouped under its logical node, ordered by id.
-    pub fn view(&self, now: Instant) -> Vec<LogicalNodeView> {
-        let mut groups: Vec<LogicalNodeView> = Vec::new();
-        for (node, tracked) in &self.nodes {
-            let view = NodeView {
-                node: node.clone(),
-                health: self.verdict(tracked, now),
-                heartbeat_age: tracked
-                    .last_arrival
-                    .map(|at| now.saturating_duration_since(at)),
-                last: tracked.last.clone(),
-            };
-            match groups.last_mut() {
-                Some(group) if group.logical == node.logical() => group.replicas.push(view),
-                _ => groups.push(LogicalNodeView {
-                    logical: node.logical().to_string(),
-                    replicas: vec![view],
-                    active: None,
-                }),
-            }
+    fn node_view(&self, node: &NodeId, tracked: &Tracked, now: Instant) -> NodeView {
+        NodeView {
+            node: node.clone(),
+            health: self.verdict(tracked, now),
+            heartbeat_age: tracked
+                .last_arrival
+                .map(|at| now.saturating_duration_since(at)),
+            last: tracked.last.clone(),
         }
-        for group in &mut groups {
-            group.active = active_replica(&group.replicas);
+    }
+
+    /// The group of one logical node, or `None` when no replica of it is tracked. Reads only
+    /// that node's entries: the driver asks once per command sent, and a whole view per
+    /// command is quadratic in the network size.
+    pub fn group(&self, now: Instant, logical: &str) -> Option<LogicalNodeView> {
+        let first = NodeId::new(logical).ok()?;
+        // Its replicas sort after it (`<logical>.<replica>`), among other ids that share the
+        // prefix (`<logical>-x`), and before any id that does not.
+        let replicas: Vec<NodeView> = self
+            .nodes
+            .range(first..)
+            .take_while(|(node, _)| node.as_str().starts_with(logical))
+            .filter(|(node, _)| node.logical() == logical)
+            .map(|(node, tracked)| self.node_view(node, tracked, now))
+            .collect();
+        if replicas.is_empty() {
+            return None;
+        }
+        Some(LogicalNodeView {
+            logical: logical.to_owned(),
+            active: active_replica(&replicas),
+            replicas,
+        })
+    }
+
+    /// Every node grouped under its logical node, ordered by logical id. Grouped by key, not
+    /// by adjacency: `p1-b` sorts between `p1` and `p1.a`.
+    pub fn view(&self, now: Instant) -> Vec<LogicalNodeView> {
+        let mut groups: BTreeMap<&str, Vec<NodeView>> = BTreeMap::new();
+        for (node, tracked) in &self.nodes {
+            groups
+                .entry(node.logical())
+                .or_default()
+                .push(self.node_view(node, tracked, now));
         }
         groups
+            .into_iter()
+            .map(|(logical, replicas)| LogicalNodeView {
+                logical: logical.to_owned(),
+                active: active_replica(&replicas),
+                replicas,
+            })
+            .collect()
     }
 }
 
@@ -306,6 +334,29 @@ mod tests {
             role: role as i32,
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn one_group_is_the_views_group_also_among_ids_sharing_a_prefix() {
+        let t0 = Instant::now();
+        let mut detector = Detector::new(DetectorConfig::default(), t0);
+        for id in ["p1", "p1-b", "p1.a", "p1.b", "p10", "p2"] {
+            detector.on_heartbeat(node(id), heartbeat(Role::Standalone), t0 + SECOND);
+        }
+        let now = t0 + 2 * SECOND;
+        let view = detector.view(now);
+        let logical: Vec<&str> = view.iter().map(|g| g.logical.as_str()).collect();
+        assert_eq!(logical, ["p1", "p1-b", "p10", "p2"]);
+        for group in &view {
+            let one = detector.group(now, &group.logical).unwrap();
+            let ids = |g: &LogicalNodeView| -> Vec<String> {
+                g.replicas.iter().map(|r| r.node.to_string()).collect()
+            };
+            assert_eq!(ids(&one), ids(group));
+            assert_eq!(one.active, group.active);
+        }
+        assert_eq!(detector.group(now, "p1").map(|g| g.replicas.len()), Some(3));
+        assert!(detector.group(now, "p3").is_none());
     }
 
     #[test]

@@ -302,9 +302,7 @@ pub struct ReplicaRouter {
 impl crate::driver::ports::Router for ReplicaRouter {
     fn replica_for(&self, node: &str) -> Option<String> {
         lock(&self.detector)
-            .view(Instant::now())
-            .into_iter()
-            .find(|group| group.logical == node)
+            .group(Instant::now(), node)
             .and_then(|group| group.command_replica())
             .map(|replica| replica.to_string())
     }
