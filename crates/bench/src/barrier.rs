@@ -137,25 +137,18 @@ fn one_size(
         let mut baseline =
             Baseline::start(&network.jetstream, &urls, &network_id, agents, topology).await?;
         let statistics = coordinator.shared.network.client.statistics();
-        let pid = std::process::id();
         let (mut runs, mut steps, mut floors) = (Vec::new(), Vec::new(), Vec::new());
         let (mut cpu, mut bytes) = (0.0, 0u64);
         for rep in 0..=reps {
-            let meter = CpuMeter::start(pid)?;
-            let bytes_before = statistics.in_bytes.load(Ordering::Relaxed)
-                + statistics.out_bytes.load(Ordering::Relaxed);
-            let (took, step) = one_run(&mut ops, rep, agents).await?;
-            let bytes_after = statistics.in_bytes.load(Ordering::Relaxed)
-                + statistics.out_bytes.load(Ordering::Relaxed);
-            let (used, _) = meter.read()?;
+            let run = metered_run(&statistics, &mut ops, rep, agents).await?;
             let floor = baseline.round(rep).await?;
             // Rep 0 warms caches and connections on both paths; it is not counted.
             if rep > 0 {
-                runs.push(took);
-                steps.push(step);
+                runs.push(run.took);
+                steps.push(run.step);
                 floors.push(floor);
-                cpu += used;
-                bytes += bytes_after - bytes_before;
+                cpu += run.cpu_seconds;
+                bytes += run.bytes;
             }
         }
         baseline.stop().await;
@@ -254,6 +247,38 @@ pub(crate) async fn operator_client(addr: std::net::SocketAddr) -> anyhow::Resul
         Ok(request)
     });
     Ok(CoordinatorServiceClient::with_interceptor(channel, auth))
+}
+
+/// One [`one_run`] with what this process (the coordinator's) spent on it.
+pub(crate) struct MeteredRun {
+    pub took: Duration,
+    /// The step's span in the record, ms.
+    pub step: f64,
+    pub cpu_seconds: f64,
+    /// Bytes in and out on the coordinator's NATS connection.
+    pub bytes: u64,
+}
+
+pub(crate) async fn metered_run(
+    statistics: &async_nats::Statistics,
+    ops: &mut Operator,
+    rep: usize,
+    agents: usize,
+) -> anyhow::Result<MeteredRun> {
+    let traffic = || {
+        statistics.in_bytes.load(Ordering::Relaxed) + statistics.out_bytes.load(Ordering::Relaxed)
+    };
+    let meter = CpuMeter::start(std::process::id())?;
+    let before = traffic();
+    let (took, step) = one_run(ops, rep, agents).await?;
+    let bytes = traffic() - before;
+    let (cpu_seconds, _) = meter.read()?;
+    Ok(MeteredRun {
+        took,
+        step,
+        cpu_seconds,
+        bytes,
+    })
 }
 
 /// One `disconnect` run from StartRun to RUN_FINISHED (WatchRun); also the step's own span as

@@ -7,7 +7,6 @@
 //! Baseline in the same run: the same program at a tenth of the size; the coordinator's CPU per
 //! node at N against at N / 10 says whether its work grows linearly.
 
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
@@ -20,10 +19,10 @@ use proto_sidecar as pb;
 use proto_sidecar::action::Kind;
 use sidecar_bus::{Bucket, Names, NetworkId, NodeId};
 
-use crate::barrier::{leading_coordinator, one_run};
+use crate::barrier::{leading_coordinator, metered_run};
 use crate::consumers::create_consumer;
 use crate::fixture;
-use crate::measure::{self, CpuMeter, Summary};
+use crate::measure::{self, Summary};
 use crate::servers::{self, Servers, Topology};
 
 #[derive(Clone, Debug)]
@@ -107,22 +106,15 @@ fn one_size(
     let outcome = runtime.block_on(async {
         let (coordinator, takeover_ms, mut ops) = leading_coordinator(config, agents).await?;
         let statistics = coordinator.shared.network.client.statistics();
-        let pid = std::process::id();
         let (mut runs, mut steps, mut cpu, mut bytes) = (Vec::new(), Vec::new(), 0.0, 0u64);
         for rep in 0..=reps {
-            let meter = CpuMeter::start(pid)?;
-            let bytes_before = statistics.in_bytes.load(Ordering::Relaxed)
-                + statistics.out_bytes.load(Ordering::Relaxed);
-            let (took, step) = one_run(&mut ops, rep, agents).await?;
-            let bytes_after = statistics.in_bytes.load(Ordering::Relaxed)
-                + statistics.out_bytes.load(Ordering::Relaxed);
-            let (used, _) = meter.read()?;
+            let run = metered_run(&statistics, &mut ops, rep, agents).await?;
             // Rep 0 warms caches and connections; it is not counted.
             if rep > 0 {
-                runs.push(took);
-                steps.push(step);
-                cpu += used;
-                bytes += bytes_after - bytes_before;
+                runs.push(run.took);
+                steps.push(run.step);
+                cpu += run.cpu_seconds;
+                bytes += run.bytes;
             }
         }
         drop(coordinator);

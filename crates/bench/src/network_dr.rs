@@ -107,14 +107,7 @@ fn runbook_args(timestamp: SystemTime, migration_id: i64) -> Vec<String> {
 /// time, the operator's part apart.
 fn recover_once(stack: &Stack, migration_id: i64) -> anyhow::Result<Rep> {
     wait_for_new_contracts(stack)?;
-    stack.with_sims(|sims| -> anyhow::Result<()> {
-        for node in SYNCHRONIZER {
-            sims.node_mut(node)
-                .with_context(|| format!("no sim node {node}"))?
-                .stop()?;
-        }
-        Ok(())
-    })??;
+    on_synchronizer(stack, |node| Ok(node.stop()?))?;
     let args = runbook_args(SystemTime::now() - MARGIN, migration_id);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let started = Instant::now();
@@ -125,14 +118,7 @@ fn recover_once(stack: &Stack, migration_id: i64) -> anyhow::Result<Rep> {
     let before_approval = started.elapsed();
 
     let deploying = Instant::now();
-    stack.with_sims(|sims| -> anyhow::Result<()> {
-        for node in SYNCHRONIZER {
-            sims.node_mut(node)
-                .with_context(|| format!("no sim node {node}"))?
-                .redeploy_fresh()?;
-        }
-        Ok(())
-    })??;
+    on_synchronizer(stack, |node| Ok(node.redeploy_fresh().map(drop)?))?;
     let approve = observe::signed_approval_args_for(
         stack,
         ORGANISATION,
@@ -154,6 +140,20 @@ fn recover_once(stack: &Stack, migration_id: i64) -> anyhow::Result<Rep> {
         walls: step_walls(&events),
         excluded: Some(operator),
     })
+}
+
+/// Applies `act` to each node of [`SYNCHRONIZER`].
+fn on_synchronizer(
+    stack: &Stack,
+    mut act: impl FnMut(&mut canton_sim::network::SimNode) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    stack.with_sims(|sims| {
+        SYNCHRONIZER.iter().try_for_each(|node| {
+            act(sims
+                .node_mut(node)
+                .with_context(|| format!("no sim node {node}"))?)
+        })
+    })?
 }
 
 /// The run of the organisation waits for the operator at the approval step.
